@@ -1,0 +1,163 @@
+"""Load any mlx-lm model (bundled folder, local folder or hub id) and describe it.
+
+On CPU the weights are dequantized and cast to float32: MLX's quantized and half-precision
+CPU kernels are several times slower than float32 with OpenBLAS. On Metal the native dtype
+is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from app.core.blas import active_blas
+from app.errors import ModelLoadError
+from app.types import ModelInfo
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    tokenizer: Any  # mlx_lm TokenizerWrapper
+    config: dict[str, Any]
+    model_id: str
+    path: str
+
+    @property
+    def layers(self) -> list:
+        return layers_of(self.model)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def hidden_size(self) -> int:
+        return hidden_size_of(self.model, self.config)
+
+    @property
+    def dtype(self) -> mx.Dtype:
+        return activation_dtype(self.model)
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            model_id=self.model_id,
+            family=str(self.config.get("model_type", "unknown")),
+            num_layers=self.num_layers,
+            hidden_size=self.hidden_size,
+            dtype=str(self.dtype).replace("mlx.core.", ""),
+            has_chat_template=bool(getattr(self.tokenizer, "chat_template", None)),
+            blas=active_blas(),
+            device=device_name(),
+            fingerprint=model_fingerprint(self.config),
+            vocab_size=int(self.config.get("vocab_size", 0) or 0),
+            path=self.path,
+        )
+
+
+def device_name() -> str:
+    try:
+        if mx.metal.is_available():
+            return "gpu (Metal)"
+    except Exception:  # pragma: no cover - older mlx without mx.metal
+        pass
+    dev = mx.default_device()
+    return "gpu" if dev.type == mx.DeviceType.gpu else "cpu"
+
+
+def on_cpu() -> bool:
+    return mx.default_device().type == mx.DeviceType.cpu
+
+
+def layers_of(model: nn.Module) -> list:
+    """The list of decoder blocks (``model.layers`` in every mlx-lm family)."""
+    layers = getattr(model, "layers", None)
+    if layers is None and hasattr(model, "model"):
+        layers = getattr(model.model, "layers", None)
+    if not isinstance(layers, list):
+        raise ModelLoadError(f"{type(model).__name__} exposes no list of decoder layers")
+    return layers
+
+
+def hidden_size_of(model: nn.Module, config: dict[str, Any] | None = None) -> int:
+    config = config or {}
+    for key in ("hidden_size", "d_model", "n_embd"):
+        if key in config:
+            return int(config[key])
+        if "text_config" in config and key in config["text_config"]:
+            return int(config["text_config"][key])
+    args = getattr(model, "args", None)
+    if args is not None and hasattr(args, "hidden_size"):
+        return int(args.hidden_size)
+    raise ModelLoadError("cannot tell the model's hidden size")
+
+
+def activation_dtype(model: nn.Module) -> mx.Dtype:
+    """The dtype the residual stream runs in (that of the embedding scales or weights)."""
+    from mlx.utils import tree_flatten
+
+    for name, p in tree_flatten(model.parameters()):
+        if name.endswith("norm.weight") or "layernorm" in name:
+            return p.dtype
+    for _, p in tree_flatten(model.parameters()):
+        if mx.issubdtype(p.dtype, mx.floating):
+            return p.dtype
+    return mx.float32
+
+
+def model_fingerprint(config: dict[str, Any]) -> str:
+    """Hash of the config fields that decide whether a vector fits this model."""
+    keys = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size",
+            "num_attention_heads", "num_key_value_heads", "rope_theta")
+    src = config.get("text_config", config) if "hidden_size" not in config else config
+    blob = json.dumps({k: src.get(k) for k in keys}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def prepare_for_device(model: nn.Module) -> nn.Module:
+    """Dequantize and use float32 on CPU; keep the native dtype on Metal."""
+    if not on_cpu():
+        return model
+    from mlx_lm.utils import dequantize_model
+
+    model = dequantize_model(model)
+    model.set_dtype(mx.float32)
+    mx.eval(model.parameters())
+    return model
+
+
+def load_model(model_id: str, path: str | Path) -> LoadedModel:
+    """Load a model folder (or hub id already resolved to ``path``) with mlx-lm."""
+    from mlx_lm import load as mlx_load
+
+    path = str(path)
+    folder = Path(path)
+    if folder.exists():
+        if not (folder / "config.json").exists():
+            raise ModelLoadError(f"{path} has no config.json: it is not an MLX/Hugging Face model folder")
+        if not list(folder.glob("*.safetensors")):
+            raise ModelLoadError(f"{path} has no *.safetensors weights; convert it with mlx_lm.convert first")
+    try:
+        model, tokenizer, config = mlx_load(path, return_config=True)
+    except ModelLoadError:
+        raise
+    except ValueError as exc:
+        text = str(exc)
+        if "not supported" in text.lower() or "model type" in text.lower():
+            raise ModelLoadError(f"{model_id}: architecture not supported by mlx-lm ({text})") from exc
+        raise ModelLoadError(f"{model_id}: could not load ({text})") from exc
+    except Exception as exc:  # corrupt safetensors, missing tensors, network errors
+        raise ModelLoadError(f"{model_id}: could not load from {path} ({type(exc).__name__}: {exc})") from exc
+    model = prepare_for_device(model)
+    return LoadedModel(model=model, tokenizer=tokenizer, config=config, model_id=model_id, path=path)
+
+
+def from_memory(model: nn.Module, tokenizer: Any, config: dict[str, Any], model_id: str = "in-memory") -> LoadedModel:
+    """Wrap a model built in memory (tests use tiny random models)."""
+    return LoadedModel(model=model, tokenizer=tokenizer, config=config, model_id=model_id, path="")

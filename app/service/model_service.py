@@ -1,0 +1,138 @@
+"""The one stateful object of the lab: the loaded model, its lock, cancellation, the library.
+
+The UI and the CLI call only this; all numerical work is in ``app.core``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import app.core  # noqa: F401  (loads the fast BLAS before MLX)
+from app import paths
+from app.core import registry
+from app.core.capture import CaptureResult, capture
+from app.core.chat import encode, format_chat, pad_id
+from app.core.models import LoadedModel, load_model
+from app.errors import Cancelled, InputError, ModelLoadError
+from app.service.jobs import CancelToken, JobRunner
+from app.types import ModelInfo
+
+log = logging.getLogger("steering_lab.service")
+
+MAX_PROMPT_CHARS = 8000
+MAX_PROMPTS = 512
+
+
+class ModelService:
+    def __init__(self, loaded: Optional[LoadedModel] = None, library: Any = None):
+        self.jobs = JobRunner()
+        self._loaded = loaded
+        self._library = library
+
+    # ---- models -------------------------------------------------------------------------
+    @property
+    def loaded(self) -> LoadedModel:
+        if self._loaded is None:
+            raise ModelLoadError("no model is loaded; load one from the model picker")
+        return self._loaded
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._loaded is not None
+
+    def list_models(self) -> list[registry.ModelEntry]:
+        return registry.list_models()
+
+    def load(self, model: str = "") -> ModelInfo:
+        """Load (or switch to) a model; on failure the previous model stays loaded."""
+
+        def job(token: CancelToken) -> ModelInfo:
+            try:
+                entry = registry.resolve(model)
+            except FileNotFoundError as exc:
+                raise ModelLoadError(f"{exc}. {self._available_hint()}") from exc
+            try:
+                loaded = load_model(entry.model_id, entry.path)
+            except ModelLoadError as exc:
+                raise ModelLoadError(f"{exc}. {self._available_hint()}") from exc
+            self._loaded = loaded
+            log.info("loaded %s (%s layers, hidden %s, %s)", entry.model_id, loaded.num_layers,
+                     loaded.hidden_size, loaded.dtype)
+            return loaded.info()
+
+        return self.jobs.run(job)
+
+    def _available_hint(self) -> str:
+        ids = [e.model_id for e in registry.list_models()]
+        if not ids:
+            return "No models are prepared yet: run ./setup_local_cache.sh"
+        return "Available: " + ", ".join(ids)
+
+    def info(self) -> ModelInfo:
+        return self.loaded.info()
+
+    # ---- text ---------------------------------------------------------------------------
+    def format_chat(self, user: str, system: Optional[str] = None) -> str:
+        return format_chat(self.loaded.tokenizer, user, system)
+
+    def tokenize_chat(self, user: str, system: Optional[str] = None) -> list[int]:
+        return encode(self.loaded.tokenizer, self.format_chat(user, system))
+
+    def token_strings(self, tokens: Sequence[int]) -> list[str]:
+        tok = self.loaded.tokenizer
+        return [tok.decode([t]) for t in tokens]
+
+    # ---- reading the residual stream ----------------------------------------------------
+    def capture(
+        self,
+        prompts: Sequence[str],
+        system: Optional[str] = None,
+        chat: bool = True,
+        layers: Optional[Sequence[int]] = None,
+        progress: Optional[Callable[[int, int], None]] = None,
+        token: Optional[CancelToken] = None,
+    ) -> CaptureResult:
+        """Residual stream after every layer for ``prompts`` in one batched pass."""
+        validate_prompts(prompts)
+
+        def job(tok: CancelToken) -> CaptureResult:
+            lm = self.loaded
+            token_lists = [
+                encode(lm.tokenizer, format_chat(lm.tokenizer, p, system)) if chat else encode(lm.tokenizer, p)
+                for p in prompts
+            ]
+            return capture(lm.model, token_lists, pad=pad_id(lm.tokenizer), layers=layers,
+                           progress=progress, should_stop=tok)
+
+        return self.jobs.run(job, token)
+
+    def cancel(self) -> int:
+        """Cancel every running or queued job (the Stop button)."""
+        return self.jobs.cancel_all()
+
+
+def validate_prompts(prompts: Sequence[str], what: str = "prompt") -> None:
+    if not prompts:
+        raise InputError(f"no {what}s given")
+    if len(prompts) > MAX_PROMPTS:
+        raise InputError(f"too many {what}s: {len(prompts)} (at most {MAX_PROMPTS})")
+    for i, p in enumerate(prompts):
+        validate_text(p, f"{what} {i + 1}")
+
+
+def validate_text(text: str, what: str = "prompt") -> str:
+    if not isinstance(text, str):
+        raise InputError(f"{what} must be text")
+    if not text.strip():
+        raise InputError(f"{what} is empty")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InputError(f"{what} is too long: {len(text)} characters (at most {MAX_PROMPT_CHARS})")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{what} contains invalid characters (unpaired surrogates)") from exc
+    return text
+
+
+__all__ = ["ModelService", "InputError", "Cancelled", "ModelLoadError", "validate_text", "validate_prompts", "paths"]
