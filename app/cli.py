@@ -71,6 +71,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(host=args.host, port=args.port, share=args.share, model=args.model, open_browser=False)
 
 
+# Each module adds its subcommands with ``register(subparsers, add)``.
+COMMAND_MODULES: list[str] = []
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="steering-lab",
@@ -99,12 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("prepare", "convert the bundled model and link models from the Hugging Face cache", cmd_prepare, model=False, json_flag=False)
     sp.add_argument("--force", action="store_true", help="convert again even if up to date")
     sp.add_argument("--no-link", action="store_true", help="do not link models from the Hugging Face cache")
-    try:
-        from app import cli_commands
+    import importlib
 
-        cli_commands.register(sub, add)
-    except ImportError:
-        pass
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub, add)
     return p
 
 

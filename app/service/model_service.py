@@ -30,6 +30,15 @@ class ModelService:
         self._loaded = loaded
         self._library = library
 
+    @property
+    def library(self):
+        """The concept library: the user's folder over the shipped concepts and vectors."""
+        if self._library is None:
+            from app.library import ConceptLibrary
+
+            self._library = ConceptLibrary(paths.user_library_dir(), paths.SHIPPED_CONCEPTS, paths.SHIPPED_VECTORS)
+        return self._library
+
     # ---- models -------------------------------------------------------------------------
     @property
     def loaded(self) -> LoadedModel:
