@@ -72,7 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 # Each module adds its subcommands with ``register(subparsers, add)``.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["app.cli_generate"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -154,3 +154,18 @@ class ModelInfo:
         from dataclasses import asdict
 
         return asdict(self)
+
+
+@dataclass
+class ComparisonChunk:
+    """One streaming update of a side-by-side run: both texts so far, token by token."""
+
+    baseline_text: str
+    steered_text: str
+    baseline_pieces: list[str] = field(default_factory=list)  # decoded text of each token
+    steered_pieces: list[str] = field(default_factory=list)
+    baseline_scores: list[float] = field(default_factory=list)  # projection on the concept per token
+    steered_scores: list[float] = field(default_factory=list)
+    divergence: Optional[int] = None  # index of the first generated token that differs
+    done: bool = False
+    stats: dict[str, Any] = field(default_factory=dict)

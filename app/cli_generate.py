@@ -1,0 +1,142 @@
+"""`steering-lab generate` and `steering-lab sweep`: side-by-side runs and sweeps from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import textwrap
+
+from app.errors import CLIError
+
+
+def register(sub, add) -> None:
+    sp = add("generate", "generate the baseline and the steered answer side by side", cmd_generate)
+    sp.add_argument("--prompt", required=True, help="the user message")
+    sp.add_argument("--concept", required=True, help="concept slug, a mix like 'happy:0.7,excited:0.3', or random:SLUG")
+    sp.add_argument("--layer", type=int, action="append", help="layer to steer (repeat for several; default: the concept's recommended layer)")
+    sp.add_argument("--strength", type=float, action="append", help="strength per --layer (default: recommended)")
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--relative", dest="relative", action="store_true", default=True, help="strength relative to the layer's typical residual norm (default)")
+    g.add_argument("--absolute", dest="relative", action="store_false", help="strength multiplies the raw vector")
+    sp.add_argument("--mode", choices=["add", "logits"], default="add", help="residual addition (default) or logit-space contrast")
+    sp.add_argument("--guidance", type=float, default=1.0, help="logits mode: base + guidance*(steered-base)")
+    sp.add_argument("--schedule", choices=["constant", "linear_decay", "ramp_up", "pulse"], default="constant")
+    sp.add_argument("--schedule-length", type=int, default=16, help="tokens of decay/ramp, or K for a pulse")
+    sp.add_argument("--positions", choices=["all", "prompt", "generated"], default="all")
+    sp.add_argument("--system", default=None, help="optional system prompt")
+    _sampling(sp, max_tokens=64)
+
+    sp = add("sweep", "sweep layers x strengths and score every cell", cmd_sweep)
+    sp.add_argument("--concept", required=True)
+    sp.add_argument("--layers", required=True, help="e.g. 6-18 or 8,12,16")
+    sp.add_argument("--strengths", required=True, help="comma-separated, e.g. 0.1,0.2,0.4")
+    sp.add_argument("--prompt", required=True)
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--relative", dest="relative", action="store_true", default=True)
+    g.add_argument("--absolute", dest="relative", action="store_false")
+    sp.add_argument("--save-recommendation", action="store_true", help="store the recommended setting in the concept for this model")
+    _sampling(sp, max_tokens=32)
+
+
+def _sampling(sp: argparse.ArgumentParser, max_tokens: int) -> None:
+    sp.add_argument("--max-tokens", type=int, default=max_tokens)
+    sp.add_argument("--temperature", type=float, default=0.0)
+    sp.add_argument("--top-p", type=float, default=1.0)
+    sp.add_argument("--seed", type=int, default=0)
+
+
+def _params(args):
+    from app.types import GenerationParams
+
+    return GenerationParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+
+
+def cmd_generate(args) -> int:
+    from app.cli import _print_json, _service
+    from app.service.generation_ops import SteerRequest
+
+    layers = None
+    if args.layer or args.strength:
+        if not args.layer or not args.strength:
+            if args.layer and not args.strength:
+                strengths = [None] * len(args.layer)
+            else:
+                raise CLIError("--strength needs a --layer")
+        else:
+            strengths = args.strength
+        if len(args.layer) != len(strengths):
+            raise CLIError("give one --strength per --layer")
+        layers = list(zip(args.layer, strengths))
+    svc = _service(args)
+    if layers and any(s is None for _, s in layers):
+        from app.service.generation_ops import DEFAULT_RELATIVE_STRENGTH
+
+        layers = [(l, DEFAULT_RELATIVE_STRENGTH if s is None else s) for l, s in layers]
+    req = SteerRequest(prompt=args.prompt, concept=args.concept, layers=layers, relative=args.relative,
+                       mode=args.mode, guidance=args.guidance, schedule=args.schedule,
+                       schedule_length=args.schedule_length, positions=args.positions, system=args.system,
+                       params=_params(args))
+    if args.json:
+        chunk, settings = svc.compare(req)
+        _print_json({
+            "baseline": chunk.baseline_text,
+            "steered": chunk.steered_text,
+            "divergence": chunk.divergence,
+            "settings": settings,
+            "stats": chunk.stats,
+        })
+        return 0
+    width = max(30, (shutil.get_terminal_size((100, 20)).columns - 3) // 2)
+    last = None
+    for chunk, settings in svc.compare_stream(req):
+        last = (chunk, settings)
+        if sys.stdout.isatty():
+            sys.stdout.write(f"\r\033[K[{chunk.stats['step']}/{args.max_tokens}] tokens")
+            sys.stdout.flush()
+    if last is None:
+        return 1
+    chunk, settings = last
+    if sys.stdout.isatty():
+        sys.stdout.write("\r\033[K")
+    layers_txt = ", ".join(f"L{e['layer']}@{e['strength']:g}" for e in settings["layers"])
+    print(f"concept: {settings['label']}   {layers_txt} ({settings['strength_mode']}, {settings['mode']})   source: {settings['source']}")
+    left = textwrap.wrap(chunk.baseline_text, width) or [""]
+    right = textwrap.wrap(chunk.steered_text, width) or [""]
+    print(f"{'BASELINE':<{width}} | STEERED")
+    print("-" * width + "-+-" + "-" * width)
+    for i in range(max(len(left), len(right))):
+        l = left[i] if i < len(left) else ""
+        r = right[i] if i < len(right) else ""
+        print(f"{l:<{width}} | {r}")
+    div = chunk.divergence
+    print(f"\nfirst differing token: {div if div is not None else 'none (identical)'}; "
+          f"steered finish: {chunk.stats['steered_finish']}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from app.cli import _print_json, _service
+    from app.service.generation_ops import parse_float_list, parse_int_list
+
+    svc = _service(args)
+    layers = parse_int_list(args.layers, "layers", svc.loaded.num_layers)
+    strengths = parse_float_list(args.strengths)
+
+    def progress(done: int, total: int, msg: str) -> None:
+        print(f"\r{msg}: step {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    res = svc.sweep(args.prompt, args.concept, layers, strengths, _params(args), relative=args.relative, progress=progress)
+    print(file=sys.stderr)
+    if args.save_recommendation and res.recommended:
+        svc.save_recommendation(args.concept, res.recommended[0], res.recommended[1], args.relative)
+    if args.json:
+        _print_json(res.as_dict())
+        return 0
+    print(f"baseline: {res.baseline_text[:100]!r}")
+    print(f"{'layer':>5} {'strength':>8} {'concept':>8} {'ppl x':>6} {'dist-2':>6} ok  text")
+    for c in res.cells:
+        print(f"{c.layer:>5} {c.strength:>8g} {c.concept_score:>8.2f} {c.ppl_ratio:>6.2f} {c.distinct2:>6.2f} "
+              f"{'yes' if c.coherent else 'no ':<3} {c.text[:60]!r}")
+    print(f"recommended: {res.recommended}")
+    return 0

@@ -1,0 +1,286 @@
+"""Batched generation where rows differ only in their steering.
+
+All rows start from the same prompt and run as ONE batch; each layer's vector is added with a
+per-row coefficient (0 for the baseline row). Sampling draws ONE Gumbel-noise vector per
+step and shares it across rows, so rows with identical logits pick identical tokens at any
+temperature: strength 0 reproduces the baseline exactly, and the first differing token is a
+real effect of steering, not of the dice.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional, Sequence
+
+import mlx.core as mx
+import numpy as np
+from mlx_lm.models.cache import make_prompt_cache
+from mlx_lm.sample_utils import apply_top_p
+
+from app.core.chat import eos_ids, pad_id
+from app.core.models import LoadedModel
+from app.core.patching import ForwardState, Hook, Recorder, SteeringHook, patch_layers
+from app.core.scoring import detect_loop
+from app.core.steering import Schedule, SteeringPlan
+from app.errors import Cancelled, InputError
+from app.types import ComparisonChunk, GenerationParams
+
+MAX_TOKENS_LIMIT = 1024
+
+
+def validate_params(p: GenerationParams) -> GenerationParams:
+    import math
+
+    if not isinstance(p.max_tokens, int) or isinstance(p.max_tokens, bool) or not 1 <= p.max_tokens <= MAX_TOKENS_LIMIT:
+        raise InputError(f"max tokens must be a whole number from 1 to {MAX_TOKENS_LIMIT}, got {p.max_tokens!r}")
+    if not isinstance(p.temperature, (int, float)) or not math.isfinite(p.temperature) or not 0 <= p.temperature <= 5:
+        raise InputError(f"temperature must be between 0 and 5, got {p.temperature!r}")
+    if not isinstance(p.top_p, (int, float)) or not math.isfinite(p.top_p) or not 0 < p.top_p <= 1:
+        raise InputError(f"top-p must be in (0, 1], got {p.top_p!r}")
+    if not isinstance(p.seed, int) or isinstance(p.seed, bool) or not 0 <= p.seed < 2**32:
+        raise InputError(f"seed must be a whole number from 0 to 2^32-1, got {p.seed!r}")
+    return p
+
+
+@dataclass
+class RowState:
+    tokens: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)  # projection at the read layer per token
+    done: bool = False
+    finish: str = ""  # "eos" | "length" | "loop" | "nan" | "cancelled"
+
+
+@dataclass
+class BatchStep:
+    step: int
+    rows: list[RowState]
+    elapsed: float
+    prefill_seconds: float
+
+
+def shared_sample(logits: mx.array, temperature: float, top_p: float, key: mx.array) -> mx.array:
+    """Sample one token per row with the SAME Gumbel noise for every row."""
+    logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    if temperature == 0:
+        return mx.argmax(logprobs, axis=-1)
+    if top_p < 1.0:
+        logprobs = apply_top_p(logprobs, top_p)
+    noise = mx.random.gumbel(shape=(logits.shape[-1],), key=key)
+    return mx.argmax(logprobs * (1.0 / temperature) + noise[None, :], axis=-1)
+
+
+def run_batch(
+    lm: LoadedModel,
+    prompt: Sequence[int],
+    vectors: dict[int, np.ndarray],
+    row_coefs: Sequence[dict[int, float]],
+    params: GenerationParams,
+    schedule: Schedule = Schedule(),
+    positions: str = "all",
+    skip_first: bool = True,
+    read_layer: Optional[int] = None,
+    read_unit: Optional[np.ndarray] = None,
+    guided_pairs: Sequence[tuple[int, int, float]] = (),
+    should_stop: Optional[Callable[[], bool]] = None,
+    stop_on_loop: bool = True,
+) -> Iterator[BatchStep]:
+    """Generate all rows together, yielding after every step.
+
+    ``row_coefs[r][layer]`` multiplies ``vectors[layer]`` for row r. ``guided_pairs`` holds
+    (base_row, cond_row, scale) for logits-mode rows: both rows then sample from
+    ``base + scale * (cond - base)`` and so share their tokens.
+    """
+    validate_params(params)
+    if not prompt:
+        raise InputError("the prompt is empty")
+    B = len(row_coefs)
+    model = lm.model
+    eos = eos_ids(lm.tokenizer)
+    pad = pad_id(lm.tokenizer)
+    hooks: dict[int, list[Hook]] = {}
+    recorder: Optional[Recorder] = None
+    if read_layer is not None:
+        recorder = Recorder(last_only=True)
+        hooks[read_layer] = [recorder]
+    for layer, vec in vectors.items():
+        coefs = [float(rc.get(layer, 0.0)) for rc in row_coefs]
+        if not any(coefs):
+            continue
+        hook = SteeringHook(
+            vector=mx.array(np.asarray(vec, dtype=np.float32)),
+            row_coefs=mx.array(np.array(coefs, dtype=np.float32)),
+            positions=positions,
+            skip_first=skip_first,
+            schedule=schedule.value,
+        )
+        hooks.setdefault(layer, []).append(hook)
+    unit = mx.array(read_unit.astype(np.float32)) if read_unit is not None else None
+    rows = [RowState() for _ in range(B)]
+    partner = {}
+    for base, cond, _ in guided_pairs:
+        partner[cond] = base
+    key = mx.random.key(params.seed)
+    t0 = time.perf_counter()
+    state = ForwardState(phase="prompt", step=0)
+    with patch_layers(model, hooks, state):
+        cache = make_prompt_cache(model)
+        tokens = mx.array([list(prompt)] * B)
+        logits = model(tokens, cache=cache)[:, -1, :].astype(mx.float32)
+        prefill = None
+        for step in range(params.max_tokens):
+            if should_stop is not None and should_stop():
+                for r in rows:
+                    if not r.done:
+                        r.done, r.finish = True, "cancelled"
+                raise Cancelled("generation cancelled")
+            for base, cond, scale in guided_pairs:
+                guided = logits[base] + scale * (logits[cond] - logits[base])
+                logits = _set_rows(logits, [base, cond], guided)
+            key, sub = mx.random.split(key)
+            nxt = shared_sample(logits, params.temperature, params.top_p, sub)
+            bad = mx.any(~mx.isfinite(logits), axis=-1)
+            proj = (recorder.outputs[-1].astype(mx.float32) @ unit) if (recorder is not None and unit is not None) else None
+            mx.eval(nxt, bad, *([proj] if proj is not None else []))
+            if prefill is None:
+                prefill = time.perf_counter() - t0
+            nxt_l = nxt.tolist()
+            bad_l = bad.tolist()
+            proj_l = proj.tolist() if proj is not None else None
+            for r, row in enumerate(rows):
+                if row.done:
+                    continue
+                if bad_l[r]:
+                    row.done, row.finish = True, "nan"
+                    continue
+                tok = int(nxt_l[r])
+                row.tokens.append(tok)
+                if proj_l is not None:
+                    # the projection of the position that produced this token
+                    row.scores.append(float(proj_l[r]))
+                if tok in eos:
+                    row.done, row.finish = True, "eos"
+                elif stop_on_loop and detect_loop(row.tokens) is not None:
+                    row.done, row.finish = True, "loop"
+            # logits-mode partners finish together
+            for cond, base in partner.items():
+                if rows[base].done and not rows[cond].done:
+                    rows[cond].done, rows[cond].finish = True, rows[base].finish
+                elif rows[cond].done and not rows[base].done:
+                    rows[base].done, rows[base].finish = True, rows[cond].finish
+            yield BatchStep(step, rows, time.perf_counter() - t0, prefill)
+            if all(r.done for r in rows):
+                break
+            feed = [r.tokens[-1] if (r.tokens and not r.done) else pad for r in rows]
+            state.phase, state.step = "generated", step
+            logits = model(mx.array(feed)[:, None], cache=cache)[:, -1, :].astype(mx.float32)
+        for row in rows:
+            if not row.done:
+                row.done, row.finish = True, "length"
+    if recorder is not None:
+        recorder.outputs.clear()
+
+
+def _set_rows(logits: mx.array, idx: list[int], value: mx.array) -> mx.array:
+    mask = np.zeros((logits.shape[0], 1), dtype=bool)
+    mask[idx] = True
+    return mx.where(mx.array(mask), value[None, :], logits)
+
+
+class _Pieces:
+    """Incremental detokenisation into per-token text pieces (UTF-8 safe)."""
+
+    def __init__(self, tokenizer, eos: set[int]):
+        self.tok = tokenizer
+        self.eos = eos
+        self.text = ""
+        self.pieces: list[str] = []
+        self.count = 0
+
+    def update(self, tokens: list[int]) -> None:
+        visible = [t for t in tokens if t not in self.eos]
+        while self.count < len(visible):
+            self.count += 1
+            text = self.tok.decode(visible[: self.count])
+            if text.endswith("\ufffd") and self.count < len(visible):
+                self.pieces.append("")  # partial UTF-8: the next token completes it
+                continue
+            self.pieces.append(text[len(self.text):] if text.startswith(self.text) else text)
+            self.text = text
+
+
+def first_divergence(a: Sequence[int], b: Sequence[int]) -> Optional[int]:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    if len(a) != len(b):
+        return min(len(a), len(b))
+    return None
+
+
+def compare_stream(
+    lm: LoadedModel,
+    prompt: Sequence[int],
+    plan: SteeringPlan,
+    params: GenerationParams,
+    should_stop: Optional[Callable[[], bool]] = None,
+) -> Iterator[ComparisonChunk]:
+    """Baseline and steered continuations of one prompt, side by side, token by token."""
+    vectors = {e.layer: e.vector for e in plan.entries}
+    coefs = {e.layer: e.coefficient for e in plan.entries}
+    if plan.mode == "add":
+        rows = [{}, coefs]
+        steered_row = 1
+        guided = ()
+    else:
+        rows = [{}, {}, coefs]
+        steered_row = 1
+        guided = ((1, 2, plan.guidance),)
+    read = plan.read_layer
+    unit = None
+    if read is not None:
+        v = vectors[read]
+        n = float(np.linalg.norm(v))
+        unit = v / n if n > 0 else None
+    eos = eos_ids(lm.tokenizer)
+    base_pieces, steer_pieces = _Pieces(lm.tokenizer, eos), _Pieces(lm.tokenizer, eos)
+    last: Optional[BatchStep] = None
+    for step in run_batch(lm, prompt, vectors, rows, params, plan.schedule, plan.positions, plan.skip_first,
+                          read, unit, guided, should_stop):
+        last = step
+        b, s = step.rows[0], step.rows[steered_row]
+        base_pieces.update(b.tokens)
+        steer_pieces.update(s.tokens)
+        yield _chunk(step, b, s, base_pieces, steer_pieces, done=False, n_prompt=len(prompt), rows=len(rows))
+    if last is not None:
+        b, s = last.rows[0], last.rows[steered_row]
+        yield _chunk(last, b, s, base_pieces, steer_pieces, done=True, n_prompt=len(prompt), rows=len(rows))
+
+
+def _chunk(step: BatchStep, b: RowState, s: RowState, bp: _Pieces, sp: _Pieces, done: bool, n_prompt: int, rows: int) -> ComparisonChunk:
+    n = max(len(b.tokens), len(s.tokens))
+    decode_time = max(step.elapsed - step.prefill_seconds, 1e-9)
+    return ComparisonChunk(
+        baseline_text=bp.text,
+        steered_text=sp.text,
+        baseline_pieces=list(bp.pieces),
+        steered_pieces=list(sp.pieces),
+        baseline_scores=list(b.scores),
+        steered_scores=list(s.scores),
+        divergence=first_divergence(b.tokens, s.tokens),
+        done=done,
+        stats={
+            "step": step.step + 1,
+            "prompt_tokens": n_prompt,
+            "baseline_tokens": len(b.tokens),
+            "steered_tokens": len(s.tokens),
+            "baseline_finish": b.finish,
+            "steered_finish": s.finish,
+            "steered_degenerate": s.finish in ("loop", "nan"),
+            "baseline_degenerate": b.finish in ("loop", "nan"),
+            "seconds": round(step.elapsed, 3),
+            "prefill_seconds": round(step.prefill_seconds, 3),
+            "decode_tok_per_s": round((n - 1) / decode_time, 2) if n > 1 else None,
+            "batch_rows": rows,
+        },
+    )

@@ -1,0 +1,82 @@
+"""Look inside: residual norms per layer and token, the logit lens, concept projections.
+
+The logit lens applies the model's final norm and unembedding to the residual stream after
+each layer, showing which next token each layer "would predict" if the network stopped there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from app.core.capture import capture
+from app.core.models import LoadedModel
+
+
+def final_norm_and_unembed(model: nn.Module):
+    """(norm, unembed) callables of an mlx-lm model, for any of its families."""
+    inner = getattr(model, "model", None) or getattr(model, "language_model", None)
+    norm = None
+    for name in ("norm", "final_layernorm", "ln_f", "final_norm"):
+        if inner is not None and name in inner:
+            norm = inner[name]
+            break
+    if "lm_head" in model:
+        unembed = model["lm_head"]
+    elif inner is not None and "embed_tokens" in inner:
+        unembed = inner["embed_tokens"].as_linear
+    elif inner is not None and "wte" in inner:
+        unembed = inner["wte"].as_linear
+    else:
+        raise ValueError(f"{type(model).__name__}: cannot find the unembedding for the logit lens")
+    return (norm if norm is not None else (lambda x: x)), unembed
+
+
+@dataclass
+class Exploration:
+    tokens: list[str]  # decoded pieces of the prompt tokens
+    norms: np.ndarray  # [L, T] residual norm after each layer
+    lens_top: list[list[list[tuple[str, float]]]]  # [L][T] -> top-k (token, prob)
+    projections: Optional[np.ndarray] = None  # [L, T] on the concept's unit vector per layer
+    concept: str = ""
+    typical_norms: Optional[np.ndarray] = None
+    extra: dict = field(default_factory=dict)
+
+
+def explore(lm: LoadedModel, token_ids: Sequence[int], unit_vectors: Optional[np.ndarray] = None,
+            top_k: int = 5, lens_positions: Optional[Sequence[int]] = None) -> Exploration:
+    """One forward pass; everything the layer explorer shows for one prompt."""
+    res = capture(lm.model, [list(token_ids)])
+    hidden = res.hidden[:, 0]  # [L, T, H]
+    L, T, _ = hidden.shape
+    norms = np.linalg.norm(hidden, axis=-1)
+    norm, unembed = final_norm_and_unembed(lm.model)
+    positions = list(range(T)) if lens_positions is None else list(lens_positions)
+    h = mx.array(hidden[:, positions, :])  # [L, P, H]
+    logits = unembed(norm(h.astype(lm.dtype))).astype(mx.float32)
+    probs = mx.softmax(logits, axis=-1)
+    part = mx.argpartition(-probs, kth=top_k - 1, axis=-1)[..., :top_k]
+    part_p = mx.take_along_axis(probs, part, axis=-1)
+    order = mx.argsort(-part_p, axis=-1)
+    top_idx = mx.take_along_axis(part, order, axis=-1)
+    top_p = mx.take_along_axis(part_p, order, axis=-1)
+    mx.eval(top_idx, top_p)
+    idx_np, p_np = np.array(top_idx), np.array(top_p)
+    tok = lm.tokenizer
+    cache: dict[int, str] = {}
+
+    def piece(t: int) -> str:
+        if t not in cache:
+            cache[t] = tok.decode([t])
+        return cache[t]
+
+    lens = [[[(piece(int(idx_np[l, j, k])), float(p_np[l, j, k])) for k in range(top_k)] for j in range(len(positions))]
+            for l in range(L)]
+    projections = None
+    if unit_vectors is not None:
+        projections = np.einsum("lth,lh->lt", hidden, unit_vectors)
+    return Exploration(tokens=[piece(int(t)) for t in token_ids], norms=norms, lens_top=lens, projections=projections)

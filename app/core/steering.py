@@ -1,0 +1,125 @@
+"""Steering plans: which vector goes to which layer, how strong, where and when.
+
+Strength can be *relative* (default) or *absolute*:
+- relative s adds ``s * typical_norm[layer] * unit(vector[layer])``: s = 1.0 is a step as
+  long as a typical token's residual vector at that layer, so one number means the same
+  thing at every layer even though residual norms grow ~10x through the network;
+- absolute s adds ``s * vector[layer]`` (the raw extracted vector times s).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from app.errors import InputError
+from app.types import ConceptVectors
+
+SCHEDULES = ("constant", "linear_decay", "ramp_up", "pulse")
+MODES = ("add", "logits")
+POSITIONS = ("all", "prompt", "generated")
+MAX_ABS_STRENGTH = 100.0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A multiplier over generated tokens (step 0 is the first generated token)."""
+
+    kind: str = "constant"
+    length: int = 16  # decay/ramp length, or K for a pulse over the first K tokens
+
+    def __post_init__(self):
+        if self.kind not in SCHEDULES:
+            raise InputError(f"unknown schedule {self.kind!r}; choose one of {', '.join(SCHEDULES)}")
+        if not isinstance(self.length, int) or self.length < 1 or self.length > 100_000:
+            raise InputError(f"schedule length must be a whole number of tokens >= 1, got {self.length!r}")
+
+    def value(self, step: int) -> float:
+        if self.kind == "constant":
+            return 1.0
+        if self.kind == "linear_decay":
+            return max(0.0, 1.0 - step / self.length)
+        if self.kind == "ramp_up":
+            return min(1.0, (step + 1) / self.length)
+        return 1.0 if step < self.length else 0.0  # pulse
+
+
+@dataclass(frozen=True)
+class SteeringEntry:
+    """One layer of a plan: the raw concept vector there and the strength to use it at."""
+
+    layer: int
+    vector: np.ndarray  # raw vector [H]
+    strength: float
+    typical_norm: float
+    relative: bool = True
+
+    @property
+    def coefficient(self) -> float:
+        """Multiplier on the raw vector that realises this strength."""
+        if not self.relative:
+            return float(self.strength)
+        n = float(np.linalg.norm(self.vector))
+        return float(self.strength) * self.typical_norm / n if n > 0 else 0.0
+
+    def absolute_vector(self) -> np.ndarray:
+        return (self.coefficient * self.vector).astype(np.float32)
+
+
+@dataclass
+class SteeringPlan:
+    entries: list[SteeringEntry]
+    mode: str = "add"  # "add" (residual addition) | "logits" (contrast of two rows' logits)
+    schedule: Schedule = field(default_factory=Schedule)
+    positions: str = "all"
+    skip_first: bool = True
+    guidance: float = 1.0  # logits mode: base + guidance * (steered - base)
+    label: str = ""
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise InputError(f"unknown mode {self.mode!r}; choose add or logits")
+        if self.positions not in POSITIONS:
+            raise InputError(f"positions must be one of {', '.join(POSITIONS)}")
+        check_finite(self.guidance, "guidance scale")
+        layers = [e.layer for e in self.entries]
+        if len(set(layers)) != len(layers):
+            raise InputError("each layer may appear only once in a plan")
+
+    @property
+    def read_layer(self) -> Optional[int]:
+        """Where per-token projections are read: the first steered layer."""
+        return min((e.layer for e in self.entries), default=None)
+
+
+def check_finite(x: float, what: str, limit: float = MAX_ABS_STRENGTH) -> float:
+    try:
+        value = float(x)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be a number, got {x!r}") from None
+    if not math.isfinite(value):
+        raise InputError(f"{what} must be a finite number, got {x!r}")
+    if abs(value) > limit:
+        raise InputError(f"{what} {value:g} is out of range (|{what}| <= {limit:g})")
+    return value
+
+
+def plan_from_vectors(
+    cv: ConceptVectors,
+    layer_strengths: list[tuple[int, float]],
+    relative: bool = True,
+    **kwargs,
+) -> SteeringPlan:
+    """Build a plan from a concept's vectors and (layer, strength) choices, validating both."""
+    if not layer_strengths:
+        raise InputError("choose at least one layer to steer")
+    entries = []
+    for layer, strength in layer_strengths:
+        if not isinstance(layer, (int, np.integer)) or isinstance(layer, bool) or not 0 <= int(layer) < cv.num_layers:
+            raise InputError(f"layer {layer!r} does not exist: this model has layers 0-{cv.num_layers - 1}")
+        s = check_finite(strength, "strength")
+        entries.append(SteeringEntry(int(layer), cv.vectors[int(layer)], s, float(cv.typical_norms[int(layer)]), relative))
+    return SteeringPlan(entries=entries, **kwargs)

@@ -1,0 +1,210 @@
+"""Layer, strength and layer x strength sweeps, run as rows of few batches and scored.
+
+Every cell is one steered row; one baseline row runs in the first batch. Rows share the
+prompt and the sampling noise, so each cell differs from the baseline only by its steering.
+A cell is scored by the unsteered model (see app.core.scoring): concept score, perplexity
+ratio to the baseline, distinct-2, longest repeat, length. The recommended setting is the
+coherent cell with the highest concept score (ties: the smaller strength).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from app.core.chat import pad_id
+from app.core.generation import run_batch, validate_params
+from app.core.models import LoadedModel
+from app.core.scoring import TextScores, is_coherent, score_continuations
+from app.core.steering import Schedule, SteeringEntry, check_finite
+from app.errors import InputError
+from app.types import ConceptVectors, GenerationParams
+
+MAX_CELLS = 64
+MEMORY_BUDGET_BYTES = 1_500_000_000
+MAX_ROWS_PER_BATCH = 24
+
+
+@dataclass
+class SweepCell:
+    layer: int
+    strength: float
+    text: str
+    n_tokens: int
+    finish: str
+    concept_score: float
+    perplexity: float
+    ppl_ratio: float
+    distinct2: float
+    longest_repeat: int
+    coherent: bool
+    degenerate: bool
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class SweepResult:
+    layers: list[int]
+    strengths: list[float]
+    relative: bool
+    read_layer: int
+    baseline_text: str
+    baseline: dict
+    cells: list[SweepCell] = field(default_factory=list)
+    recommended: Optional[tuple[int, float]] = None
+    seconds: float = 0.0
+    batches: int = 0
+
+    def cell(self, layer: int, strength: float) -> SweepCell:
+        for c in self.cells:
+            if c.layer == layer and c.strength == strength:
+                return c
+        raise KeyError((layer, strength))
+
+    def grid(self, field_name: str) -> np.ndarray:
+        """[len(layers), len(strengths)] array of one cell field, for heatmaps."""
+        g = np.full((len(self.layers), len(self.strengths)), np.nan)
+        for c in self.cells:
+            g[self.layers.index(c.layer), self.strengths.index(c.strength)] = float(getattr(c, field_name))
+        return g
+
+    def as_dict(self) -> dict:
+        return {
+            "layers": self.layers,
+            "strengths": self.strengths,
+            "relative": self.relative,
+            "read_layer": self.read_layer,
+            "baseline_text": self.baseline_text,
+            "baseline": self.baseline,
+            "cells": [c.as_dict() for c in self.cells],
+            "recommended": {"layer": self.recommended[0], "strength": self.recommended[1]} if self.recommended else None,
+            "seconds": round(self.seconds, 2),
+            "batches": self.batches,
+        }
+
+
+def rows_per_batch(lm: LoadedModel, prompt_len: int, max_tokens: int) -> int:
+    """How many rows fit the memory budget (KV cache + logits per row), capped for CPU speed."""
+    cfg = lm.config
+    heads = int(cfg.get("num_key_value_heads") or cfg.get("num_attention_heads") or 1)
+    head_dim = int(cfg.get("head_dim") or lm.hidden_size // max(int(cfg.get("num_attention_heads", 1)), 1))
+    bytes_per = 4
+    kv = 2 * lm.num_layers * heads * head_dim * (prompt_len + max_tokens) * bytes_per
+    logits = int(cfg.get("vocab_size", 32000)) * bytes_per * 4
+    act = (prompt_len * lm.hidden_size * 8) * bytes_per
+    per_row = kv + logits + act
+    return int(max(2, min(MAX_ROWS_PER_BATCH, MEMORY_BUDGET_BYTES // max(per_row, 1))))
+
+
+def run_sweep(
+    lm: LoadedModel,
+    prompt: Sequence[int],
+    cv: ConceptVectors,
+    layers: Sequence[int],
+    strengths: Sequence[float],
+    params: GenerationParams,
+    relative: bool = True,
+    read_layer: Optional[int] = None,
+    schedule: Schedule = Schedule(),
+    positions: str = "all",
+    progress: Optional[Callable[[int, int, str], None]] = None,
+    should_stop: Optional[Callable[[], bool]] = None,
+) -> SweepResult:
+    validate_params(params)
+    layers = [int(l) for l in layers]
+    strengths = [check_finite(s, "strength") for s in strengths]
+    if not layers or not strengths:
+        raise InputError("a sweep needs at least one layer and one strength")
+    if len(set(layers)) != len(layers) or len(set(strengths)) != len(strengths):
+        raise InputError("layers and strengths in a sweep must not repeat")
+    for l in layers:
+        if not 0 <= l < cv.num_layers:
+            raise InputError(f"layer {l} does not exist: this model has layers 0-{cv.num_layers - 1}")
+    cells_spec = [(l, s) for l in layers for s in strengths]
+    if len(cells_spec) > MAX_CELLS:
+        raise InputError(f"{len(cells_spec)} cells is too many for one sweep (at most {MAX_CELLS})")
+    if read_layer is None:
+        a, b = cv.recommended_layers
+        read_layer = (a + b) // 2 if b >= a and (a, b) != (0, 0) else cv.num_layers // 2
+    norm = float(np.linalg.norm(cv.vectors[read_layer]))
+    unit = cv.vectors[read_layer] / norm if norm > 0 else None
+    per_batch = rows_per_batch(lm, len(prompt), params.max_tokens)
+    t0 = time.perf_counter()
+    # The first batch carries the baseline row; the others only cells.
+    batches: list[list[tuple[int, float]]] = []
+    first = per_batch - 1
+    batches.append(cells_spec[:first])
+    rest = cells_spec[first:]
+    while rest:
+        batches.append(rest[:per_batch])
+        rest = rest[per_batch:]
+    total_steps = len(batches) * params.max_tokens
+    done_steps = 0
+    generated: dict[tuple[int, float], tuple[list[int], str]] = {}
+    baseline_tokens: list[int] = []
+    vectors = {l: cv.vectors[l] for l in layers}
+    for bi, batch in enumerate(batches):
+        rows: list[dict[int, float]] = [{}] if bi == 0 else []
+        for l, s in batch:
+            rows.append({l: SteeringEntry(l, cv.vectors[l], s, float(cv.typical_norms[l]), relative).coefficient})
+        last = None
+        for step in run_batch(lm, prompt, vectors, rows, params, schedule, positions, True,
+                              should_stop=should_stop):
+            last = step
+            if progress is not None:
+                progress(done_steps + step.step + 1, total_steps, f"batch {bi + 1}/{len(batches)}")
+        done_steps += params.max_tokens
+        assert last is not None
+        offset = 0
+        if bi == 0:
+            baseline_tokens = list(last.rows[0].tokens)
+            baseline_finish = last.rows[0].finish
+            offset = 1
+        for j, (l, s) in enumerate(batch):
+            r = last.rows[offset + j]
+            generated[(l, s)] = (list(r.tokens), r.finish)
+    # Score every row (baseline first) under the unsteered model.
+    conts = [baseline_tokens] + [generated[c][0] for c in cells_spec]
+    scores = score_continuations(lm.model, prompt, conts, read_layer, unit, pad=pad_id(lm.tokenizer))
+    base_scores: TextScores = scores[0]
+    tok = lm.tokenizer
+    eos = set(getattr(tok, "eos_token_ids", []) or [])
+    result = SweepResult(
+        layers=layers,
+        strengths=strengths,
+        relative=relative,
+        read_layer=read_layer,
+        baseline_text=tok.decode([t for t in baseline_tokens if t not in eos]),
+        baseline={**base_scores.as_dict(), "finish": baseline_finish},
+        batches=len(batches),
+    )
+    for (l, s), sc in zip(cells_spec, scores[1:]):
+        toks, finish = generated[(l, s)]
+        degenerate = finish in ("loop", "nan")
+        cs = (sc.projection - base_scores.projection) / norm if norm > 0 else float("nan")
+        ppl_ratio = sc.perplexity / base_scores.perplexity if base_scores.perplexity > 0 else float("nan")
+        result.cells.append(
+            SweepCell(
+                layer=l, strength=s, text=tok.decode([t for t in toks if t not in eos]), n_tokens=len(toks),
+                finish=finish, concept_score=float(cs), perplexity=sc.perplexity, ppl_ratio=float(ppl_ratio),
+                distinct2=sc.distinct2, longest_repeat=sc.longest_repeat,
+                coherent=is_coherent(sc, base_scores, degenerate), degenerate=degenerate,
+            )
+        )
+    result.recommended = recommend(result.cells)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def recommend(cells: Sequence[SweepCell]) -> Optional[tuple[int, float]]:
+    """Best concept score among coherent cells with a positive effect; ties -> smaller strength."""
+    good = [c for c in cells if c.coherent and np.isfinite(c.concept_score) and c.concept_score > 0]
+    if not good:
+        return None
+    best = max(good, key=lambda c: (round(c.concept_score, 6), -abs(c.strength)))
+    return best.layer, best.strength

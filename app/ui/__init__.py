@@ -1,0 +1,1 @@
+"""Gradio front end: tabs over the model service. Never imports MLX or app.core."""

@@ -1,0 +1,58 @@
+"""Assemble the lab page from one module per tab and launch it."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any, Optional
+
+import gradio as gr
+
+from app.ui.context import TAB_IDS, UIContext
+from app.ui.theme import CSS, THEME
+
+log = logging.getLogger("steering_lab.ui")
+
+
+def build_app(service: Any) -> gr.Blocks:
+    """The whole page: header, then one tab per module in app/ui/tabs (tutorial first)."""
+    from app.ui import header
+
+    ctx = UIContext(service=service)
+    modules = {tab_id: importlib.import_module(f"app.ui.tabs.{tab_id}") for tab_id in TAB_IDS}
+    with gr.Blocks(title="Activation Steering Lab") as demo:
+        header.build(service, ctx)
+        with gr.Tabs(selected="tutorial") as tabs:
+            ctx.tabs = tabs
+            for tab_id, label in TAB_IDS.items():
+                with gr.Tab(label, id=tab_id, elem_id=f"tab-{tab_id}"):
+                    modules[tab_id].build(service, ctx)
+        # Cross-tab wiring (tutorial "try it", "use this setting") once every tab exists.
+        for mod in [header, *modules.values()]:
+            wire = getattr(mod, "wire", None)
+            if wire is not None:
+                wire(service, ctx)
+        for fn, inputs, outputs in ctx.on_load:
+            demo.load(fn, inputs=inputs, outputs=outputs)
+    return demo
+
+
+def serve(host: str = "127.0.0.1", port: int = 7860, share: bool = False, model: Optional[str] = None,
+          open_browser: bool = False, block: bool = True, service: Any = None):
+    from app.service.model_service import ModelService
+
+    if service is None:
+        service = ModelService()
+        try:
+            info = service.load(model or "")
+            log.info("model ready: %s (%d layers, hidden %d, %s, %s, BLAS: %s)", info.model_id, info.num_layers,
+                     info.hidden_size, info.dtype, info.device, info.blas)
+        except Exception as exc:  # the lab still starts; the header says what to do
+            log.error("could not load the model: %s", exc)
+    if host not in ("127.0.0.1", "localhost", "::1") or share:
+        log.warning("the lab is exposed beyond this machine (host=%s, share=%s): anyone who can reach it can use it", host, share)
+    demo = build_app(service)
+    demo.queue(default_concurrency_limit=4, max_size=64)
+    demo.launch(server_name=host, server_port=port, share=share, inbrowser=open_browser, theme=THEME, css=CSS,
+                prevent_thread_lock=not block, show_error=True, quiet=not block)
+    return demo if not block else 0
