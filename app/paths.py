@@ -10,7 +10,7 @@ REPO_DIR = PACKAGE_DIR.parent
 SHIPPED_CONCEPTS = REPO_DIR / "concepts"
 SHIPPED_VECTORS = REPO_DIR / "assets" / "vectors"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
-DEFAULT_MODEL_ID = "bundled/SmolLM2-135M-Instruct"
+DEFAULT_MODEL_ID = "SmolLM2-135M-Instruct"  # model key: smollm2-135m-instruct
 
 
 def cache_dir() -> Path:

@@ -1,0 +1,82 @@
+"""Crash-safe file writes.
+
+A reader must only ever see the old file or the complete new one: write to a temp
+file in the same directory, fsync it, ``os.replace`` it onto the target (atomic on
+POSIX and Windows), then fsync the directory so the rename itself is durable.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+TMP_PREFIX = ".tmp-"
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist a rename; not supported on every platform (e.g. Windows), so best effort."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically, creating parent directories.
+
+    On an ordinary exception the temp file is removed. If the process dies (or a
+    ``BaseException`` such as KeyboardInterrupt interrupts it) a ``.tmp-*`` file may be
+    left behind; ``clean_stray_temp_files`` removes those at the next start.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp_name = target.parent / f"{TMP_PREFIX}{target.name}.{secrets.token_hex(6)}.part"
+    # O_EXCL: never reuse a file; mode 0o666 lets the umask decide, like an ordinary write.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp_name, flags, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except Exception:
+        try:
+            os.unlink(tmp_name)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(target.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """UTF-8 text variant of ``atomic_write_bytes`` (newlines written as given)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def clean_stray_temp_files(root: str | os.PathLike) -> list[Path]:
+    """Delete ``.tmp-*`` files under ``root`` left by a crash between write and rename.
+
+    Symlinked directories are not followed. Returns the removed paths.
+    """
+    removed: list[Path] = []
+    root_path = Path(root)
+    if not root_path.is_dir():
+        return removed
+    for dirpath, _dirnames, filenames in os.walk(root_path, followlinks=False):
+        for name in filenames:
+            if name.startswith(TMP_PREFIX):
+                stray = Path(dirpath) / name
+                try:
+                    stray.unlink()
+                    removed.append(stray)
+                except FileNotFoundError:
+                    pass
+    return removed

@@ -1,0 +1,339 @@
+"""The concept library on disk: user concepts and vectors, over read-only shipped ones.
+
+Layout (slugs and model keys are validated, so paths never leave these folders)::
+
+    <user_root>/concepts/<slug>.yaml
+    <user_root>/vectors/<model-key>/<slug>.safetensors
+    <shipped_concepts>/<slug>.yaml                   (read-only, e.g. repo concepts/)
+    <shipped_vectors>/<model-key>/<slug>.safetensors (read-only, e.g. repo assets/vectors/)
+
+A user concept shadows a shipped one with the same slug. All writes are atomic.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.types import Concept, ConceptVectors, Recommendation
+
+from .atomic import atomic_write_bytes, atomic_write_text, clean_stray_temp_files
+from .bundle import decode_bundle, encode_bundle
+from .errors import ConceptExists, ConceptNotFound, InvalidSlug, LibraryError, StaleVectors, VectorMismatch
+from .schema import MAX_CONCEPT_BYTES, concept_to_yaml, parse_concept
+from .slugs import model_key, validate_model_key, validate_slug
+from .vectors import encode_vectors, load_vectors as load_vectors_file
+
+VECTOR_SUFFIX = ".safetensors"
+
+
+@dataclass(frozen=True)
+class ConceptSummary:
+    """What a concept list/picker shows, without holding every pair in memory."""
+
+    slug: str
+    name: str
+    category: str
+    tags: tuple[str, ...]
+    description: str
+    n_pairs: int
+    shipped: bool  # True when the listed file is the shipped one (no user copy)
+    source_path: Path
+
+
+def _read_concept(path: Path, slug: str) -> Concept:
+    """Parse one concept file, refusing oversized files before reading them."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONCEPT_BYTES:
+            raise LibraryError(f"{path}: file is {size} bytes; the limit is {MAX_CONCEPT_BYTES}")
+        data = path.read_bytes()
+    except OSError as e:
+        raise LibraryError(f"{path}: cannot read concept file ({e.strerror or e})") from None
+    return parse_concept(data, slug, source=str(path))
+
+
+class ConceptLibrary:
+    """User + shipped concepts and their per-model vectors; see the module docstring."""
+
+    def __init__(self, user_root: Path, shipped_concepts: Path | None = None, shipped_vectors: Path | None = None):
+        self.user_root = Path(user_root)
+        self.user_concepts = self.user_root / "concepts"
+        self.user_vectors = self.user_root / "vectors"
+        self.shipped_concepts = Path(shipped_concepts) if shipped_concepts else None
+        self.shipped_vectors = Path(shipped_vectors) if shipped_vectors else None
+        self.problems: list[tuple[Path, str]] = []
+        self._parsed: dict[Path, tuple[tuple[int, int, int], Concept]] = {}
+        clean_stray_temp_files(self.user_root)
+
+    def _read(self, path: Path, slug: str) -> Concept:
+        """Parse a concept file, reusing the last parse while the file is unchanged.
+
+        Pure-Python YAML parsing costs ~15 ms per file, which adds up on every list();
+        callers get a deep copy so they can never modify the cached object.
+        """
+        try:
+            st = path.stat()
+        except OSError as e:
+            raise LibraryError(f"{path}: cannot read concept file ({e.strerror or e})") from None
+        signature = (st.st_mtime_ns, st.st_size, st.st_ino)
+        hit = self._parsed.get(path)
+        if hit is None or hit[0] != signature:
+            hit = (signature, _read_concept(path, slug))
+            self._parsed[path] = hit
+        return copy.deepcopy(hit[1])
+
+    # -- paths -------------------------------------------------------------
+    def _user_yaml(self, slug: str) -> Path:
+        return self.user_concepts / f"{validate_slug(slug)}.yaml"
+
+    def _shipped_yaml(self, slug: str) -> Path | None:
+        return self.shipped_concepts / f"{validate_slug(slug)}.yaml" if self.shipped_concepts else None
+
+    def _user_vec(self, slug: str, key: str) -> Path:
+        return self.user_vectors / validate_model_key(key) / f"{validate_slug(slug)}{VECTOR_SUFFIX}"
+
+    def _concept_path(self, slug: str) -> Path | None:
+        user, shipped = self._user_yaml(slug), self._shipped_yaml(slug)
+        if user.is_file():
+            return user
+        return shipped if shipped is not None and shipped.is_file() else None
+
+    def _vector_files(self, slug: str) -> dict[str, Path]:
+        """Model key -> vectors file for ``slug``; user files win over shipped ones."""
+        name = f"{validate_slug(slug)}{VECTOR_SUFFIX}"
+        found: dict[str, Path] = {}
+        for root in (self.shipped_vectors, self.user_vectors):
+            if root is None or not root.is_dir():
+                continue
+            for folder in sorted(root.iterdir()):
+                try:
+                    validate_model_key(folder.name)
+                except InvalidSlug:
+                    continue
+                if (folder / name).is_file():
+                    found[folder.name] = folder / name
+        return found
+
+    def _find_vectors(self, slug: str, key: str) -> Path | None:
+        user = self._user_vec(slug, key)
+        if user.is_file():
+            return user
+        if self.shipped_vectors is not None:
+            shipped = self.shipped_vectors / key / user.name
+            if shipped.is_file():
+                return shipped
+        return None
+
+    # -- concepts ----------------------------------------------------------
+    def list(self, category: str | None = None, tag: str | None = None, text: str | None = None) -> list[ConceptSummary]:
+        """Concepts sorted by category then name; malformed files are skipped into ``problems``."""
+        self.problems = []
+        found: dict[str, tuple[Path, bool]] = {}
+        for shipped, folder in ((True, self.shipped_concepts), (False, self.user_concepts)):
+            if folder is None or not folder.is_dir():
+                continue
+            for path in sorted(folder.glob("*.yml")):
+                self.problems.append((path, "concept files must end in .yaml; rename it to be listed"))
+            for path in sorted(folder.glob("*.yaml")):
+                try:
+                    found[validate_slug(path.stem)] = (path, shipped)
+                except InvalidSlug as e:
+                    self.problems.append((path, f"file name is not a valid slug: {e}"))
+        out = []
+        for slug, (path, shipped) in found.items():
+            try:
+                c = self._read(path, slug)
+            except LibraryError as e:
+                self.problems.append((path, str(e)))
+                continue
+            summary = ConceptSummary(slug, c.name, c.category, tuple(c.tags), c.description, len(c.pairs), shipped, path)
+            if _matches(summary, category, tag, text):
+                out.append(summary)
+        return sorted(out, key=lambda s: (s.category, s.name.casefold(), s.slug))
+
+    def get(self, slug: str) -> Concept:
+        """The user copy if there is one, else the shipped concept; ``ConceptNotFound`` otherwise."""
+        path = self._concept_path(slug)
+        if path is None:
+            raise ConceptNotFound(f"no concept named {slug!r}; see list() for the available slugs")
+        return self._read(path, slug)
+
+    def exists(self, slug: str) -> bool:
+        return self._concept_path(slug) is not None
+
+    def is_shipped(self, slug: str) -> bool:
+        """True when a shipped concept has this slug (even if a user copy shadows it)."""
+        shipped = self._shipped_yaml(slug)
+        return shipped is not None and shipped.is_file()
+
+    def has_user_copy(self, slug: str) -> bool:
+        return self._user_yaml(slug).is_file()
+
+    def save(self, concept: Concept, overwrite: bool = False) -> Concept:
+        """Validate (serialise + re-parse) and write atomically; returns the concept as stored."""
+        slug = validate_slug(concept.slug)
+        text = concept_to_yaml(concept)
+        stored = parse_concept(text, slug, source=f"concept {slug!r}")
+        if not overwrite:
+            if self.has_user_copy(slug):
+                raise ConceptExists(
+                    f"a concept named {slug!r} already exists ({self._user_yaml(slug)}); "
+                    "pass overwrite=True to replace it, or choose another slug"
+                )
+            if self.is_shipped(slug):
+                raise ConceptExists(
+                    f"{slug!r} is a shipped concept; pass overwrite=True to save your own copy that "
+                    "shadows it (deleting the copy later brings the shipped one back)"
+                )
+        atomic_write_text(self._user_yaml(slug), text)
+        return stored
+
+    def _refuse_taken(self, new: str, action: str) -> None:
+        if self.exists(new):
+            raise ConceptExists(f"cannot {action}: a concept named {new!r} already exists; choose another slug")
+
+    def _copy_vectors(self, old: str, new: str) -> None:
+        for key, path in self._vector_files(old).items():
+            atomic_write_bytes(self._user_vec(new, key), path.read_bytes())
+
+    def _delete_user_vectors(self, slug: str) -> None:
+        if self.user_vectors.is_dir():
+            for folder in self.user_vectors.iterdir():
+                (folder / f"{validate_slug(slug)}{VECTOR_SUFFIX}").unlink(missing_ok=True)
+
+    def rename(self, old: str, new: str, new_name: str | None = None) -> Concept:
+        """Rename a user concept and its vectors: write the new files first, then delete the old."""
+        validate_slug(old), validate_slug(new)
+        if old == new:
+            raise LibraryError(f"cannot rename {old!r} to itself; choose a different slug")
+        if not self.has_user_copy(old):
+            if self.is_shipped(old):
+                raise LibraryError(f"{old!r} is a shipped concept and cannot be renamed; duplicate it instead")
+            raise ConceptNotFound(f"no user concept named {old!r} to rename")
+        self._refuse_taken(new, f"rename {old!r} to {new!r}")
+        current = self.get(old)
+        concept = dataclasses.replace(current, slug=new, name=new_name or current.name)
+        self._delete_user_vectors(new)  # orphans from an earlier concept with this slug
+        self.save(concept)
+        self._copy_vectors(old, new)
+        self._delete_user_vectors(old)
+        self._user_yaml(old).unlink()
+        return self.get(new)
+
+    def duplicate(self, slug: str, new_slug: str, new_name: str | None = None) -> Concept:
+        """Copy a user or shipped concept (and its vectors) to a new user concept."""
+        source = self.get(slug)
+        self._refuse_taken(validate_slug(new_slug), f"duplicate {slug!r} as {new_slug!r}")
+        name = new_name or f"{source.name[:93]} (copy)"
+        provenance = {**source.provenance, "duplicated_from": slug}
+        copy = dataclasses.replace(source, slug=new_slug, name=name, provenance=provenance)
+        self._delete_user_vectors(new_slug)
+        stored = self.save(copy)
+        self._copy_vectors(slug, new_slug)
+        return stored
+
+    def delete(self, slug: str) -> None:
+        """Delete a user concept and its user vectors (a shadowed shipped concept reappears)."""
+        if not self.has_user_copy(slug):
+            if self.is_shipped(slug):
+                raise LibraryError(
+                    f"shipped concepts cannot be deleted; {slug!r} ships with the lab. "
+                    "Duplicate it to make your own version, or just don't select it"
+                )
+            raise ConceptNotFound(f"no user concept named {slug!r} to delete")
+        self._delete_user_vectors(slug)
+        self._user_yaml(slug).unlink()
+
+    def set_recommendation(self, slug: str, model: str, rec: Recommendation) -> Concept:
+        """Store a layer/strength for a model (id or key); shipped concepts get a user copy."""
+        concept = self.get(slug)
+        concept.recommended = {**concept.recommended, model_key(model): rec}
+        return self.save(concept, overwrite=True)
+
+    # -- vectors -----------------------------------------------------------
+    def save_vectors(self, slug: str, model_id: str, vectors: ConceptVectors) -> Path:
+        """Store vectors for an existing concept; an empty concept_fingerprint is filled in."""
+        concept = self.get(slug)
+        if not vectors.concept_fingerprint:
+            vectors = dataclasses.replace(vectors, concept_fingerprint=concept.pairs_fingerprint())
+        path = self._user_vec(slug, model_key(model_id))
+        atomic_write_bytes(path, encode_vectors(vectors, label=slug))
+        return path
+
+    def load_vectors(
+        self, slug: str, model_id: str, model_fingerprint: str | None = None,
+        hidden_size: int | None = None, num_layers: int | None = None,
+    ) -> ConceptVectors | None:
+        """Vectors for this model (user first, then shipped), or None when there are none.
+
+        Raises ``VectorMismatch`` for another model's vectors and ``StaleVectors`` when the
+        concept's pairs changed since extraction.
+        """
+        concept = self.get(slug)
+        path = self._find_vectors(slug, model_key(model_id))
+        if path is None:
+            return None
+        cv = load_vectors_file(path, model_fingerprint, hidden_size, num_layers, label=slug, expect_model_id=model_id)
+        if cv.concept_fingerprint != concept.pairs_fingerprint():
+            raise StaleVectors(
+                f"vectors for {slug!r} on {model_id} were extracted before its pairs or system prompts "
+                f"changed (fingerprint {cv.concept_fingerprint or 'none'} != {concept.pairs_fingerprint()}); "
+                "re-extract the concept"
+            )
+        return cv
+
+    def vector_status(
+        self, slug: str, model_id: str, model_fingerprint: str | None = None,
+        hidden_size: int | None = None, num_layers: int | None = None,
+    ) -> str:
+        """One of "ready", "missing", "stale", "mismatch" (an unreadable file counts as mismatch:
+        re-extracting replaces it); the reason for an unreadable file goes to ``problems``."""
+        self.get(slug)  # ConceptNotFound propagates: that is a caller error, not a status
+        try:
+            found = self.load_vectors(slug, model_id, model_fingerprint, hidden_size, num_layers)
+        except StaleVectors:
+            return "stale"
+        except VectorMismatch:
+            return "mismatch"
+        except LibraryError as e:
+            self.problems.append((self._find_vectors(slug, model_key(model_id)), str(e)))
+            return "mismatch"
+        return "missing" if found is None else "ready"
+
+    # -- bundles -----------------------------------------------------------
+    def export_bundle(self, slug: str) -> str:
+        """One YAML text with the concept and its current (non-stale, readable) vectors."""
+        concept = self.get(slug)
+        vectors: dict[str, ConceptVectors] = {}
+        for key, path in self._vector_files(slug).items():
+            try:
+                cv = load_vectors_file(path, label=slug)
+            except LibraryError as e:
+                self.problems.append((path, str(e)))
+                continue
+            if cv.concept_fingerprint == concept.pairs_fingerprint():
+                vectors[key] = cv
+        return encode_bundle(concept, vectors)
+
+    def import_bundle(self, text: str | bytes, slug: str | None = None, overwrite: bool = False) -> str:
+        """Validate the whole bundle, then write the concept and its vectors; returns the slug."""
+        concept, vectors = decode_bundle(text, slug)
+        blobs = {key: encode_vectors(cv, label=concept.slug) for key, cv in vectors.items()}
+        self.save(concept, overwrite=overwrite)  # validates again and refuses to clobber
+        for key, blob in blobs.items():
+            atomic_write_bytes(self._user_vec(concept.slug, key), blob)
+        return concept.slug
+
+
+def _matches(s: ConceptSummary, category: str | None, tag: str | None, text: str | None) -> bool:
+    if category is not None and s.category != category:
+        return False
+    if tag is not None and tag.casefold() not in (t.casefold() for t in s.tags):
+        return False
+    if text:
+        hay = " ".join((s.slug, s.name, s.description, *s.tags)).casefold()
+        return text.casefold() in hay
+    return True
