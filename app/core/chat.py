@@ -33,7 +33,8 @@ def encode(tokenizer: Any, text: str) -> list[int]:
 
 
 def eos_ids(tokenizer: Any) -> set[int]:
-    ids = set(getattr(tokenizer, "eos_token_ids", None) or [])
+    raw = getattr(tokenizer, "eos_token_ids", None)
+    ids = {int(raw)} if isinstance(raw, int) else set(raw or [])
     eid = getattr(tokenizer, "eos_token_id", None)
     if eid is not None:
         ids.add(int(eid))

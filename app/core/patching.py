@@ -102,9 +102,12 @@ class SteeringHook:
                 return None
             pos = mx.full((T,), scale, dtype=h.dtype)
         vec = self.vector.astype(h.dtype)
-        add = pos[None, :, None] * vec[None, None, :]
+        scale = pos[None, :, None]
         if self.row_coefs is not None:
-            add = self.row_coefs.astype(h.dtype)[:, None, None] * add
+            scale = self.row_coefs.astype(h.dtype)[:, None, None] * scale
+        # where(), not a product: rows/positions with scale 0 must stay exact even if the
+        # vector holds NaN/inf (0 * nan is nan).
+        add = mx.where(scale != 0, scale * vec[None, None, :], mx.array(0, h.dtype))
         return h + add
 
 
@@ -154,7 +157,8 @@ def patch_layers(model: nn.Module, hooks: dict[int, Sequence[Hook]], state: Opti
 
 def _hidden_width(block: nn.Module) -> Optional[int]:
     """Width of the residual stream read off the block's first norm weight."""
-    for name in ("input_layernorm", "ln_1", "attention_norm", "norm1", "pre_attention_norm"):
+    for name in ("input_layernorm", "ln_1", "attention_norm", "norm1", "pre_attention_norm",
+                 "post_attention_layernorm"):  # olmo2 blocks have post-norms only
         norm = getattr(block, name, None) if name in block else None
         w = getattr(norm, "weight", None) if norm is not None else None
         if w is not None and w.ndim == 1:
