@@ -67,10 +67,111 @@ def map_gguf_name(name: str) -> str:
     raise ConversionError(f"unexpected tensor name in GGUF: {name}")
 
 
+def check_gguf_layout(path: Path) -> None:
+    """Walk the GGUF header with bounds checks; raise ConversionError if it is malformed.
+
+    MLX's GGUF reader trusts the header and crashes the process (SIGSEGV) on a corrupt or
+    garbage file, so check that every length, count and tensor range fits the file first.
+    """
+    import mmap
+    import struct
+
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    scalar = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+    def bad(why: str) -> ConversionError:
+        return ConversionError(f"{path} is not a valid GGUF file: {why}")
+
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < 24:
+            raise bad("too short")
+        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        pos = 0
+
+        def take(fmt: str):
+            nonlocal pos
+            n = struct.calcsize("<" + fmt)
+            if pos + n > size:
+                raise bad("header runs past the end of the file")
+            vals = struct.unpack_from("<" + fmt, buf, pos)
+            pos += n
+            return vals[0] if len(vals) == 1 else vals
+
+        def skip(n: int) -> None:
+            nonlocal pos
+            if n < 0 or pos + n > size:
+                raise bad("header runs past the end of the file")
+            pos += n
+
+        def value(vtype: int, depth: int = 0) -> None:
+            if vtype in scalar:
+                skip(scalar[vtype])
+            elif vtype == 8:
+                skip(take("Q"))
+            elif vtype == 9 and depth == 0:
+                etype, count = take("IQ")
+                if count > size - pos:
+                    raise bad("array longer than the file")
+                if etype in scalar:
+                    skip(count * scalar[etype])
+                else:
+                    for _ in range(count):
+                        value(etype, depth + 1)
+            else:
+                raise bad(f"unknown value type {vtype}")
+
+        if bytes(buf[:4]) != b"GGUF":
+            raise bad("no GGUF magic")
+        skip(4)
+        version, n_tensors, n_kv = take("IQQ")
+        if version not in (2, 3):
+            raise bad(f"unsupported GGUF version {version}")
+        if n_tensors > size or n_kv > size:
+            raise bad(f"impossible counts ({n_tensors} tensors, {n_kv} metadata entries)")
+        alignment = 32
+        for _ in range(n_kv):
+            start = pos + 8
+            skip(take("Q"))
+            key = bytes(buf[start:pos])
+            vtype = take("I")
+            if key == b"general.alignment" and vtype == 4:
+                alignment = take("I") or 32
+            else:
+                value(vtype)
+        tensors = []
+        for _ in range(n_tensors):
+            skip(take("Q"))  # name
+            n_dims = take("I")
+            if not 1 <= n_dims <= 4:
+                raise bad(f"tensor with {n_dims} dimensions")
+            dims = [take("Q") for _ in range(n_dims)]
+            ttype, offset = take("IQ")
+            try:
+                block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
+            except (ValueError, KeyError):
+                raise bad(f"unknown tensor type {ttype}") from None
+            count = 1
+            for d in dims:
+                count *= d
+            tensors.append((offset, count // block * type_size))
+        data_start = (pos + alignment - 1) // alignment * alignment
+        for offset, nbytes in tensors:
+            if data_start + offset + nbytes > size:
+                raise bad("tensor data extends past the end of the file (incomplete download?)")
+    finally:
+        buf.close()
+
+
 def read_gguf_model(gguf_path: Path) -> tuple[dict[str, mx.array], dict[str, Any], dict[str, Any]]:
     """Load GGUF weights, renamed to mlx-lm llama names, plus a config dict and raw metadata."""
     try:
+        check_gguf_layout(Path(gguf_path))
         weights, meta = mx.load(str(gguf_path), return_metadata=True)
+    except ConversionError:
+        raise
     except Exception as exc:  # mlx raises ValueError/RuntimeError for bad files
         raise ConversionError(f"{gguf_path} is not a readable GGUF file: {exc}") from exc
     arch = meta.get("general.architecture")

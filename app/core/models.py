@@ -80,6 +80,13 @@ def layers_of(model: nn.Module) -> list:
     layers = getattr(model, "layers", None)
     if layers is None and hasattr(model, "model"):
         layers = getattr(model.model, "layers", None)
+    elif isinstance(layers, list) and getattr(model, "layers", None) is not layers:
+        # A property that returns a new list each time (mlx-lm's PipelineMixin families, e.g.
+        # qwen2, return a slice of model.model.layers): patch the list the forward pass uses.
+        inner = getattr(model, "model", None)
+        stored = getattr(inner, "layers", None) if inner is not None else None
+        if isinstance(stored, list) and getattr(inner, "layers", None) is stored:
+            layers = stored
     if not isinstance(layers, list):
         raise ModelLoadError(f"{type(model).__name__} exposes no list of decoder layers")
     return layers
@@ -143,17 +150,20 @@ def load_model(model_id: str, path: str | Path) -> LoadedModel:
             raise ModelLoadError(f"{path} has no config.json: it is not an MLX/Hugging Face model folder")
         if not list(folder.glob("*.safetensors")):
             raise ModelLoadError(f"{path} has no *.safetensors weights; convert it with mlx_lm.convert first")
+    elif folder.is_absolute() or path.startswith((".", "~")):
+        raise ModelLoadError(f"{model_id}: no model folder at {path}")  # not a hub id: don't ask the hub
     try:
         model, tokenizer, config = mlx_load(path, return_config=True)
     except ModelLoadError:
         raise
     except ValueError as exc:
-        text = str(exc)
+        text = " ".join(str(exc).split())  # one line: hub errors span several
         if "not supported" in text.lower() or "model type" in text.lower():
             raise ModelLoadError(f"{model_id}: architecture not supported by mlx-lm ({text})") from exc
-        raise ModelLoadError(f"{model_id}: could not load ({text})") from exc
+        raise ModelLoadError(f"{model_id}: could not load from {path} ({text})") from exc
     except Exception as exc:  # corrupt safetensors, missing tensors, network errors
-        raise ModelLoadError(f"{model_id}: could not load from {path} ({type(exc).__name__}: {exc})") from exc
+        text = " ".join(str(exc).split())
+        raise ModelLoadError(f"{model_id}: could not load from {path} ({type(exc).__name__}: {text})") from exc
     model = prepare_for_device(model)
     return LoadedModel(model=model, tokenizer=tokenizer, config=config, model_id=model_id, path=path)
 
