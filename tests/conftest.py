@@ -7,8 +7,13 @@ checkout); nothing here redirects it.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
+
+# Tests never write into the user's concept library: a throwaway one for the whole session.
+os.environ.setdefault("STEERING_LAB_LIBRARY", tempfile.mkdtemp(prefix="steering-lab-test-library-"))
 
 import app.core  # noqa: F401  (must run before mlx is imported anywhere)
 

@@ -1,7 +1,97 @@
-"""Placeholder header: replaced by the full model picker."""
+"""The page header: what the lab is, which model is loaded, and a picker to load another."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
 
 import gradio as gr
 
+from app.ui.context import MODEL_CONCURRENCY
+from app.ui.errors import guarded
+from app.ui.present.common import md_escape
 
-def build(service, ctx) -> None:
-    gr.Markdown("# Activation Steering Lab")
+log = logging.getLogger("steering_lab.ui")
+
+TAGLINE = ("Look inside a small language model layer by layer, build a *concept vector* from contrasting "
+           "prompts, and add it to the model's residual stream to change how it writes. "
+           "New here? Start with the **Tutorial** tab.")
+
+
+def short_blas(blas: str) -> str:
+    """'OpenBLAS (/usr/lib/.../libopenblas.so.0)' -> 'OpenBLAS'."""
+    return (blas or "unknown").split(" (", 1)[0]
+
+
+def model_line(service: Any) -> str:
+    """One compact line about the loaded model (or what to do when none is loaded)."""
+    if not getattr(service, "is_loaded", False):
+        return ("**No model loaded.** Pick or type a model on the right and press **Load** "
+                "(or run `./setup_local_cache.sh` to prepare the bundled one).")
+    info = service.info()
+    return (f"**Model:** `{info.model_id.replace('`', '')}` · {info.num_layers} layers (0–{info.num_layers - 1}) · "
+            f"hidden size {info.hidden_size} · {info.dtype} · {info.device} · BLAS: {md_escape(short_blas(info.blas))}")
+
+
+def model_choices(service: Any) -> list[str]:
+    try:
+        ids = [e.model_id for e in service.list_models()]
+    except Exception:  # a broken cache folder must not break the page
+        log.exception("listing models failed")
+        ids = []
+    if getattr(service, "is_loaded", False):
+        current = service.info().model_id
+        if current not in ids:
+            ids.insert(0, current)
+    return ids
+
+
+def current_model(service: Any) -> str | None:
+    return service.info().model_id if getattr(service, "is_loaded", False) else None
+
+
+def run_library_hooks(ctx: Any) -> None:
+    """Call the plain callables other tabs put in ``ctx.library_changed`` (never fatal)."""
+    for hook in list(getattr(ctx, "library_changed", []) or []):
+        if callable(hook):
+            try:
+                hook()
+            except Exception:
+                log.exception("a library_changed hook failed")
+
+
+def build(service: Any, ctx: Any) -> None:
+    with gr.Row(elem_classes=["lab-header"], equal_height=False, elem_id="lab-header"):
+        with gr.Column(scale=3, min_width=320):
+            gr.Markdown("# Activation Steering Lab", elem_id="lab-title")
+            gr.Markdown(TAGLINE, elem_classes=["lab-tagline"])
+            info_md = gr.Markdown(model_line(service), elem_id="model-info", elem_classes=["model-info"])
+        with gr.Column(scale=2, min_width=300):
+            with gr.Row(equal_height=False, elem_classes=["picker-row"]):
+                picker = gr.Dropdown(
+                    choices=model_choices(service), value=current_model(service), allow_custom_value=True,
+                    label="Model", info="Pick a prepared model, or type a hub id / local MLX folder",
+                    scale=4, min_width=200, elem_id="model-picker",
+                )
+                load = gr.Button("Load", variant="primary", scale=1, min_width=80, elem_id="model-load",
+                                 elem_classes=["btn-end"])
+
+    @guarded
+    def load_model(model_text: str, progress=gr.Progress()):
+        text = (model_text or "").strip()
+        if not text:
+            raise gr.Error("Pick a model from the list or type a hub id / local folder first.", print_exception=False)
+        progress(0.05, desc=f"Loading {text} (this can take a while for big models)…")
+        info = service.load(text)
+        gr.Info(f"Loaded {info.model_id}: {info.num_layers} layers, hidden size {info.hidden_size}.")
+        run_library_hooks(ctx)
+        return model_line(service), gr.Dropdown(choices=model_choices(service), value=info.model_id)
+
+    load.click(load_model, [picker], [info_md, picker], api_name="load_model", **MODEL_CONCURRENCY)
+
+    @guarded
+    def refresh_header():
+        return model_line(service), gr.Dropdown(choices=model_choices(service), value=current_model(service))
+
+    ctx.on_load.append((refresh_header, [], [info_md, picker]))
+    ctx.register("header", model_info=info_md, picker=picker, load=load)

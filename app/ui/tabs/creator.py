@@ -1,7 +1,265 @@
-"""Placeholder: this tab is being built."""
+"""Concept creator: contrast pairs in, a steering vector per layer and its quality card out."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
 
 import gradio as gr
 
+from app.service.jobs import CancelToken  # plain threading; no model runtime
+from app.types import CATEGORIES
+from app.ui.context import MODEL_CONCURRENCY
+from app.ui.errors import guarded
+from app.ui.header import run_library_hooks
+from app.ui.present import concepts as present
+from app.ui.present.common import empty_figure, md_escape
 
-def build(service, ctx) -> None:
-    gr.Markdown("This tab is under construction.")
+log = logging.getLogger("steering_lab.ui")
+
+EMPTY_ROWS = [["", ""], ["", ""], ["", ""]]
+EMPTY_QUALITY = empty_figure("Concept quality per layer",
+                             "Press “Extract vectors” to see how well your pairs define the concept at each layer.")
+INTRO = ("A concept is defined by **contrast pairs**: a *positive* text that has the concept and a *negative* "
+         "text about the same thing without it. Only the concept should differ, so the average difference of "
+         "the model's activations points at the concept. 4–20 pairs are enough to start.")
+PASTE_PLACEHOLDER = ("One pair per line, positive | negative (or separated by a tab):\n"
+                     "Yawn… I'm so sleepy I can barely keep my eyes open. | I'm at my desk reading the news.\n"
+                     "I could fall asleep right here on the couch. | I'm sitting on the couch watching TV.")
+
+
+_RUNNING: dict[str, CancelToken] = {}  # session -> its extraction's cancel token (Stop cancels only that)
+
+
+def _session(request: Any) -> str:
+    return str(getattr(request, "session_hash", "") or "")
+
+
+def template_choices(service: Any) -> list[tuple[str, str]]:
+    try:
+        return present.concept_choices([s for s in service.library.list() if s.n_pairs > 0])
+    except Exception:
+        log.exception("listing concepts failed")
+        return []
+
+
+def _form_concept(name, slug, description, category, table, sys_pos, sys_neg, provenance=None, strict_slug=True):
+    pairs, problems = present.table_to_pairs(table)
+    present.check_pairs(pairs, problems)
+    if not strict_slug:  # extraction does not need a valid slug yet: fall back to a placeholder
+        try:
+            present.concept_from_form(name, slug, description, category, pairs[:0], sys_pos, sys_neg)
+        except ValueError:
+            name, slug = (name or "").strip() or "Draft concept", "draft"
+    return present.concept_from_form(name, slug, description, category, pairs, sys_pos, sys_neg,
+                                     provenance=provenance)
+
+
+def build(service: Any, ctx: Any) -> None:
+    gr.Markdown(INTRO, elem_classes=["howto"])
+    slug_manual = gr.State(False)
+    cv_state = gr.State(None)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=280):
+            with gr.Row(equal_height=False):
+                template = gr.Dropdown(choices=template_choices(service), value=None, label="Start from a library concept", allow_custom_value=True,
+                                       scale=3, min_width=160, elem_id="cr-template")
+                load_tpl = gr.Button("Load", scale=0, min_width=80, elem_id="cr-load-template",
+                                     elem_classes=["btn-end"])
+            name = gr.Textbox(label="Name", placeholder="e.g. Sleepy", elem_id="cr-name")
+            slug = gr.Textbox(label="Slug (file name: a-z, 0-9, - and _)", placeholder="made from the name",
+                              elem_id="cr-slug")
+            description = gr.Textbox(label="Description", lines=2, placeholder="What the positive side has that the negative lacks",
+                                     elem_id="cr-description")
+            category = gr.Dropdown(list(CATEGORIES), value="custom", label="Category", elem_id="cr-category")
+        with gr.Column(scale=3, min_width=320):
+            pairs = gr.Dataframe(
+                value=EMPTY_ROWS, headers=present.PAIR_HEADERS, type="array", interactive=True, datatype="str",
+                label="Contrast pairs: positive (has the concept) | negative (same situation, without it)",
+                wrap=True, max_height=420, column_widths=["50%", "50%"], elem_id="cr-pairs",
+            )
+            with gr.Row():
+                add_row = gr.Button("+ Add row", size="sm", elem_id="cr-add-row", min_width=90)
+                remove_row = gr.Button("− Remove last row", size="sm", elem_id="cr-remove-row", min_width=90)
+                clear = gr.Button("Clear table", size="sm", elem_id="cr-clear", min_width=90)
+            with gr.Accordion("Paste many pairs at once", open=True, elem_id="cr-paste-box"):
+                paste = gr.Textbox(lines=4, max_lines=20, show_label=False, placeholder=PASTE_PLACEHOLDER,
+                                   elem_id="cr-paste")
+                append = gr.Button("Append pasted lines to the table", size="sm", elem_id="cr-append")
+    with gr.Accordion("Optional: system prompts that frame every positive / negative example", open=False):
+        with gr.Row():
+            sys_pos = gr.Textbox(label="Positive system prompt", placeholder="e.g. Act as if you are extremely sleepy.",
+                                 elem_id="cr-sys-pos")
+            sys_neg = gr.Textbox(label="Negative system prompt", placeholder="e.g. Act as if you are wide awake.",
+                                 elem_id="cr-sys-neg")
+    with gr.Row(equal_height=False):
+        method = gr.Radio(["mean_diff", "last_token", "pca"], value="mean_diff", label="Extraction method",
+                          elem_id="cr-method", scale=1, min_width=260)
+        gr.Markdown("\n".join(f"- {t}" for t in present.METHOD_HELP.values()), elem_classes=["howto"])
+    with gr.Row():
+        extract = gr.Button("Extract vectors", variant="primary", elem_id="cr-extract", scale=3)
+        stop = gr.Button("Stop", variant="stop", elem_id="cr-stop", scale=1, min_width=80)
+    extract_status = gr.Markdown(elem_id="cr-extract-status", elem_classes=["run-status"])
+    quality_md = gr.Markdown(elem_id="cr-quality-summary")
+    quality_plot = gr.Plot(value=EMPTY_QUALITY, label="Quality per layer", show_label=False, elem_id="cr-quality-plot")
+    gr.Markdown("**How to read the card:** the shaded band marks the recommended layers. Good concepts have high "
+                "held-out accuracy and a large d′ there; the vector's own length does not matter, because "
+                "steering strength is measured relative to a typical token.", elem_classes=["howto"])
+    with gr.Row(equal_height=True):
+        overwrite = gr.Checkbox(value=False, label="Overwrite an existing concept with this slug", elem_id="cr-overwrite",
+                                scale=2)
+        save = gr.Button("Save to library", variant="primary", elem_id="cr-save", scale=1, min_width=140)
+        use = gr.Button("Try it in the playground →", elem_id="cr-use", scale=1, min_width=140)
+    save_status = gr.Markdown(elem_id="cr-save-status")
+
+    # ---- the table -------------------------------------------------------------------------
+    @guarded
+    def add(table):
+        return present.table_rows(table) + [["", ""]]
+
+    @guarded
+    def remove_last(table):
+        rows = present.table_rows(table)
+        return rows[:-1] if len(rows) > 1 else [["", ""]]
+
+    @guarded
+    def append_pasted(table, text):
+        new, problems = present.parse_pasted_pairs(text)
+        if not new and not problems:
+            raise gr.Error("The paste box is empty: one pair per line, positive | negative.", print_exception=False)
+        if problems:
+            gr.Warning("Skipped: " + "; ".join(problems[:4]) + (" …" if len(problems) > 4 else ""))
+        if new:
+            gr.Info(f"Added {len(new)} pair{'s' if len(new) != 1 else ''}.")
+        return present.append_pairs(table, new), ("" if not problems else text)
+
+    add_row.click(add, [pairs], [pairs], api_visibility="private", queue=False)
+    remove_row.click(remove_last, [pairs], [pairs], api_visibility="private", queue=False)
+    clear.click(lambda: EMPTY_ROWS, None, [pairs], api_visibility="private", queue=False)
+    append.click(append_pasted, [pairs, paste], [pairs, paste], api_name="creator_paste")
+
+    # ---- name -> slug ------------------------------------------------------------------------
+    @guarded
+    def name_typed(name_v, slug_v, manual):
+        if manual and (slug_v or "").strip():
+            return gr.Textbox()
+        return gr.Textbox(value=present.slug_for(name_v))
+
+    name.change(name_typed, [name, slug, slug_manual], [slug], api_visibility="private", queue=False,
+               show_progress="hidden")
+    slug.input(lambda v: bool((v or "").strip()), [slug], [slug_manual], api_visibility="private", queue=False,
+               show_progress="hidden")
+
+    @guarded
+    def load_template(slug_v):
+        if not slug_v:
+            raise gr.Error("Choose a concept to start from.", print_exception=False)
+        c = service.library.get(slug_v)
+        sp = c.system_prompts
+        gr.Info(f"Loaded {len(c.pairs)} pairs from “{c.name}”. Edit them, then Extract.")
+        return (f"My {c.name}", f"my-{c.slug}"[:64], c.description, c.category if c.category in CATEGORIES else "custom",
+                present.pairs_to_rows(c.pairs) or EMPTY_ROWS, sp.positive if sp else "", sp.negative if sp else "",
+                False, None, EMPTY_QUALITY, "")
+
+    load_tpl.click(load_template, [template],
+                   [name, slug, description, category, pairs, sys_pos, sys_neg, slug_manual, cv_state, quality_plot,
+                    quality_md], api_name="creator_template", queue=False)
+
+    # ---- extract / save ------------------------------------------------------------------------
+    @guarded
+    def do_extract(name_v, slug_v, desc_v, cat_v, table, sp_v, sn_v, method_v, request: gr.Request,
+                   progress=gr.Progress()):
+        concept = _form_concept(name_v, slug_v, desc_v, cat_v, table, sp_v, sn_v, strict_slug=False)
+        n = len(concept.pairs)
+        progress(0.0, desc=f"Reading {2 * n} prompts through the model…")
+
+        def report(done, total):
+            progress((int(done), int(total)), desc="Reading prompts through every layer", unit="prompts")
+
+        token, key = CancelToken(), _session(request)
+        _RUNNING[key] = token
+        try:
+            cv = service.extract_concept(concept, method=method_v or "mean_diff", progress=report, token=token,
+                                         save=False)
+        finally:
+            if _RUNNING.get(key) is token:
+                del _RUNNING[key]
+        title = f"Quality of “{concept.name}” per layer ({cv.method}, {n} pairs)"
+        return (present.quality_summary_md(cv, concept.name), present.quality_figure(cv, title), cv,
+                f"Extracted {n} pairs with `{cv.method}`. Press **Save to library** to keep the concept and its "
+                "vectors.")
+
+    ext_event = extract.click(do_extract, [name, slug, description, category, pairs, sys_pos, sys_neg, method],
+                              [quality_md, quality_plot, cv_state, extract_status], api_name="extract",
+                              show_progress_on=[extract_status], **MODEL_CONCURRENCY)
+    @guarded
+    def stop_extract(request: gr.Request):
+        token = _RUNNING.get(_session(request))
+        if token is not None:
+            token.cancel()
+            gr.Info("Extraction stopped.")
+
+    stop.click(stop_extract, None, None, cancels=[ext_event], queue=False, api_visibility="private")
+
+    @guarded
+    def do_save(name_v, slug_v, desc_v, cat_v, table, sp_v, sn_v, overwrite_v, cv):
+        concept = _form_concept(name_v, slug_v, desc_v, cat_v, table, sp_v, sn_v)
+        lib = service.library
+        if lib.exists(concept.slug) and not overwrite_v:
+            what = "a shipped concept" if lib.is_shipped(concept.slug) and not lib.has_user_copy(concept.slug) \
+                else "a concept in your library"
+            raise gr.Error(f"“{concept.slug}” is already {what}. Choose another slug, or tick “Overwrite an existing "
+                           f"concept with this slug” to replace it.", print_exception=False)
+        stored = lib.save(concept, overwrite=bool(overwrite_v))
+        msg = f"Saved **{md_escape(stored.name)}** as `{stored.slug}` with {len(stored.pairs)} pairs."
+        if cv is not None and cv.concept_fingerprint == stored.pairs_fingerprint() and service.is_loaded \
+                and cv.model_id == service.info().model_id:
+            lib.save_vectors(stored.slug, cv.model_id, cv)
+            msg += f" Its vectors for `{md_escape(cv.model_id)}` are stored too: it is ready to steer."
+        else:
+            msg += (" No matching extracted vectors were stored (the pairs changed since Extract, or nothing was "
+                    "extracted); they will be extracted the first time you use the concept.")
+        run_library_hooks(ctx)
+        gr.Info(f"Saved “{stored.name}” ({stored.slug}).")
+        return msg, stored.slug, gr.Checkbox(value=False)
+
+    saved_slug = gr.State("")
+    save.click(do_save, [name, slug, description, category, pairs, sys_pos, sys_neg, overwrite, cv_state],
+               [save_status, saved_slug, overwrite], api_name="save_concept")
+
+    ctx.register("creator", name=name, slug=slug, description=description, category=category, pairs=pairs,
+                 template=template, extract=extract, save=save, use=use, saved_slug=saved_slug, paste=paste,
+                 quality_md=quality_md, quality_plot=quality_plot, status=save_status, slug_manual=slug_manual,
+                 cv_state=cv_state)
+
+
+def wire(service: Any, ctx: Any) -> None:
+    template = ctx.get("creator.template")
+
+    @guarded
+    def refresh():
+        return gr.Dropdown(choices=template_choices(service))
+
+    if ctx.tabs is not None:
+        ctx.tabs.select(refresh, None, [template], api_visibility="private", queue=False, show_progress="hidden")
+
+    # "Try it in the playground": hand the concept to the playground (other engineer's tab), if it exists.
+    use = ctx.get("creator.use")
+    targets = [k for k in ("playground.concept",) if k in ctx.components]
+    if not targets:
+        log.info("creator: 'Try it in the playground' has no target (missing: playground.concept)")
+
+    @guarded
+    def use_concept(slug_v, saved):
+        slug_v = (saved or slug_v or "").strip()
+        if not slug_v or not service.library.exists(slug_v):
+            raise gr.Error("Save the concept first, then try it in the playground.", print_exception=False)
+        out = [gr.Dropdown(value=slug_v) for _ in targets]
+        if ctx.tabs is not None:
+            out.append(gr.Tabs(selected="playground"))
+        return out
+
+    outputs = [ctx.get(k) for k in targets] + ([ctx.tabs] if ctx.tabs is not None else [])
+    use.click(use_concept, [ctx.get("creator.slug"), ctx.get("creator.saved_slug")], outputs,
+              api_visibility="private", queue=False)
+

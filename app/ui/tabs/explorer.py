@@ -1,7 +1,151 @@
-"""Placeholder: this tab is being built."""
+"""Layer explorer: residual norms, the logit lens and concept projections for one prompt."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
 
 import gradio as gr
 
+from app.ui.context import MODEL_CONCURRENCY
+from app.ui.errors import guarded
+from app.ui.present import explorer as present
+from app.ui.present.common import empty_figure
+from app.ui.present.concepts import concept_choices
 
-def build(service, ctx) -> None:
-    gr.Markdown("This tab is under construction.")
+log = logging.getLogger("steering_lab.ui")
+
+DEFAULT_PROMPT = "What is the capital of France?"
+INTRO = ("Type a prompt and press **Explore**: the model reads it once and we record the residual stream "
+         "(the vector each token carries) after every layer. Pick a concept to also see how strongly each "
+         "token points along that concept's steering vector.")
+
+
+def choices(service: Any, none_label: str | None = None) -> list[tuple[str, str]]:
+    try:
+        return concept_choices(service.library.list(), none_label=none_label)
+    except Exception:
+        log.exception("listing concepts failed")
+        return [(none_label, "")] if none_label else []
+
+
+def build(service: Any, ctx: Any) -> None:
+    gr.Markdown(INTRO, elem_classes=["howto"])
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=300):
+            prompt = gr.Textbox(label="Prompt", value=DEFAULT_PROMPT, lines=2, max_lines=8, elem_id="ex-prompt",
+                                placeholder="e.g. What is the capital of France?")
+            chat = gr.Checkbox(value=True, label="Wrap the prompt in the chat template (what the model sees in a chat)",
+                               elem_id="ex-chat")
+        with gr.Column(scale=2, min_width=260):
+            concept = gr.Dropdown(choices=choices(service, "(none)"), value="", label="Concept to project on (optional)", allow_custom_value=True,
+                                  info="Its vectors are extracted first if this model has none yet",
+                                  elem_id="ex-concept")
+            run = gr.Button("Explore", variant="primary", elem_id="ex-run")
+    summary = gr.Markdown(elem_id="ex-summary")
+
+    waiting = "Press Explore to read the prompt through every layer."
+    norms_plot = gr.Plot(value=empty_figure("Residual-stream norm per layer", waiting), label="Residual norm per layer",
+                         elem_id="ex-norms", show_label=False)
+    gr.Markdown(present.HOWTO["norms"], elem_classes=["howto"])
+    norm_heat = gr.Plot(value=empty_figure("Residual norm per token and layer", waiting), label="Norm heatmap",
+                        elem_id="ex-norm-heatmap", show_label=False)
+    gr.Markdown(present.HOWTO["norm_heatmap"], elem_classes=["howto"])
+    lens_plot = gr.Plot(value=empty_figure("Logit lens: what each layer would predict next", waiting),
+                        label="Logit lens", elem_id="ex-lens", show_label=False)
+    gr.Markdown(present.HOWTO["lens"], elem_classes=["howto"])
+    lens_table = gr.Dataframe(headers=present.LENS_TABLE_HEADERS, value=[], type="array", interactive=False,
+                              label="Logit lens at the last prompt position (top 5 per layer)", max_height=380,
+                              elem_id="ex-lens-table", wrap=True)
+    gr.Markdown(present.HOWTO["lens_table"], elem_classes=["howto"])
+    proj_plot = gr.Plot(value=present.projection_figure(_NoProjection()), label="Concept projection",
+                        elem_id="ex-projection", show_label=False)
+    gr.Markdown(present.HOWTO["projection"], elem_classes=["howto"])
+
+    with gr.Accordion("Compare two concepts across layers", open=True, elem_id="ex-compare"):
+        with gr.Row(equal_height=False):
+            cos_a = gr.Dropdown(choices=choices(service), value=_first(service, "happy"), label="Concept A",
+                                elem_id="ex-cos-a", min_width=180, allow_custom_value=True)
+            cos_b = gr.Dropdown(choices=choices(service), value=_first(service, "excited"), label="Concept B",
+                                elem_id="ex-cos-b", min_width=180, allow_custom_value=True)
+            compare = gr.Button("Compare", variant="primary", elem_id="ex-compare-run", min_width=120, scale=0,
+                                elem_classes=["btn-end"])
+        cos_plot = gr.Plot(value=empty_figure("Cosine similarity per layer", "Choose two concepts and press Compare."),
+                           label="Cosine similarity", elem_id="ex-cosine", show_label=False)
+        cos_md = gr.Markdown(elem_id="ex-cosine-summary")
+        gr.Markdown(present.HOWTO["cosine"], elem_classes=["howto"])
+
+    @guarded
+    def explore(prompt_v: str, concept_v: str, chat_v: bool, progress=gr.Progress()):
+        if not (prompt_v or "").strip():
+            raise gr.Error("Type a prompt to explore first (e.g. “What is the capital of France?”).",
+                           print_exception=False)
+        slug = (concept_v or "").strip() or None
+        progress(0.1, desc="Extracting the concept (if needed) and reading the prompt through every layer…"
+                 if slug else "Reading the prompt through every layer…")
+        ex = service.explore(prompt_v, concept=slug, chat=bool(chat_v))
+        progress(0.9, desc="Drawing")
+        return (present.explore_summary_md(ex), present.norms_figure(ex), present.norm_heatmap_figure(ex),
+                present.lens_figure(ex), present.lens_last_rows(ex), present.projection_figure(ex))
+
+    outputs = [summary, norms_plot, norm_heat, lens_plot, lens_table, proj_plot]
+    # Progress (and a failed run's "Error" badge) show on the summary line, not over every chart.
+    run.click(explore, [prompt, concept, chat], outputs, api_name="explore", show_progress_on=[summary],
+              **MODEL_CONCURRENCY)
+    prompt.submit(explore, [prompt, concept, chat], outputs, api_visibility="private", show_progress_on=[summary],
+                  **MODEL_CONCURRENCY)
+
+    @guarded
+    def cosine(a: str, b: str, progress=gr.Progress()):
+        a, b = (a or "").strip(), (b or "").strip()
+        if not a or not b:
+            raise gr.Error("Choose two concepts to compare.", print_exception=False)
+        progress(0.05, desc=f"Vectors for {a} (extracted first if needed)…")
+        va = service.concept_vectors(a, progress=_stage(progress, 0.0, 0.5, a))
+        progress(0.5, desc=f"Vectors for {b} (extracted first if needed)…")
+        vb = service.concept_vectors(b, progress=_stage(progress, 0.5, 1.0, b))
+        cos = present.cosine_by_layer(va.vectors, vb.vectors)
+        return present.cosine_figure(cos, a, b), present.cosine_summary_md(cos, a, b)
+
+    compare.click(cosine, [cos_a, cos_b], [cos_plot, cos_md], api_name="concept_cosine", show_progress_on=[cos_md],
+                  **MODEL_CONCURRENCY)
+
+    ctx.register("explorer", prompt=prompt, concept=concept, run=run, chat=chat, cos_a=cos_a, cos_b=cos_b,
+                 compare=compare, summary=summary, norms=norms_plot)
+
+
+def _stage(progress: Any, lo: float, hi: float, what: str):
+    """A (done, total) callback that maps onto [lo, hi] of the Gradio progress bar."""
+
+    def report(done: int, total: int) -> None:
+        frac = done / total if total else 1.0
+        progress(lo + (hi - lo) * frac, desc=f"Extracting {what}: {done}/{total} prompts")
+
+    return report
+
+
+class _NoProjection:
+    """Stand-in exploration for the initial, empty projection chart."""
+
+    projections = None
+    tokens: list = []
+    concept = ""
+    extra: dict = {}
+
+
+def _first(service: Any, slug: str) -> str | None:
+    slugs = [s for _, s in choices(service)]
+    return slug if slug in slugs else (slugs[0] if slugs else None)
+
+
+def wire(service: Any, ctx: Any) -> None:
+    """Concept lists refresh whenever a tab is opened (a concept may have been saved elsewhere)."""
+    targets = [ctx.get("explorer.concept"), ctx.get("explorer.cos_a"), ctx.get("explorer.cos_b")]
+
+    @guarded
+    def refresh():
+        return (gr.Dropdown(choices=choices(service, "(none)")), gr.Dropdown(choices=choices(service)),
+                gr.Dropdown(choices=choices(service)))
+
+    if ctx.tabs is not None:
+        ctx.tabs.select(refresh, None, targets, api_visibility="private", queue=False, show_progress="hidden")

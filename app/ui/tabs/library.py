@@ -1,7 +1,318 @@
-"""Placeholder: this tab is being built."""
+"""Library: browse, inspect, export/import, rename/duplicate and delete concepts."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
 
 import gradio as gr
 
+from app.library.slugs import slugify
+from app.types import CATEGORIES
+from app.ui.context import MODEL_CONCURRENCY
+from app.ui.errors import guarded
+from app.ui.header import run_library_hooks
+from app.ui.present import concepts as present
+from app.ui.present.common import finite, md_escape, parse_layer_spec, rows_or_placeholder
 
-def build(service, ctx) -> None:
-    gr.Markdown("This tab is under construction.")
+log = logging.getLogger("steering_lab.ui")
+
+ALL = "all"
+MAX_IMPORT_BYTES = 64 * 1024 * 1024
+INTRO = ("Every concept you can steer with: the shipped ones (read-only) and yours. Click a row to see its card. "
+         "Vectors are stored per model; “not extracted” means they will be computed the first time you use it.")
+NOTHING_SELECTED = "_Select a concept in the table (or the dropdown) to see its card._"
+
+
+def _model(service: Any):
+    return service.info() if getattr(service, "is_loaded", False) else None
+
+
+def statuses(service: Any, summaries) -> dict[str, str]:
+    info = _model(service)
+    lib = service.library
+    out = {}
+    for s in summaries:
+        if info is None:
+            out[s.slug] = "no model"
+            continue
+        try:
+            out[s.slug] = lib.vector_status(s.slug, info.model_id, info.fingerprint, info.hidden_size, info.num_layers)
+        except Exception as exc:  # one unreadable concept must not hide the others
+            log.warning("vector status of %s failed: %s", s.slug, exc)
+            out[s.slug] = "mismatch"
+    return out
+
+
+def listing(service: Any, search: str = "", category: str = ALL) -> tuple[list[list[Any]], list[str]]:
+    """(table rows, slugs) for the current filter."""
+    lib = service.library
+    summaries = lib.list(category=None if category in (None, "", ALL) else category, text=(search or "").strip() or None)
+    shadowing = [s.slug for s in summaries if not s.shipped and lib.is_shipped(s.slug)]
+    rows = present.library_rows(summaries, statuses(service, summaries), shadowing)
+    return rows, [s.slug for s in summaries]
+
+
+def all_slug_choices(service: Any) -> list[tuple[str, str]]:
+    return present.concept_choices(service.library.list())
+
+
+def card(service: Any, slug: Optional[str]):
+    """(card markdown, quality plot update) for one concept."""
+    if not slug:
+        return NOTHING_SELECTED, gr.Plot(visible=False)
+    lib = service.library
+    concept = lib.get(slug)
+    info = _model(service)
+    status = ""
+    cv = None
+    if info is not None:
+        status = lib.vector_status(slug, info.model_id, info.fingerprint, info.hidden_size, info.num_layers)
+        if status == "ready":
+            cv = lib.load_vectors(slug, info.model_id, info.fingerprint, info.hidden_size, info.num_layers)
+    md = present.concept_card_md(concept, lib.is_shipped(slug), lib.has_user_copy(slug), status,
+                                 info.model_id if info else "")
+    if cv is not None and cv.quality:
+        md += "\n\n" + present.quality_brief_md(cv.quality, cv.recommended_layers)
+        fig = present.quality_figure(cv, f"Quality of “{concept.name}” on {info.model_id}")
+        return md, gr.Plot(value=fig, visible=True)
+    return md, gr.Plot(visible=False)
+
+
+def _out_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="steering-lab-export-"))
+
+
+def build(service: Any, ctx: Any) -> None:
+    gr.Markdown(INTRO, elem_classes=["howto"])
+    rows0, _ = _safe_listing(service)
+    with gr.Row(equal_height=False):
+        search = gr.Textbox(label="Search", placeholder="name, slug, tag or description", scale=3, elem_id="lib-search")
+        category = gr.Dropdown([ALL, *CATEGORIES], value=ALL, label="Category", scale=1, min_width=140,
+                               elem_id="lib-category")
+        refresh = gr.Button("Refresh", scale=0, min_width=90, elem_id="lib-refresh", elem_classes=["btn-end"])
+    table = gr.Dataframe(value=rows0, headers=present.LIBRARY_HEADERS, type="array", interactive=False,
+                         max_height=360, elem_id="lib-table", wrap=True,
+                         column_widths=["22%", "18%", "12%", "8%", "20%", "20%"])
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=320):
+            selected = gr.Dropdown(choices=_safe_choices(service), value=None, label="Selected concept", allow_custom_value=True,
+                                   elem_id="lib-selected")
+            card_md = gr.Markdown(NOTHING_SELECTED, elem_id="lib-card")
+            quality_plot = gr.Plot(visible=False, show_label=False, elem_id="lib-quality-plot")
+        with gr.Column(scale=2, min_width=300):
+            status = gr.Markdown(elem_id="lib-status")
+            with gr.Accordion("Export", open=True):
+                export_yaml = gr.Button("Download YAML bundle (concept + its vectors)", size="sm", elem_id="lib-export-yaml")
+                with gr.Row(equal_height=True):
+                    gguf_layers = gr.Textbox(label="GGUF layers", placeholder="all, or e.g. 8-20", min_width=120,
+                                             elem_id="lib-gguf-layers")
+                    gguf_strength = gr.Textbox(label="Strength (optional)", placeholder="as stored", min_width=100,
+                                               elem_id="lib-gguf-strength")
+                gguf_relative = gr.Checkbox(value=True, label="Strength is relative to the typical norm")
+                export_gguf = gr.Button("Download llama.cpp control vector (.gguf)", size="sm", elem_id="lib-export-gguf")
+                export_file = gr.File(label="Exported file", interactive=False, visible=False, elem_id="lib-export-file")
+                gr.Markdown("llama.cpp adds every exported layer at once, so export a narrow range (e.g. the "
+                            "recommended layers). Layer 0 cannot be exported.", elem_classes=["howto"])
+            with gr.Accordion("Import", open=False):
+                upload = gr.File(label="YAML bundle or .gguf control vector", file_types=[".yaml", ".yml", ".gguf"],
+                                 type="filepath", elem_id="lib-upload")
+                import_slug = gr.Textbox(label="Slug for the imported concept", placeholder="from the file if empty",
+                                         elem_id="lib-import-slug")
+                import_overwrite = gr.Checkbox(value=False, label="Overwrite an existing concept with this slug")
+                import_btn = gr.Button("Import", size="sm", elem_id="lib-import")
+            with gr.Accordion("Rename or duplicate", open=False):
+                new_slug = gr.Textbox(label="New slug", placeholder="e.g. my-happy", elem_id="lib-new-slug")
+                with gr.Row():
+                    rename = gr.Button("Rename", size="sm", elem_id="lib-rename")
+                    duplicate = gr.Button("Duplicate", size="sm", elem_id="lib-duplicate")
+            with gr.Accordion("Delete", open=False):
+                confirm = gr.Checkbox(value=False, label="I understand this deletes the concept and its vectors",
+                                      elem_id="lib-confirm")
+                delete = gr.Button("Delete selected concept", variant="stop", size="sm", elem_id="lib-delete")
+
+    # ---- listing and cards --------------------------------------------------------------------
+    @guarded
+    def do_list(search_v, category_v):
+        rows, _ = listing(service, search_v, category_v)
+        return rows_or_placeholder(rows, len(present.LIBRARY_HEADERS), "(no concept matches)")
+
+    refresh.click(do_list, [search, category], [table], api_name="library_list", queue=False)
+    category.change(do_list, [search, category], [table], api_visibility="private", queue=False)
+    search.submit(do_list, [search, category], [table], api_visibility="private", queue=False)
+
+    @guarded
+    def pick_row(evt: gr.SelectData):
+        row = evt.row_value or []
+        slug = row[1] if len(row) > 1 else None
+        return gr.Dropdown(value=slug or None)
+
+    table.select(pick_row, None, [selected], api_visibility="private", queue=False)
+
+    @guarded
+    def do_card(slug_v):
+        return card(service, slug_v)
+
+    selected.change(do_card, [selected], [card_md, quality_plot], api_name="library_card", queue=False)
+
+    def _after_change(selected_slug: Optional[str]):
+        run_library_hooks(ctx)
+        return gr.Dropdown(choices=_safe_choices(service), value=selected_slug)
+
+    # ---- export -----------------------------------------------------------------------------------
+    @guarded
+    def do_export_yaml(slug_v):
+        slug_v = _need(slug_v)
+        path = _out_dir() / f"{slug_v}.steering.yaml"
+        path.write_text(service.library.export_bundle(slug_v), encoding="utf-8")
+        return gr.File(value=str(path), visible=True), f"Exported `{slug_v}` as a YAML bundle (the concept and its current vectors)."
+
+    export_yaml.click(do_export_yaml, [selected], [export_file, status], api_name="library_export")
+
+    @guarded
+    def do_export_gguf(slug_v, layers_v, strength_v, relative_v, progress=gr.Progress()):
+        slug_v = _need(slug_v)
+        info = _model(service)
+        layers = parse_layer_spec(layers_v or "", info.num_layers if info else None, "GGUF layers")
+        if layers and 0 in layers:
+            raise gr.Error("llama.cpp cannot steer layer 0 (its loader rejects direction.0); start the range at 1.",
+                           print_exception=False)
+        strength_v = str(strength_v if strength_v is not None else "").strip()
+        strength = finite(strength_v) if strength_v else None
+        if strength_v and strength is None:
+            raise gr.Error("The strength must be a finite number (or empty for the vectors as stored).",
+                           print_exception=False)
+        progress(0.1, desc="Writing the control vector (extracting first if needed)…")
+        path = _out_dir() / f"{slug_v}.gguf"
+        res = service.export_gguf(slug_v, str(path), layers=layers or None, strength=strength, relative=bool(relative_v))
+        written = list(getattr(res, "layers", None) or layers)
+        what = f"layers {layers_v.strip()}" if layers else "all layers except 0"
+        if strength is None:
+            use = f"raw vectors: in llama.cpp use `--control-vector-scaled {path.name} <scale>`"
+        else:
+            use = (f"strength {strength:g} ({'relative' if relative_v else 'absolute'}) baked in: use "
+                   f"`--control-vector {path.name}`")
+        notes = "".join(f"\n- {md_escape(n)}" for n in (getattr(res, "notes", None) or []))
+        return (gr.File(value=str(path), visible=True),
+                f"Exported `{slug_v}` as a llama.cpp control vector ({what}; {len(written)} layers written); {use}.{notes}")
+
+    export_gguf.click(do_export_gguf, [selected, gguf_layers, gguf_strength, gguf_relative], [export_file, status],
+                      api_name="library_export_gguf", **MODEL_CONCURRENCY)
+
+    # ---- import -----------------------------------------------------------------------------------
+    @guarded
+    def do_import(file_v, slug_v, overwrite_v, search_v, category_v, progress=gr.Progress()):
+        if not file_v:
+            raise gr.Error("Choose a .yaml bundle or a .gguf control vector to import.", print_exception=False)
+        path = Path(file_v)
+        slug_v = (slug_v or "").strip()
+        size = path.stat().st_size
+        if size > MAX_IMPORT_BYTES:
+            raise gr.Error(f"The file is {size / 1e6:.0f} MB; bundles and control vectors are far smaller "
+                           f"(limit {MAX_IMPORT_BYTES // 1_000_000} MB).", print_exception=False)
+        if path.suffix.lower() == ".gguf":
+            progress(0.1, desc="Reading the control vector and measuring typical norms…")
+            new = service.import_gguf(str(path), slug_v or slugify(path.stem.split(".")[0]), overwrite=bool(overwrite_v))
+        elif path.suffix.lower() in (".yaml", ".yml"):
+            new = service.library.import_bundle(path.read_bytes(), slug=slug_v or None, overwrite=bool(overwrite_v))
+        else:
+            raise gr.Error(f"Unknown file type {path.suffix!r}: import a .yaml bundle or a .gguf control vector.",
+                           print_exception=False)
+        rows, _ = listing(service, search_v, category_v)
+        gr.Info(f"Imported “{new}”.")
+        return f"Imported as `{new}`.", rows, _after_change(new)
+
+    import_btn.click(do_import, [upload, import_slug, import_overwrite, search, category], [status, table, selected],
+                     api_name="library_import", **MODEL_CONCURRENCY)
+
+    # ---- rename / duplicate / delete ----------------------------------------------------------
+    @guarded
+    def do_rename(slug_v, new_v, search_v, category_v):
+        slug_v, new_v = _need(slug_v), _need_new(new_v)
+        service.library.rename(slug_v, new_v)
+        rows, _ = listing(service, search_v, category_v)
+        return f"Renamed `{slug_v}` to `{new_v}`.", rows, _after_change(new_v), ""
+
+    rename.click(do_rename, [selected, new_slug, search, category], [status, table, selected, new_slug],
+                 api_name="library_rename")
+
+    @guarded
+    def do_duplicate(slug_v, new_v, search_v, category_v):
+        slug_v, new_v = _need(slug_v), _need_new(new_v)
+        service.library.duplicate(slug_v, new_v)
+        rows, _ = listing(service, search_v, category_v)
+        return f"Duplicated `{slug_v}` as `{new_v}` (your copy: edit it in the creator).", rows, _after_change(new_v), ""
+
+    duplicate.click(do_duplicate, [selected, new_slug, search, category], [status, table, selected, new_slug],
+                    api_name="library_duplicate")
+
+    @guarded
+    def do_delete(slug_v, confirm_v, search_v, category_v):
+        slug_v = _need(slug_v)
+        lib = service.library
+        if lib.is_shipped(slug_v) and not lib.has_user_copy(slug_v):
+            raise gr.Error(f"“{slug_v}” ships with the lab and cannot be deleted. Duplicate it to make your own "
+                           "version instead.", print_exception=False)
+        if not confirm_v:
+            raise gr.Error(f"Tick “I understand…” first: deleting “{slug_v}” also removes its vectors and cannot "
+                           "be undone.", print_exception=False)
+        shadowed = lib.is_shipped(slug_v)
+        lib.delete(slug_v)
+        rows, _ = listing(service, search_v, category_v)
+        note = " The shipped version is visible again." if shadowed else ""
+        return (f"Deleted `{md_escape(slug_v)}`.{note}", rows, _after_change(slug_v if shadowed else None),
+                gr.Checkbox(value=False))
+
+    delete.click(do_delete, [selected, confirm, search, category], [status, table, selected, confirm],
+                 api_name="library_delete")
+
+    ctx.register("library", search=search, category=category, table=table, selected=selected, card=card_md,
+                 status=status, export_file=export_file)
+
+
+def _need(slug: Optional[str]) -> str:
+    slug = (slug or "").strip()
+    if not slug:
+        raise gr.Error("Select a concept first (click a row in the table).", print_exception=False)
+    return slug
+
+
+def _need_new(slug: Optional[str]) -> str:
+    slug = (slug or "").strip()
+    if not slug:
+        raise gr.Error("Type the new slug first (a-z, 0-9, - and _).", print_exception=False)
+    return slug
+
+
+def _safe_listing(service: Any):
+    try:
+        return listing(service)
+    except Exception:
+        log.exception("listing the library failed")
+        return [], []
+
+
+def _safe_choices(service: Any):
+    try:
+        return all_slug_choices(service)
+    except Exception:
+        log.exception("listing the library failed")
+        return []
+
+
+def wire(service: Any, ctx: Any) -> None:
+    """Refresh the table when any tab is opened (another tab may have saved a concept)."""
+    search, category, table, selected = (ctx.get(f"library.{k}") for k in ("search", "category", "table", "selected"))
+
+    @guarded
+    def refresh(search_v, category_v):
+        rows, _ = listing(service, search_v, category_v)
+        return (rows_or_placeholder(rows, len(present.LIBRARY_HEADERS), "(no concept matches)"),
+                gr.Dropdown(choices=_safe_choices(service)))
+
+    if ctx.tabs is not None:
+        ctx.tabs.select(refresh, [search, category], [table, selected], api_visibility="private", queue=False,
+                        show_progress="hidden")
+
