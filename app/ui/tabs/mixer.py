@@ -1,7 +1,225 @@
-"""Placeholder: this tab is being built."""
+"""Concept mixer: weighted sums of concept vectors, how alike concepts are, and steering with a mix.
+
+The mix is one text (``happy:0.7, excited:0.3``) mirrored by up to four concept+weight rows; editing
+the rows rewrites the text, editing the text refills the rows. Generation reuses the playground's
+streaming code, so results look and download the same.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
 
 import gradio as gr
 
+from app.ui.context import MODEL_CONCURRENCY
+from app.ui.errors import guarded
+from app.ui.present import generation as present
+from app.ui.present import sweeps as figures
+from app.ui.tabs.playground import (MAX_TOKENS_UI, arm_session, check_layer, check_number, check_prompt, concept_choices,
+                                    concept_slugs, default_layer, gen_params, num_layers, stop_session,
+                                    stream_comparison)
 
-def build(service, ctx) -> None:
-    gr.Markdown("This tab is under construction.")
+N_SLOTS = 4
+NONE = ("(none)", "")
+
+HOWTO = (
+    "Steer with several concepts at once. A mix adds the concepts' vectors with the given weights at every layer "
+    "(`happy:0.7, excited:0.3`; negative weights subtract). **Normalize** scales each vector to unit length first, "
+    "so weights compare directions instead of raw sizes. **Project out** removes one concept's direction from the "
+    "mix (e.g. happy *without* excited). The cosine matrix shows how alike the directions are: similar concepts "
+    "add up, opposite ones cancel."
+)
+
+
+def _default_mix(slugs: list[str]) -> list[tuple[str, float]]:
+    if "happy" in slugs and "excited" in slugs:
+        return [("happy", 0.7), ("excited", 0.3)]
+    return [(s, round(1.0 / min(2, len(slugs)), 2)) for s in slugs[:2]]
+
+
+def mix_request_text(text: Any) -> str:
+    """The mix text, validated enough to give clear errors before the model is touched."""
+    if not isinstance(text, str) or not text.strip():
+        raise gr.Error("Write a mix first, e.g. happy:0.7, excited:0.3 (or set the concept rows).",
+                       print_exception=False)
+    terms = present.parse_mix_text(text)
+    if not terms:
+        raise gr.Error("The mix is empty: give at least one concept with a weight.", print_exception=False)
+    if all(w == 0 for _, w in terms):
+        raise gr.Error("All weights in the mix are 0: nothing to steer with.", print_exception=False)
+    return present.format_mix_text(terms) if len(terms) > 1 else f"{terms[0][0]}:{terms[0][1]:g}"
+
+
+def build(service: Any, ctx: Any) -> None:
+    n = num_layers(service)
+    choices = concept_choices(service)
+    slugs = concept_slugs(service)
+    mix0 = _default_mix(slugs)
+    gr.Markdown(HOWTO, elem_classes=["howto"])
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=300):
+            text = gr.Textbox(label="Mix", value=present.format_mix_text(mix0), elem_id="mx-text",
+                              info="concept:weight, comma-separated; the rows on the right follow this text")
+            with gr.Row():
+                normalize = gr.Checkbox(value=False, label="Normalize each vector first", elem_id="mx-normalize")
+                project_out = gr.Dropdown(choices=[NONE, *choices], value="", label="Project out",
+                                          allow_custom_value=False, elem_id="mx-project-out",
+                                          info="Remove this concept's direction from the mix")
+        with gr.Column(scale=3, min_width=300):
+            slot_concepts, slot_weights = [], []
+            for i in range(N_SLOTS):
+                slug, w = mix0[i] if i < len(mix0) else ("", 0.0)
+                with gr.Row(equal_height=True):
+                    slot_concepts.append(gr.Dropdown(choices=[NONE, *choices], value=slug, label=f"Concept {i + 1}",
+                                                     allow_custom_value=True, filterable=True, scale=3,
+                                                     elem_id=f"mx-concept-{i + 1}", min_width=140))
+                    slot_weights.append(gr.Slider(-1.0, 1.0, value=w, step=0.05, label=f"Weight {i + 1}", scale=3,
+                                                  elem_id=f"mx-weight-{i + 1}", min_width=140))
+    with gr.Accordion("How alike are these concepts? (cosine matrix)", open=True, elem_id="mx-cosine-box"):
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=240):
+                cos_layer = gr.Slider(0, n - 1, value=default_layer(n), step=1, label="Layer", elem_id="mx-cos-layer")
+                cos_button = gr.Button("Show cosine matrix", elem_id="mx-cos-run")
+                gr.Markdown("Cosine 1 = the same direction, 0 = unrelated, −1 = opposite. The matrix covers the "
+                            "mix's concepts and the projected-out one.", elem_classes=["howto"])
+            with gr.Column(scale=2, min_width=300):
+                cos_plot = gr.Plot(label="Cosine similarity", elem_id="mx-cos-plot")
+    gr.Markdown("### Generate with the mix")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            prompt = gr.Textbox(label="Prompt", value="Tell me about your weekend.", lines=2, elem_id="mx-prompt")
+            layer = gr.Slider(0, n - 1, value=default_layer(n), step=1, label="Layer", elem_id="mx-layer")
+            strength = gr.Slider(-1.0, 1.0, value=0.3, step=0.01, label="Strength (relative)", elem_id="mx-strength")
+            max_tokens = gr.Slider(1, MAX_TOKENS_UI, value=64, step=1, label="Max tokens", elem_id="mx-max-tokens")
+        with gr.Column(scale=3, min_width=360, elem_id="mx-results"):
+            with gr.Row():
+                generate = gr.Button("Generate with the mix", variant="primary", elem_id="mx-generate", scale=3)
+                stop = gr.Button("Stop", variant="stop", elem_id="mx-stop", scale=1, min_width=80)
+            status = gr.HTML(present.badge_html("ok", "ready"), elem_id="mx-status")
+            base0, steer0 = present.empty_panes("Press “Generate with the mix”.")
+            with gr.Row(equal_height=True, elem_classes=["panes-row"]):
+                baseline_pane = gr.HTML(base0, elem_id="mx-baseline")
+                steered_pane = gr.HTML(steer0, elem_id="mx-steered")
+            with gr.Row():
+                dl_md = gr.DownloadButton("Download Markdown", value=None, interactive=False, size="sm",
+                                          elem_id="mx-dl-md")
+                dl_json = gr.DownloadButton("Download JSON", value=None, interactive=False, size="sm",
+                                            elem_id="mx-dl-json")
+    with gr.Accordion("Save the mix as a concept", open=False, elem_id="mx-save-box"):
+        with gr.Row():
+            save_slug = gr.Textbox(value="", label="Slug", placeholder="e.g. happy-not-excited", elem_id="mx-save-slug")
+            save_name = gr.Textbox(value="", label="Name", placeholder="e.g. Calm happiness", elem_id="mx-save-name")
+            overwrite = gr.Checkbox(value=False, label="Overwrite if it exists", elem_id="mx-overwrite")
+        save = gr.Button("Save mix as concept", elem_id="mx-save")
+        saved = gr.Markdown("", elem_id="mx-saved")
+
+    # ---- keeping the text and the rows in sync (user edits only: .input never loops) ----
+    @guarded
+    def rows_to_text(*values):
+        concepts, weights = values[:N_SLOTS], values[N_SLOTS:]
+        return present.format_mix_text(list(zip(concepts, weights)))
+
+    for comp in (*slot_concepts, *slot_weights):
+        comp.input(rows_to_text, [*slot_concepts, *slot_weights], [text], api_visibility="private", queue=False,
+                   show_progress="hidden")
+
+    def text_to_rows(text, *rows):
+        keep = [gr.update() for _ in range(2 * N_SLOTS)]
+        try:
+            terms = present.parse_mix_text(text)
+        except ValueError:
+            return keep  # half-typed: leave the rows alone
+        if len(terms) > N_SLOTS:
+            return keep
+        current = present.format_mix_text(list(zip(rows[:N_SLOTS], rows[N_SLOTS:])))
+        if current == present.format_mix_text(terms):
+            return keep  # the rows already say this (e.g. the text was just written from them)
+        terms = terms + [("", 0.0)] * (N_SLOTS - len(terms))
+        return ([gr.update(value=s) for s, _ in terms]
+                + [gr.update(value=max(-1.0, min(1.0, w))) for _, w in terms])
+
+    # .change (not .input) so text set by other tabs (tutorial) also refills the rows
+    text.change(guarded(text_to_rows), [text, *slot_concepts, *slot_weights], [*slot_concepts, *slot_weights],
+                api_visibility="private", queue=False, show_progress="hidden", trigger_mode="always_last")
+
+    # ---- cosine matrix ----
+    @guarded
+    def cosine(text, project_out, layer):
+        terms = present.parse_mix_text(text or "")
+        names = [s for s, _ in terms]
+        if project_out and project_out not in names:
+            names.append(project_out)
+        if not names:
+            raise gr.Error("Put at least one concept in the mix to compare.", print_exception=False)
+        layer_i = check_layer(service, layer)
+        got_slugs, matrix = service.cosine_matrix(names, layer_i)
+        return figures.cosine_figure(got_slugs, matrix, layer_i)
+
+    cos_button.click(cosine, [text, project_out, cos_layer], [cos_plot], api_name="cosine_matrix",
+                     show_progress="minimal", **MODEL_CONCURRENCY)
+
+    # ---- generation ----
+    @guarded
+    def mix_generate(text, normalize, project_out, prompt, layer, strength, max_tokens, request: gr.Request):
+        from app.service.generation_ops import SteerRequest  # lazy: no model runtime at import
+
+        prompt = check_prompt(prompt)
+        mix = mix_request_text(text)
+        layer_i = check_layer(service, layer)
+        s = float(check_number(strength, "strength", -1.0, 1.0))
+        req = SteerRequest(prompt=prompt, concept=mix, layers=[(layer_i, s)], relative=True,
+                           params=gen_params(max_tokens))
+        yield from stream_comparison(with_mix_options(service, bool(normalize), project_out or ""), req, request)
+
+    generate.click(guarded(arm_session), None, None, queue=False, show_progress="hidden",
+                   api_visibility="private").then(
+        mix_generate, [text, normalize, project_out, prompt, layer, strength, max_tokens],
+        [baseline_pane, steered_pane, status, dl_md, dl_json], api_name="mix_generate", show_progress="minimal",
+        **MODEL_CONCURRENCY)
+    stop.click(guarded(stop_session), None, None, api_visibility="private", queue=False)
+
+    # ---- save ----
+    @guarded
+    def save_mix(slug, name, text, normalize, project_out, overwrite):
+        slug = (slug or "").strip()
+        if not slug:
+            raise gr.Error("Give the new concept a slug (lowercase letters, digits and dashes).", print_exception=False)
+        name = (name or "").strip() or slug
+        mix = mix_request_text(text)
+        result = service.save_mix(slug, name, mix, bool(normalize), project_out or None, bool(overwrite))
+        saved_slug = getattr(result, "slug", None) or slug
+        options = [o for o, on in (("normalized", normalize), (f"without {project_out}", project_out)) if on]
+        extra = f" ({', '.join(options)})" if options else ""
+        return (f"Saved **{name}** as `{saved_slug}` = {mix}{extra}. It is now in the library and in every concept "
+                "list (open a tab to refresh its list).")
+
+    save.click(save_mix, [save_slug, save_name, text, normalize, project_out, overwrite], [saved], api_name="save_mix",
+               **MODEL_CONCURRENCY)
+
+    ctx.register("mixer", text=text, prompt=prompt, generate=generate, normalize=normalize, project_out=project_out,
+                 layer=layer, strength=strength, max_tokens=max_tokens, status=status, cos_layer=cos_layer,
+                 **{f"concept_{i + 1}": c for i, c in enumerate(slot_concepts)},
+                 **{f"weight_{i + 1}": w for i, w in enumerate(slot_weights)})
+
+
+def with_mix_options(service: Any, normalize: bool, project_out: str) -> Any:
+    """The service to steer through so that the mix's options are applied.
+
+    Workaround: ``SteerRequest`` carries only the mix text, and ``resolve_vectors`` mixes without
+    options. With options, steer through a shallow copy of the service (same model, lock and
+    library) whose ``resolve_vectors`` calls ``mix_vectors`` with them.
+    """
+    if not normalize and not project_out:
+        return service
+    view = copy.copy(service)
+
+    def resolve_vectors(concept: str, token: Any = None):
+        cv, recipe = service.mix_vectors(concept, normalize=normalize, project_out=project_out or None)
+        label = " + ".join(f"{w:g}×{s}" for s, w in recipe)
+        label += " (normalized)" if normalize else ""
+        label += f" without {project_out}" if project_out else ""
+        return cv, label
+
+    view.resolve_vectors = resolve_vectors
+    return view

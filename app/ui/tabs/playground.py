@@ -1,7 +1,414 @@
-"""Placeholder: this tab is being built."""
+"""Steering playground: one concept, one layer, one strength; baseline and steered answers stream side by side.
+
+The streaming handler (``stream_comparison``) and the per-browser-session Stop (``SessionJobs``)
+are shared with the concept mixer, so both tabs show results the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Iterator, Optional
 
 import gradio as gr
 
+from app.types import GenerationParams
+from app.ui import urlstate
+from app.ui.context import MODEL_CONCURRENCY
+from app.ui.errors import guarded
+from app.ui.present import generation as present
 
-def build(service, ctx) -> None:
-    gr.Markdown("This tab is under construction.")
+MAX_TOKENS_UI = 512
+DEFAULT_MAX_TOKENS = 80
+REL_RANGE = 1.0
+ABS_RANGE = 8.0
+DEFAULT_REL_STRENGTH = 0.3
+DEFAULT_ABS_STRENGTH = 1.5
+DEFAULT_PROMPT = "Tell me about your weekend."
+
+HOWTO = (
+    "Pick a concept, a layer and a strength and press **Generate**: the unsteered baseline and the steered answer "
+    "come from one batch with the same sampling noise, so every difference is the steering's doing. Strength is "
+    "*relative* (1.0 = a step as long as a typical token's residual vector at that layer); start around 0.2-0.4 at a "
+    "middle layer — too strong and the text loops."
+)
+
+
+# ---- helpers shared with the other tabs --------------------------------------------------
+class SessionJobs:
+    """Cancel tokens per browser session, so Stop stops only this page's run, gracefully.
+
+    A click first *arms* a token (an unqueued event), then the queued run *starts* with it. Stop
+    cancels armed and running tokens alike: a run still waiting in the queue starts already
+    stopped, and a running one ends at its next token and shows what it has.
+    """
+
+    def __init__(self) -> None:
+        self._armed: dict[str, Any] = {}
+        self._running: dict[str, set] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(request: Optional[gr.Request]) -> str:
+        return str(getattr(request, "session_hash", None) or "")
+
+    def arm(self, request: Optional[gr.Request]) -> None:
+        from app.service.jobs import CancelToken
+
+        with self._lock:
+            self._armed[self.key(request)] = CancelToken()
+
+    def start(self, request: Optional[gr.Request]):
+        from app.service.jobs import CancelToken
+
+        key = self.key(request)
+        with self._lock:
+            token = self._armed.pop(key, None) or CancelToken()
+            self._running.setdefault(key, set()).add(token)
+        return token
+
+    def finish(self, request: Optional[gr.Request], token) -> None:
+        key = self.key(request)
+        with self._lock:
+            running = self._running.get(key)
+            if running is not None:
+                running.discard(token)
+                if not running:
+                    del self._running[key]
+
+    def cancel(self, request: Optional[gr.Request]) -> int:
+        key = self.key(request)
+        with self._lock:
+            tokens = list(self._running.pop(key, set()))
+            armed = self._armed.pop(key, None)
+        if armed is not None:
+            tokens.append(armed)
+        for t in tokens:
+            t.cancel()
+        return len(tokens)
+
+
+SESSION_JOBS = SessionJobs()
+
+
+def strength_info(absolute: bool) -> str:
+    return ("Absolute: multiplies the raw concept vector" if absolute
+            else "Relative to the layer's typical residual norm")
+
+
+def num_layers(service: Any, default: int = 30) -> int:
+    try:
+        return int(service.info().num_layers) if service.is_loaded else default
+    except Exception:
+        return default
+
+
+def default_layer(n_layers: int) -> int:
+    return min(n_layers - 1, max(0, round(n_layers * 0.4)))
+
+
+def concept_choices(service: Any) -> list[tuple[str, str]]:
+    """(label, slug) pairs for concept dropdowns; an unreadable library gives an empty list."""
+    try:
+        items = service.library.list()
+    except Exception:
+        return []
+    return [(f"{s.slug} — {s.name}" if s.name and s.name.lower() != s.slug else s.slug, s.slug) for s in items]
+
+
+def concept_slugs(service: Any) -> list[str]:
+    return [slug for _, slug in concept_choices(service)]
+
+
+def default_concept(service: Any) -> Optional[str]:
+    slugs = concept_slugs(service)
+    return "happy" if "happy" in slugs else (slugs[0] if slugs else None)
+
+
+def check_prompt(prompt: Any) -> str:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise gr.Error("Write a prompt first: the model needs something to answer.", print_exception=False)
+    return prompt
+
+
+def check_concept(concept: Any) -> str:
+    if not isinstance(concept, str) or not concept.strip():
+        raise gr.Error("Choose a concept (or type a mix like happy:0.7, excited:0.3).", print_exception=False)
+    return concept.strip()
+
+
+def check_number(value: Any, what: str, lo: float, hi: float, integer: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise gr.Error(f"{what} must be a number, got {value!r}.", print_exception=False) from None
+    if not math.isfinite(v):
+        raise gr.Error(f"{what} must be a finite number, got {value!r}.", print_exception=False)
+    if integer and v != int(v):
+        raise gr.Error(f"{what} must be a whole number, got {value!r}.", print_exception=False)
+    if not lo <= v <= hi:
+        lo_s, hi_s = (f"{int(lo)}", f"{int(hi)}") if integer else (f"{lo:g}", f"{hi:g}")
+        raise gr.Error(f"{what} must be between {lo_s} and {hi_s}, got {v:g}.", print_exception=False)
+    return int(v) if integer else v
+
+
+def check_layer(service: Any, layer: Any, what: str = "layer") -> int:
+    n = num_layers(service)
+    return int(check_number(layer, what, 0, n - 1, integer=True))
+
+
+def gen_params(max_tokens: Any, temperature: Any = 0.0, top_p: Any = 1.0, seed: Any = 0) -> GenerationParams:
+    return GenerationParams(
+        max_tokens=int(check_number(max_tokens, "max tokens", 1, MAX_TOKENS_UI, integer=True)),
+        temperature=float(check_number(temperature, "temperature", 0.0, 2.0)),
+        top_p=float(check_number(top_p, "top-p", 0.01, 1.0)),
+        seed=int(check_number(seed if seed not in (None, "") else 0, "seed", 0, 2**32 - 1, integer=True)),
+    )
+
+
+def file_stem(text: str) -> str:
+    """A safe file-name part for downloads ('happy:0.7, sad' -> 'happy-0-7-sad')."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "run"
+
+
+def write_downloads(record: dict, stem: str) -> tuple[str, str]:
+    folder = Path(tempfile.mkdtemp(prefix="steering-lab-"))
+    md = folder / f"{stem}.md"
+    js = folder / f"{stem}.json"
+    md.write_text(present.comparison_markdown(record), encoding="utf-8")
+    js.write_text(present.comparison_json(record), encoding="utf-8")
+    return str(md), str(js)
+
+
+def stream_comparison(service: Any, req: Any, request: Optional[gr.Request]) -> Iterator[tuple]:
+    """Yield (baseline_html, steered_html, status_html, md_file, json_file) while both answers grow."""
+    token = SESSION_JOBS.start(request)
+    max_tokens = req.params.max_tokens
+    waiting = present.empty_panes("Waiting for the model…")
+    yield (*waiting, present.badge_html("warn", "preparing the concept and the prompt…"),
+           gr.DownloadButton(value=None, interactive=False), gr.DownloadButton(value=None, interactive=False))
+    last = None
+    try:
+        for chunk, settings in service.compare_stream(req, token=token):
+            last = (chunk, settings)
+            view = present.render_comparison(chunk, settings, max_tokens)
+            yield view.baseline_html, view.steered_html, view.status_html, gr.update(), gr.update()
+    except Exception as exc:  # leave no "preparing…" behind; @guarded turns exc into the message toast
+        from app.errors import user_message
+
+        text = getattr(exc, "message", None) if isinstance(exc, gr.Error) else user_message(exc)
+        yield (*present.empty_panes("Nothing was generated."),
+               present.badge_html("bad", text or "something went wrong (details in the server log)"),
+               gr.update(), gr.update())
+        raise
+    finally:
+        SESSION_JOBS.finish(request, token)
+    if last is None:
+        yield (*present.empty_panes("Stopped before the first token."), present.badge_html("warn", "stopped"),
+               gr.update(), gr.update())
+        return
+    chunk, settings = last
+    if token.cancelled and not chunk.done:
+        chunk.stats = {**(chunk.stats or {}), "steered_finish": "cancelled"}
+        chunk.done = True
+    view = present.render_comparison(chunk, settings, max_tokens)
+    record = present.comparison_record(chunk, settings, req.prompt, req.system)
+    stem = f"steering-{file_stem(str(settings.get('concept', 'concept')))}"
+    md, js = write_downloads(record, stem)
+    yield (view.baseline_html, view.steered_html, view.status_html,
+           gr.DownloadButton(value=md, interactive=True), gr.DownloadButton(value=js, interactive=True))
+
+
+def arm_session(request: gr.Request) -> None:
+    """Runs unqueued at the click, before the queued run: Stop can now reach the run even while it waits."""
+    SESSION_JOBS.arm(request)
+
+
+def stop_session(request: gr.Request) -> None:
+    """Stop this page's run; the run itself then shows 'stopped' with the partial answers."""
+    SESSION_JOBS.cancel(request)
+
+
+def build_request(service: Any, prompt, system, concept, layer, strength, absolute, positions, schedule,
+                  schedule_length, mode, guidance, extra_layers, max_tokens, temperature, top_p, seed):
+    from app.service.generation_ops import SteerRequest  # lazy: keep app.ui free of the model runtime at import
+
+    prompt = check_prompt(prompt)
+    concept = check_concept(concept)
+    layer = check_layer(service, layer)
+    limit = ABS_RANGE if absolute else REL_RANGE
+    strength = check_number(strength, "strength", -limit, limit)
+    plan = [(layer, strength)]
+    for l, s in present.parse_layer_plan(extra_layers or ""):
+        plan.append((check_layer(service, l, "extra layer"), float(check_number(s, f"strength for layer {l}", -limit, limit))))
+    if len({l for l, _ in plan}) != len(plan):
+        raise gr.Error("Each layer may appear only once (the main layer is also listed under extra layers).",
+                       print_exception=False)
+    if positions not in ("all", "prompt", "generated"):
+        raise gr.Error(f"positions must be all, prompt or generated, got {positions!r}.", print_exception=False)
+    if schedule not in ("constant", "linear_decay", "ramp_up", "pulse"):
+        raise gr.Error(f"unknown schedule {schedule!r}.", print_exception=False)
+    if mode not in ("add", "logits"):
+        raise gr.Error(f"mechanism must be add or logits, got {mode!r}.", print_exception=False)
+    return SteerRequest(
+        prompt=prompt, concept=concept, layers=plan, relative=not bool(absolute), mode=mode, schedule=schedule,
+        schedule_length=int(check_number(schedule_length, "schedule length", 1, 4096, integer=True)),
+        positions=positions, guidance=float(check_number(guidance, "guidance scale", -20, 20)),
+        system=(system or None) if (system or "").strip() else None,
+        params=gen_params(max_tokens, temperature, top_p, seed),
+    )
+
+
+# ---- the tab --------------------------------------------------------------------------------
+def build(service: Any, ctx: Any) -> None:
+    n = num_layers(service)
+    gr.Markdown(HOWTO, elem_classes=["howto"])
+    with gr.Row(equal_height=False):
+        # Left: what to steer with. Right: the two answers, visible without scrolling on a laptop screen.
+        with gr.Column(scale=2, min_width=340, elem_id="pg-controls"):
+            prompt = gr.Textbox(label="Prompt", value=DEFAULT_PROMPT, lines=2, max_lines=12,
+                                placeholder="Ask the model something…", elem_id="pg-prompt")
+            concept = gr.Dropdown(choices=concept_choices(service), value=default_concept(service), label="Concept",
+                                  allow_custom_value=True, filterable=True, elem_id="pg-concept",
+                                  info="From the library, a mix (happy:0.7, excited:0.3) or random:happy")
+            layer = gr.Slider(0, n - 1, value=default_layer(n), step=1, label="Layer", elem_id="pg-layer",
+                              info="Picking a concept moves this to its recommended layer")
+            # Built with the absolute range so API calls may use it too (the server checks values against the
+            # slider's range); the page narrows it to the relative range on load (see urlstate).
+            strength = gr.Slider(-ABS_RANGE, ABS_RANGE, value=DEFAULT_REL_STRENGTH, step=0.01, label="Strength",
+                                 elem_id="pg-strength", info=strength_info(False))
+            absolute = gr.Checkbox(value=False, label="Absolute strength (multiplies the raw vector; range -8..8)",
+                                   elem_id="pg-absolute")
+            with gr.Row():
+                max_tokens = gr.Slider(1, MAX_TOKENS_UI, value=DEFAULT_MAX_TOKENS, step=1, label="Max tokens",
+                                       elem_id="pg-max-tokens", min_width=140)
+                temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature", info="0 = greedy",
+                                        elem_id="pg-temperature", min_width=140)
+            with gr.Accordion("Advanced: where, when and how to steer", open=False, elem_id="pg-advanced"):
+                system = gr.Textbox(value="", label="System prompt (optional)", lines=1, max_lines=6,
+                                    placeholder="(none)", elem_id="pg-system")
+                positions = gr.Radio(["all", "prompt", "generated"], value="all", label="Positions",
+                                     info="Which tokens get the vector")
+                with gr.Row():
+                    schedule = gr.Dropdown(["constant", "linear_decay", "ramp_up", "pulse"], value="constant",
+                                           label="Schedule over generated tokens", min_width=140)
+                    schedule_length = gr.Number(value=16, precision=0, minimum=1, label="Schedule length",
+                                                info="Decay/ramp length, or K for a pulse", min_width=120)
+                mode = gr.Radio([("add to the residual stream", "add"), ("contrast in logit space", "logits")],
+                                value="add", label="Mechanism")
+                guidance = gr.Slider(-4, 8, value=1.0, step=0.1, label="Guidance scale (logits mode)",
+                                     info="base + scale × (steered − base)")
+                extra_layers = gr.Textbox(value="", label="Extra layers (multi-layer plan)",
+                                          placeholder="e.g. 16:0.2, 20:0.1",
+                                          info="layer:strength pairs steered together with the main layer")
+                with gr.Row():
+                    seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="pg-seed", min_width=100)
+                    top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p", min_width=140)
+        with gr.Column(scale=3, min_width=360, elem_id="pg-results"):
+            with gr.Row():
+                generate = gr.Button("Generate", variant="primary", elem_id="pg-generate", scale=3)
+                stop = gr.Button("Stop", variant="stop", elem_id="pg-stop", scale=1, min_width=80)
+            status = gr.HTML(present.badge_html("ok", "ready"), elem_id="pg-status")
+            base0, steer0 = present.empty_panes()
+            with gr.Row(equal_height=True, elem_classes=["panes-row"]):
+                baseline_pane = gr.HTML(base0, elem_id="pg-baseline")
+                steered_pane = gr.HTML(steer0, elem_id="pg-steered")
+            with gr.Row():
+                dl_md = gr.DownloadButton("Download Markdown", value=None, interactive=False, size="sm",
+                                          elem_id="pg-dl-md")
+                dl_json = gr.DownloadButton("Download JSON", value=None, interactive=False, size="sm",
+                                            elem_id="pg-dl-json")
+
+    # ---- events ----
+    @guarded
+    def run(prompt, system, concept, layer, strength, absolute, positions, schedule, schedule_length, mode, guidance,
+            extra_layers, max_tokens, temperature, top_p, seed, request: gr.Request):
+        req = build_request(service, prompt, system, concept, layer, strength, absolute, positions, schedule,
+                            schedule_length, mode, guidance, extra_layers, max_tokens, temperature, top_p, seed)
+        yield from stream_comparison(service, req, request)
+
+    inputs = [prompt, system, concept, layer, strength, absolute, positions, schedule, schedule_length, mode, guidance,
+              extra_layers, max_tokens, temperature, top_p, seed]
+    outputs = [baseline_pane, steered_pane, status, dl_md, dl_json]
+    for trigger, api in ((generate.click, dict(api_name="generate")), (prompt.submit, dict(api_visibility="private"))):
+        trigger(guarded(arm_session), None, None, queue=False, show_progress="hidden", api_visibility="private").then(
+            run, inputs, outputs, show_progress="minimal", **api, **MODEL_CONCURRENCY)
+    stop.click(guarded(stop_session), None, None, api_name="stop_generate", queue=False)
+
+    @guarded
+    def toggle_absolute(is_abs):
+        if is_abs:
+            return gr.Slider(minimum=-ABS_RANGE, maximum=ABS_RANGE, value=DEFAULT_ABS_STRENGTH,
+                             info=strength_info(True))
+        return gr.Slider(minimum=-REL_RANGE, maximum=REL_RANGE, value=DEFAULT_REL_STRENGTH, info=strength_info(False))
+
+    absolute.input(toggle_absolute, [absolute], [strength], api_visibility="private", queue=False)
+
+    @guarded
+    def concept_picked(concept):
+        """Move layer/strength to the concept's recommended setting and say so in the slider's info."""
+        from app.errors import LabError
+
+        concept = check_concept(concept)
+        try:
+            cv, label = service.resolve_vectors(concept)
+            rec_layer, rec_strength, relative, source = service.recommended_setting(concept, cv)
+        except (LabError, ValueError) as exc:  # e.g. a half-typed mix: say so, keep the sliders as they are
+            gr.Warning(f"No recommended setting for {concept!r}: {exc}")
+            return gr.update(), gr.update(), gr.update()
+        n_now = num_layers(service)
+        rec_layer = min(max(int(rec_layer), 0), n_now - 1)
+        limit = REL_RANGE if relative else ABS_RANGE
+        info = f"★ recommended for {label}: layer {rec_layer} — {source}"
+        return (gr.Slider(maximum=n_now - 1, value=rec_layer, info=info),
+                gr.Slider(minimum=-limit, maximum=limit, value=max(-limit, min(limit, float(rec_strength))),
+                          info=f"★ recommended strength {float(rec_strength):g} "
+                               f"({'relative' if relative else 'absolute'})"),
+                gr.Checkbox(value=not relative))
+
+    concept.input(concept_picked, [concept], [layer, strength, absolute], api_name="recommended_setting",
+                  show_progress="minimal", **MODEL_CONCURRENCY)
+
+    ctx.register("playground", prompt=prompt, concept=concept, layer=layer, strength=strength, max_tokens=max_tokens,
+                 absolute=absolute, generate=generate, system=system, seed=seed, temperature=temperature,
+                 top_p=top_p, stop=stop, status=status, baseline=baseline_pane, steered=steered_pane)
+
+
+def wire(service: Any, ctx: Any) -> None:
+    """Refresh concept lists when a tab is opened (the library may have changed) and bind the URL state."""
+    dropdowns = [ctx.components[k] for k in ("playground.concept", "sweeps.concept", "mixer.concept_1",
+                                              "mixer.concept_2", "mixer.concept_3", "mixer.concept_4",
+                                              "mixer.project_out") if k in ctx.components]
+
+    @guarded
+    def refresh_concepts():
+        choices = concept_choices(service)
+        out = []
+        for key in ("playground.concept", "sweeps.concept", "mixer.concept_1", "mixer.concept_2", "mixer.concept_3",
+                    "mixer.concept_4", "mixer.project_out"):
+            if key not in ctx.components:
+                continue
+            extra = [("(none)", "")] if key.startswith("mixer.") else []
+            out.append(gr.Dropdown(choices=extra + choices))
+        return out
+
+    if ctx.tabs is not None and dropdowns:
+        ctx.tabs.select(refresh_concepts, None, dropdowns, api_visibility="private", queue=False,
+                        show_progress="hidden")
+    layer_sliders = [ctx.components[k] for k in ("playground.layer", "mixer.layer", "mixer.cos_layer")
+                     if k in ctx.components]
+    model_info = ctx.components.get("header.model_info")
+    if model_info is not None and layer_sliders:
+        @guarded
+        def model_changed(*values):
+            """Another model may have another number of layers: keep the layer sliders inside it."""
+            n = num_layers(service)
+            return [gr.Slider(maximum=n - 1, value=min(int(v or 0), n - 1),
+                              info=f"Layers 0-{n - 1}.") for v in values]
+
+        model_info.change(model_changed, layer_sliders, layer_sliders, api_visibility="private", queue=False,
+                          show_progress="hidden")
+    urlstate.install(service, ctx)

@@ -1,7 +1,250 @@
-"""Placeholder: this tab is being built."""
+"""Sweeps: try many layers x strengths at once, score every cell, and keep the best setting."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
 
 import gradio as gr
 
+from app.errors import Cancelled
+from app.types import GenerationParams
+from app.ui.context import MODEL_CONCURRENCY
+from app.ui.errors import guarded
+from app.ui.present import sweeps as present
+from app.ui.tabs.playground import (SESSION_JOBS, arm_session, check_concept, check_number, check_prompt, file_stem,
+                                    concept_choices, default_concept, default_layer, num_layers, stop_session)
 
-def build(service, ctx) -> None:
-    gr.Markdown("This tab is under construction.")
+MAX_SWEEP_TOKENS = 128
+DEFAULT_SWEEP_TOKENS = 32
+KINDS = ("layer sweep", "strength sweep", "grid")
+
+HOWTO = (
+    "A sweep runs one steered answer per cell (layer × strength) in a few batches and scores each with the unsteered "
+    "model: **concept score** (how far the text moved toward the concept), **perplexity ratio** (≈1 means as fluent "
+    "as the baseline) and **distinct-2** (low means repetition). ✕ marks incoherent cells, ★ the recommended one. "
+    "Pick a cell below to read its text, then send it to the playground or save it as the concept's recommendation."
+)
+
+
+def kind_defaults(kind: str, n_layers: int, center_layer: Optional[int] = None) -> tuple[str, str]:
+    """Sensible (layers, strengths) text for each kind of sweep on a model with ``n_layers`` layers."""
+    mid = default_layer(n_layers) if center_layer is None else center_layer
+    if kind == "layer sweep":
+        lo, hi = max(1, n_layers // 8), max(1, n_layers - n_layers // 8 - 1)
+        step = max(1, (hi - lo) // 5)
+        return ",".join(str(l) for l in range(lo, hi + 1, step)), "0.3"
+    if kind == "strength sweep":
+        return str(mid), "0.1,0.2,0.3,0.5,0.8"
+    q = max(1, n_layers // 5)
+    layers = sorted({min(n_layers - 1, max(0, mid + d)) for d in (-q, 0, q)})
+    return ",".join(str(l) for l in layers), "0.1,0.2,0.3,0.5"
+
+
+def _cell_choices(data: dict) -> list[tuple[str, str]]:
+    out = []
+    for c in data.get("cells") or []:
+        flag = "" if c.get("coherent") else "  ✕"
+        out.append((present.cell_label(c["layer"], c["strength"]) + flag, f"{int(c['layer'])}|{float(c['strength'])!r}"))
+    return out
+
+
+def _parse_cell(value: Any) -> Optional[tuple[int, float]]:
+    try:
+        a, b = str(value).split("|", 1)
+        return int(a), float(b)
+    except (ValueError, AttributeError):
+        return None
+
+
+def _default_cell(data: dict) -> Optional[str]:
+    rec = present.recommended_cell(data)
+    if rec is not None:
+        return f"{rec[0]}|{rec[1]!r}"
+    cells = data.get("cells") or []
+    return f"{int(cells[0]['layer'])}|{float(cells[0]['strength'])!r}" if cells else None
+
+
+def build(service: Any, ctx: Any) -> None:
+    n = num_layers(service)
+    layers0, strengths0 = kind_defaults("grid", n)
+    gr.Markdown(HOWTO, elem_classes=["howto"])
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=300):
+            prompt = gr.Textbox(label="Prompt", value="Tell me about your weekend.", lines=2, max_lines=8,
+                                elem_id="sw-prompt")
+            with gr.Row():
+                layers = gr.Textbox(label="Layers", value=layers0, info="e.g. 4-20 or 6,10,14", elem_id="sw-layers")
+                strengths = gr.Textbox(label="Strengths", value=strengths0, info="comma-separated, e.g. 0.1,0.2,0.3",
+                                       elem_id="sw-strengths")
+        with gr.Column(scale=2, min_width=280):
+            concept = gr.Dropdown(choices=concept_choices(service), value=default_concept(service), label="Concept",
+                                  allow_custom_value=True, filterable=True, elem_id="sw-concept")
+            kind = gr.Radio(list(KINDS), value="grid", label="Kind of sweep",
+                            info="Fills in sensible layers and strengths", elem_id="sw-kind")
+            with gr.Row():
+                max_tokens = gr.Slider(4, MAX_SWEEP_TOKENS, value=DEFAULT_SWEEP_TOKENS, step=1, label="Max tokens",
+                                       elem_id="sw-max-tokens")
+                absolute = gr.Checkbox(value=False, label="Absolute strengths", elem_id="sw-absolute")
+    with gr.Row():
+        run = gr.Button("Run sweep", variant="primary", elem_id="sw-run", scale=3)
+        stop = gr.Button("Stop", variant="stop", elem_id="sw-stop", scale=1)
+    summary = gr.Markdown("", elem_id="sw-summary")
+    heatmap = gr.Plot(label="Heatmaps (rows = layers, columns = strengths)", elem_id="sw-heatmap")
+    lines = gr.Plot(label="Along the sweep", visible=False, elem_id="sw-lines")
+    state = gr.State(None)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=300):
+            table = gr.Dataframe(headers=present.TABLE_HEADERS, value=None, interactive=False, wrap=True,
+                                 column_widths=present.TABLE_WIDTHS,
+                                 label="Cells (click a row to read it) · concept = concept score, ppl× = perplexity ratio, d-2 = distinct-2", elem_id="sw-table", max_height=360)
+        with gr.Column(scale=2, min_width=280):
+            cell = gr.Dropdown(choices=[], value=None, label="Cell", elem_id="sw-cell",
+                               info="★ the recommended cell is picked first")
+            cell_md = gr.Markdown("Run a sweep, then pick a cell to read its text.", elem_id="sw-cell-text")
+            with gr.Row():
+                use = gr.Button("Use this setting in the playground", elem_id="sw-use", size="sm")
+                save = gr.Button("Save as recommended", elem_id="sw-save", size="sm")
+            saved = gr.Markdown("", elem_id="sw-saved")
+    with gr.Row():
+        dl_md = gr.DownloadButton("Download Markdown", value=None, interactive=False, size="sm", elem_id="sw-dl-md")
+        dl_json = gr.DownloadButton("Download JSON", value=None, interactive=False, size="sm", elem_id="sw-dl-json")
+
+    # ---- events ----
+    @guarded
+    def prefill(kind_v):
+        return kind_defaults(kind_v, num_layers(service))
+
+    kind.input(prefill, [kind], [layers, strengths], api_visibility="private", queue=False)
+
+    @guarded
+    def run_sweep(concept, prompt, layers, strengths, max_tokens, absolute, request: gr.Request,
+                  progress=gr.Progress()):
+        from app.service.generation_ops import parse_float_list, parse_int_list  # lazy: no model runtime at import
+
+        prompt = check_prompt(prompt)
+        concept = check_concept(concept)
+        layer_list = parse_int_list(layers, "layers", upper=num_layers(service))
+        strength_list = parse_float_list(strengths, "strengths")
+        lim = 8.0 if absolute else 1.0
+        for s in strength_list:
+            check_number(s, "strength", -lim, lim)
+        mt = int(check_number(max_tokens, "max tokens", 1, MAX_SWEEP_TOKENS, integer=True))
+        n_cells = len(layer_list) * len(strength_list)
+        progress(0.0, desc=f"preparing {n_cells} cells…")
+
+        def report(done: int, total: int, desc: str) -> None:
+            progress((done, max(total, 1)), desc=f"{n_cells} cells · {desc}", unit="steps")
+
+        token = SESSION_JOBS.start(request)
+        try:
+            result = service.sweep(prompt, concept, layer_list, strength_list,
+                                   params=GenerationParams(max_tokens=mt), relative=not absolute,
+                                   progress=report, token=token)
+        except Cancelled:
+            result = None
+        finally:
+            SESSION_JOBS.finish(request, token)
+        if result is None or token.cancelled:
+            keep = [gr.update() for _ in range(7)]
+            return (gr.update(), "**Sweep stopped** — nothing was scored. Run it again when you are ready.", *keep)
+        data = present.as_sweep_dict(result)
+        record = present.sweep_record(data, concept, prompt, mt)
+        folder = Path(tempfile.mkdtemp(prefix="steering-lab-sweep-"))
+        stem = f"sweep-{file_stem(concept)}"
+        (folder / f"{stem}.md").write_text(present.sweep_markdown(record), encoding="utf-8")
+        (folder / f"{stem}.json").write_text(present.sweep_json(record), encoding="utf-8")
+        one_d = present.is_one_dimensional(data)
+        first = _default_cell(data)
+        first_cell = _parse_cell(first)
+        return (
+            record,
+            present.summary_markdown(data, concept),
+            present.heatmap_figure(data),
+            gr.Plot(value=present.line_figure(data) if one_d else None, visible=one_d),
+            present.cells_table(data),
+            gr.Dropdown(choices=_cell_choices(data), value=first),
+            present.cell_markdown(data, *first_cell) if first_cell else "",
+            gr.DownloadButton(value=str(folder / f"{stem}.md"), interactive=True),
+            gr.DownloadButton(value=str(folder / f"{stem}.json"), interactive=True),
+        )
+
+    run.click(guarded(arm_session), None, None, queue=False, show_progress="hidden", api_visibility="private").then(
+        run_sweep, [concept, prompt, layers, strengths, max_tokens, absolute],
+        [state, summary, heatmap, lines, table, cell, cell_md, dl_md, dl_json],
+        api_name="sweep", show_progress="full", show_progress_on=[heatmap], **MODEL_CONCURRENCY)
+
+    stop.click(guarded(stop_session), None, None, api_name="stop_sweep", queue=False)
+
+    @guarded
+    def show_cell(data, cell):
+        cell_v = _parse_cell(cell)
+        if not data or cell_v is None:
+            return "Run a sweep, then pick a cell to read its text."
+        return present.cell_markdown(data, *cell_v)
+
+    cell.change(show_cell, [state, cell], [cell_md], api_name="sweep_cell", queue=False)
+
+    @guarded
+    def table_select(data, evt: gr.SelectData):
+        if not data:
+            return gr.update()
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        cells = data.get("cells") or []
+        if not isinstance(row, int) or not 0 <= row < len(cells):
+            return gr.update()
+        c = cells[row]
+        return gr.Dropdown(value=f"{int(c['layer'])}|{float(c['strength'])!r}")
+
+    table.select(table_select, [state], [cell], api_visibility="private", queue=False)
+
+    @guarded
+    def save_rec(data, cell, concept, absolute):
+        cell_v = _parse_cell(cell)
+        if not data or cell_v is None:
+            raise gr.Error("Run a sweep and pick a cell first.", print_exception=False)
+        concept_v = check_concept(data.get("concept") or concept)
+        service.save_recommendation(concept_v, cell_v[0], cell_v[1], relative=bool(data.get("relative", True)),
+                                    source="sweep")
+        return (f"Saved: **{concept_v}** now recommends layer {cell_v[0]}, strength {cell_v[1]:g} "
+                f"({'relative' if data.get('relative', True) else 'absolute'}) for this model.")
+
+    save.click(save_rec, [state, cell, concept, absolute], [saved], api_name="save_recommendation")
+
+    ctx.register("sweeps", prompt=prompt, concept=concept, layers=layers, strengths=strengths, run=run,
+                 max_tokens=max_tokens, absolute=absolute, kind=kind, state=state, cell=cell, use=use, stop=stop,
+                 heatmap=heatmap, summary=summary)
+
+
+def wire(service: Any, ctx: Any) -> None:
+    """'Use this setting': copy the picked cell's layer and strength (and concept, prompt) to the playground."""
+    use = ctx.get("sweeps.use")
+    keys = ("prompt", "concept", "layer", "strength", "absolute")
+    targets = [ctx.get(f"playground.{k}") for k in keys]
+
+    @guarded
+    def use_setting(data, cell):
+        from app.ui.tabs.playground import ABS_RANGE, REL_RANGE
+
+        cell_v = _parse_cell(cell)
+        if not data or cell_v is None:
+            raise gr.Error("Run a sweep and pick a cell first.", print_exception=False)
+        relative = bool(data.get("relative", True))
+        lim = REL_RANGE if relative else ABS_RANGE
+        return (
+            gr.update(value=data.get("prompt") or ""),
+            gr.update(value=data.get("concept") or ""),
+            gr.update(value=cell_v[0], info=f"from the sweep: layer {cell_v[0]}"),
+            gr.update(minimum=-lim, maximum=lim, value=cell_v[1]),
+            gr.update(value=not relative),
+            gr.Tabs(selected="playground"),
+        )
+
+    outputs = [*targets]
+    if ctx.tabs is not None:
+        outputs.append(ctx.tabs)
+        fn = use_setting
+    else:  # pragma: no cover - build_app always sets tabs
+        fn = guarded(lambda d, v: use_setting(d, v)[:-1])
+    use.click(fn, [ctx.get("sweeps.state"), ctx.get("sweeps.cell")], outputs, api_name="use_setting")

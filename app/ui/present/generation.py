@@ -1,0 +1,374 @@
+"""Side-by-side results as HTML, badges and downloads (pure: no Gradio, no model).
+
+Everything here takes plain values or duck-typed result objects (``ComparisonChunk``-like:
+``baseline_pieces``, ``steered_pieces``, ``*_scores``, ``divergence``, ``done``, ``stats``), so it
+is unit-tested without a server and shared by the playground and the concept mixer.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+# Diverging colours: blue = less of the concept than the baseline's average, amber = more.
+NEG_RGB = (59, 130, 246)
+POS_RGB = (245, 158, 11)
+MAX_ALPHA = 0.75
+
+FINISH_BADGES: dict[str, tuple[str, str]] = {
+    # finish reason -> (css level, text)
+    "eos": ("ok", "OK — finished its answer"),
+    "length": ("ok", "OK — reached max tokens"),
+    "loop": ("bad", "repetition loop — strength too high?"),
+    "nan": ("bad", "NaN — the numbers blew up; lower the strength"),
+    "cancelled": ("warn", "stopped — partial answer"),
+}
+
+
+def _finite(x: Any) -> Optional[float]:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+# ---- colours -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ColorScale:
+    """Where a score is neutral (centre) and how far from it is full colour (span)."""
+
+    center: float = 0.0
+    span: float = 1.0
+
+    def intensity(self, value: Any) -> float:
+        """Signed intensity in [-1, 1]; 0 for missing or non-finite scores."""
+        v = _finite(value)
+        if v is None or self.span <= 0:
+            return 0.0
+        return max(-1.0, min(1.0, (v - self.center) / self.span))
+
+
+def color_scale(baseline_scores: Sequence[Any], steered_scores: Sequence[Any]) -> ColorScale:
+    """Centre on the baseline's mean projection, span = the largest deviation seen (robustly)."""
+    base = [v for v in (_finite(x) for x in baseline_scores) if v is not None]
+    both = base + [v for v in (_finite(x) for x in steered_scores) if v is not None]
+    if not both:
+        return ColorScale()
+    center = sum(base) / len(base) if base else 0.0
+    devs = sorted(abs(v - center) for v in both)
+    span = devs[min(len(devs) - 1, int(0.95 * len(devs)))]  # 95th percentile: one outlier does not wash out the rest
+    return ColorScale(center, span if span > 1e-6 else 1.0)
+
+
+def score_rgba(value: Any, scale: ColorScale) -> tuple[int, int, int, float]:
+    """Background colour for a token: amber for more concept, blue for less, clear at the centre."""
+    t = scale.intensity(value)
+    rgb = POS_RGB if t >= 0 else NEG_RGB
+    return rgb[0], rgb[1], rgb[2], round(abs(t) * MAX_ALPHA, 3)
+
+
+def _css_rgba(rgba: tuple[int, int, int, float]) -> str:
+    r, g, b, a = rgba
+    return f"rgba({r},{g},{b},{a})"
+
+
+# ---- tokens ------------------------------------------------------------------------------
+def tokens_html(
+    pieces: Sequence[str],
+    scores: Sequence[Any] = (),
+    divergence: Optional[int] = None,
+    scale: Optional[ColorScale] = None,
+    colored: bool = True,
+) -> str:
+    """One pane's tokens as escaped spans; tokens from ``divergence`` on are marked, the first outlined."""
+    out: list[str] = []
+    for i, piece in enumerate(pieces):
+        classes = ["tok"]
+        if divergence is not None and i >= divergence:
+            classes.append("tok-diverge" if i == divergence else "tok-after")
+        score = _finite(scores[i]) if i < len(scores) else None
+        title = f"token {i}"
+        if score is not None:
+            title += f" · projection {score:+.3f}"
+        if divergence is not None and i == divergence:
+            title += " · first token that differs from the baseline"
+        style = ""
+        if colored and scale is not None and score is not None:
+            style = f' style="background:{_css_rgba(score_rgba(score, scale))}"'
+        text = html.escape(piece, quote=True) if piece else ""
+        out.append(f'<span class="{" ".join(classes)}" title="{html.escape(title, quote=True)}"{style}>{text}</span>')
+    return "".join(out)
+
+
+def pane_html(title: str, pieces: Sequence[str], scores: Sequence[Any] = (), divergence: Optional[int] = None,
+              scale: Optional[ColorScale] = None, colored: bool = True, placeholder: str = "", pane_id: str = "") -> str:
+    body = tokens_html(pieces, scores, divergence, scale, colored) if pieces else \
+        f'<span class="pane-empty">{html.escape(placeholder)}</span>'
+    ident = f' id="{html.escape(pane_id, quote=True)}"' if pane_id else ""
+    return (f'<div class="pane-wrap"{ident}><div class="pane-title">{html.escape(title)}</div>'
+            f'<div class="pane">{body}</div></div>')
+
+
+def empty_panes(message: str = "Press Generate to see the answers here.") -> tuple[str, str]:
+    return (pane_html("Baseline (no steering)", [], placeholder=message),
+            pane_html("Steered", [], placeholder=message))
+
+
+# ---- badges and summaries ----------------------------------------------------------------
+def repeating_tail(pieces: Sequence[str], max_period: int = 8) -> int:
+    """How many tokens at the end are a short cycle repeated at least 3 times (0 if none)."""
+    toks = list(pieces)
+    best = 0
+    for period in range(1, max_period + 1):
+        cycle = toks[-period:]
+        if len(cycle) < period:
+            break
+        reps, i = 0, len(toks)
+        while i - period >= 0 and toks[i - period:i] == cycle:
+            reps += 1
+            i -= period
+        if reps >= 3:
+            best = max(best, reps * period)
+    return best
+
+
+def distinct2(pieces: Sequence[str]) -> float:
+    bigrams = list(zip(pieces, pieces[1:]))
+    return len(set(bigrams)) / len(bigrams) if bigrams else 1.0
+
+
+def looks_repetitive(pieces: Sequence[str]) -> bool:
+    """A cheap second opinion on visible repetition the engine's loop check let through."""
+    toks = [p for p in pieces if p]
+    if len(toks) < 9:
+        return False
+    return repeating_tail(toks) >= 9 or (len(toks) >= 16 and distinct2(toks) < 0.5)
+
+
+def finish_badge(stats: Mapping[str, Any], done: bool = True, steered_pieces: Sequence[str] = (),
+                 baseline_pieces: Sequence[str] = ()) -> tuple[str, str]:
+    """(level, text) for the steered answer: ok / warn / bad."""
+    finish = str(stats.get("steered_finish") or "")
+    if not done and finish in ("", "length"):
+        return "warn", "generating…"
+    if finish in ("eos", "length") and looks_repetitive(steered_pieces) and not looks_repetitive(baseline_pieces):
+        return "warn", "repetitive — strength too high?"
+    if finish in FINISH_BADGES:
+        return FINISH_BADGES[finish]
+    if stats.get("steered_degenerate"):
+        return "bad", "degenerate output — strength too high?"
+    return ("ok", "OK") if done else ("warn", "generating…")
+
+
+def badge_html(level: str, text: str) -> str:
+    return f'<span class="badge badge-{html.escape(level)}">{html.escape(text)}</span>'
+
+
+def _fmt(x: Any) -> str:
+    v = _finite(x)
+    return f"{v:g}" if v is not None else str(x)
+
+
+def settings_text(settings: Mapping[str, Any]) -> str:
+    """One line that says exactly what was steered, e.g. 'happy · L12 @ 0.3 (relative, add)'."""
+    if not settings:
+        return ""
+    layers = ", ".join(f"L{e.get('layer')} @ {_fmt(e.get('strength'))}" for e in settings.get("layers") or [])
+    parts = [str(settings.get("label") or settings.get("concept") or "?"),
+             f"{layers} ({settings.get('strength_mode', 'relative')}, {settings.get('mode', 'add')})"]
+    if settings.get("mode") == "logits":
+        parts.append(f"guidance {_fmt(settings.get('guidance'))}")
+    if settings.get("schedule") and settings.get("schedule") != "constant":
+        parts.append(f"{settings['schedule']} over {settings.get('schedule_length')} tokens")
+    if settings.get("positions") and settings.get("positions") != "all":
+        parts.append(f"{settings['positions']} positions only")
+    temp = _finite(settings.get("temperature"))
+    parts.append("greedy" if not temp else f"temperature {temp:g}, top-p {_fmt(settings.get('top_p'))}, seed {settings.get('seed')}")
+    if settings.get("source") and settings.get("source") != "request":
+        parts.append(f"setting: {settings['source']}")
+    return " · ".join(parts)
+
+
+def status_html(stats: Mapping[str, Any], settings: Mapping[str, Any], done: bool, max_tokens: Optional[int] = None,
+                steered_pieces: Sequence[str] = (), baseline_pieces: Sequence[str] = ()) -> str:
+    level, text = finish_badge(stats, done, steered_pieces, baseline_pieces)
+    bits = [badge_html(level, text)]
+    base_finish = stats.get("baseline_finish")
+    if done and base_finish in ("loop", "nan"):
+        bits.append(badge_html("warn", f"the baseline itself ended in a {base_finish}"))
+    step = stats.get("step")
+    if step is not None:
+        bits.append(f'<span class="stat">token {int(step)}{f"/{max_tokens}" if max_tokens else ""}</span>')
+    tps = _finite(stats.get("decode_tok_per_s"))
+    if tps is not None:
+        rows = stats.get("batch_rows")
+        bits.append(f'<span class="stat">{tps:.1f} tok/s{f" ({rows} rows in one batch)" if rows else ""}</span>')
+    line = settings_text(settings)
+    settings_part = f'<div class="settings-line">{html.escape(line)}</div>' if line else ""
+    return f'<div class="run-status">{" ".join(bits)}</div>{settings_part}'
+
+
+def divergence_text(divergence: Optional[int], done: bool) -> str:
+    if divergence is None:
+        return "identical so far" if not done else "the answers are identical (no token differs)"
+    return f"the answers differ from token {divergence} on (outlined)"
+
+
+def legend_html(read_layer: Optional[int] = None) -> str:
+    where = f" at layer {read_layer}" if read_layer is not None else ""
+    return (
+        '<div class="tok-legend">'
+        f'Colour = each token\'s projection on the concept direction{where}, relative to the baseline\'s average: '
+        f'<span class="sw" style="background:{_css_rgba((*POS_RGB, MAX_ALPHA))}">more concept</span> '
+        f'<span class="sw" style="background:{_css_rgba((*NEG_RGB, MAX_ALPHA))}">less concept</span>. '
+        '<span class="tok-diverge">Outlined</span>: the first token that differs; '
+        '<span class="tok-after">underlined</span>: everything after it. Hover a token for its value.'
+        "</div>"
+    )
+
+
+# ---- one streaming update -> both panes + status ----------------------------------------------
+@dataclass(frozen=True)
+class ComparisonView:
+    baseline_html: str
+    steered_html: str
+    status_html: str
+
+
+def render_comparison(chunk: Any, settings: Mapping[str, Any], max_tokens: Optional[int] = None,
+                      colored: bool = True) -> ComparisonView:
+    """Both panes coloured on one shared scale, with the divergence marked in each."""
+    scale = color_scale(chunk.baseline_scores, chunk.steered_scores)
+    div = chunk.divergence
+    read = None
+    for e in (settings or {}).get("layers") or []:
+        read = e.get("layer") if read is None else min(read, e.get("layer"))
+    done = bool(chunk.done)
+    base = pane_html("Baseline (no steering)", chunk.baseline_pieces, chunk.baseline_scores, div, scale, colored,
+                     placeholder="(no tokens yet)")
+    steer = pane_html("Steered", chunk.steered_pieces, chunk.steered_scores, div, scale, colored,
+                      placeholder="(no tokens yet)")
+    status = status_html(chunk.stats or {}, settings or {}, done, max_tokens, chunk.steered_pieces,
+                         chunk.baseline_pieces)
+    status += f'<div class="diverge-line">{html.escape(divergence_text(div, done))}</div>{legend_html(read)}'
+    return ComparisonView(base, steer, status)
+
+
+# ---- downloads ---------------------------------------------------------------------------
+def comparison_record(chunk: Any, settings: Mapping[str, Any], prompt: str, system: Optional[str] = None) -> dict:
+    """Everything needed to reproduce and read a run, as plain JSON-able data."""
+    return {
+        "prompt": prompt,
+        "system": system or None,
+        "settings": dict(settings or {}),
+        "baseline": chunk.baseline_text,
+        "steered": chunk.steered_text,
+        "divergence": chunk.divergence,
+        "baseline_tokens": list(chunk.baseline_pieces),
+        "steered_tokens": list(chunk.steered_pieces),
+        "baseline_scores": [_finite(x) for x in chunk.baseline_scores],
+        "steered_scores": [_finite(x) for x in chunk.steered_scores],
+        "stats": dict(chunk.stats or {}),
+    }
+
+
+def comparison_json(record: Mapping[str, Any]) -> str:
+    return json.dumps(record, indent=2, ensure_ascii=False, default=str)
+
+
+def _quote_block(text: str) -> str:
+    return "\n".join("> " + line for line in (text or "(empty)").splitlines()) or "> (empty)"
+
+
+def comparison_markdown(record: Mapping[str, Any]) -> str:
+    settings = record.get("settings") or {}
+    stats = record.get("stats") or {}
+    level, badge = finish_badge(stats, True, record.get("steered_tokens") or (), record.get("baseline_tokens") or ())
+    lines = [
+        "# Steering comparison",
+        "",
+        f"**Settings:** {settings_text(settings)}",
+        f"**Model:** {settings.get('model', '?')}  ",
+        f"**Max tokens:** {settings.get('max_tokens', '?')} · **steered finish:** {stats.get('steered_finish', '?')} "
+        f"({badge}) · **baseline finish:** {stats.get('baseline_finish', '?')}",
+        f"**Divergence:** {divergence_text(record.get('divergence'), True)}",
+        "",
+        "## Prompt",
+        "",
+    ]
+    if record.get("system"):
+        lines += ["*System:*", "", _quote_block(record["system"]), ""]
+    lines += [_quote_block(record.get("prompt", "")), "", "## Baseline (no steering)", "",
+              _quote_block(record.get("baseline", "")), "", "## Steered", "", _quote_block(record.get("steered", "")), ""]
+    return "\n".join(lines)
+
+
+# ---- parsing small text inputs -----------------------------------------------------------------
+def parse_layer_plan(text: str) -> list[tuple[int, float]]:
+    """'16:0.2, 20:-0.1' -> [(16, 0.2), (20, -0.1)]; ValueError with a clear message otherwise."""
+    out: list[tuple[int, float]] = []
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if ":" not in part:
+            raise ValueError(f"extra layers: write layer:strength pairs like 16:0.2, got {part!r}")
+        a, b = (s.strip() for s in part.split(":", 1))
+        try:
+            layer = int(a)
+        except ValueError:
+            raise ValueError(f"extra layers: {a!r} is not a layer number") from None
+        try:
+            strength = float(b)
+        except ValueError:
+            raise ValueError(f"extra layers: {b!r} is not a strength") from None
+        if not math.isfinite(strength):
+            raise ValueError(f"extra layers: strength for layer {layer} must be a finite number, got {b!r}")
+        out.append((layer, strength))
+    return out
+
+
+# ---- concept mixes as text ---------------------------------------------------------------------
+MAX_MIX_TERMS = 8
+
+
+def parse_mix_text(text: str) -> list[tuple[str, float]]:
+    """'happy:0.7, excited:-0.3' -> [('happy', 0.7), ('excited', -0.3)]; a bare slug weighs 1.
+
+    ValueError with a clear message for anything else (the service re-validates the slugs).
+    """
+    out: list[tuple[str, float]] = []
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        slug, _, w = part.partition(":")
+        slug = slug.strip()
+        if not slug:
+            raise ValueError(f"mix: {part!r} has no concept name before the ':'")
+        try:
+            weight = float(w) if w.strip() else 1.0
+        except ValueError:
+            raise ValueError(f"mix: the weight of {slug!r} must be a number, got {w.strip()!r}") from None
+        if not math.isfinite(weight):
+            raise ValueError(f"mix: the weight of {slug!r} must be a finite number")
+        out.append((slug, weight))
+    if len(out) > MAX_MIX_TERMS:
+        raise ValueError(f"mix: at most {MAX_MIX_TERMS} concepts, got {len(out)}")
+    return out
+
+
+def format_mix_text(terms: Sequence[tuple[str, Any]]) -> str:
+    """[('happy', 0.7), ('', 0.5), ('excited', 0.3)] -> 'happy:0.7, excited:0.3' (blank slugs dropped)."""
+    parts = []
+    for slug, weight in terms:
+        slug = (slug or "").strip()
+        w = _finite(weight)
+        if not slug or w is None:
+            continue
+        parts.append(f"{slug}:{round(w, 3):g}")
+    return ", ".join(parts)

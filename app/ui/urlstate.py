@@ -1,0 +1,208 @@
+"""Playground and sweep settings in the page URL, so a setting can be bookmarked and shared.
+
+Writing: the main controls' ``.change`` runs a small JS function (no server round trip) that puts
+their values into the query string with ``history.replaceState``. Reading: on page load a handler
+reads ``request.query_params``, validates every value (bad ones are ignored, never an error) and
+returns updates for the controls of the tab named by ``tab``.
+
+Keys: tab, concept, layer, strength, abs, prompt, seed, temp, max_tokens (playground);
+tab, concept, prompt, layers, strengths, max_tokens (sweeps).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Mapping, Optional
+
+import gradio as gr
+
+from app.ui.context import TAB_IDS
+
+MAX_PROMPT_CHARS = 2000
+_CONCEPT_RE = re.compile(r"^[A-Za-z0-9_.:,+\- ]{1,200}$")
+_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_INT_LIST_RE = re.compile(r"^\s*\d{1,4}(\s*-\s*\d{1,4})?(\s*,\s*\d{1,4}(\s*-\s*\d{1,4})?)*\s*,?\s*$")
+_FLOAT_RE = r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d{1,2})?"
+_FLOAT_LIST_RE = re.compile(rf"^\s*{_FLOAT_RE}(\s*,\s*{_FLOAT_RE})*\s*,?\s*$")
+
+PLAYGROUND_KEYS = ("concept", "layer", "strength", "abs", "prompt", "seed", "temp", "max_tokens")
+SWEEP_KEYS = ("concept", "prompt", "layers", "strengths", "max_tokens")
+
+
+# ---- validation (pure) ---------------------------------------------------------------------
+def _number(text: Any, lo: float, hi: float, integer: bool = False) -> Optional[float]:
+    if text is None or len(str(text)) > 40:
+        return None
+    try:
+        v = float(str(text).strip())
+    except ValueError:
+        return None
+    if not math.isfinite(v) or not lo <= v <= hi:
+        return None
+    if integer:
+        if v != int(v):
+            return None
+        return int(v)
+    return v
+
+
+def _flag(text: Any) -> Optional[bool]:
+    t = str(text or "").strip().lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off"):
+        return False
+    return None
+
+
+def _concept(text: Any, known: Optional[set[str]]) -> Optional[str]:
+    t = str(text or "").strip()
+    if not t or not _CONCEPT_RE.match(t):
+        return None
+    is_plain = ":" not in t and "," not in t
+    if is_plain and (not _SLUG_RE.match(t) or (known is not None and t not in known)):
+        return None
+    return t
+
+
+def _prompt(text: Any) -> Optional[str]:
+    if text is None:
+        return None
+    t = str(text)
+    if not t.strip() or len(t) > MAX_PROMPT_CHARS or "\x00" in t:
+        return None
+    return t
+
+
+def read_params(query: Mapping[str, Any], num_layers: int, known_concepts: Optional[set[str]] = None,
+                max_tokens_limit: int = 512, sweep_max_tokens_limit: int = 128) -> dict[str, Any]:
+    """Validated settings from query parameters: {"tab": ..., "playground": {...}, "sweeps": {...}}."""
+    q = {str(k): query.get(k) for k in list(query.keys())[:50]}
+    tab = str(q.get("tab") or "").strip()
+    out: dict[str, Any] = {"tab": tab if tab in TAB_IDS else None, "playground": {}, "sweeps": {}}
+    pg: dict[str, Any] = {}
+    absolute = _flag(q.get("abs"))
+    if absolute is not None:
+        pg["abs"] = absolute
+    val = {
+        "concept": _concept(q.get("concept"), known_concepts),
+        "layer": _number(q.get("layer"), 0, num_layers - 1, integer=True),
+        "strength": _number(q.get("strength"), -8.0 if absolute else -1.0, 8.0 if absolute else 1.0),
+        "prompt": _prompt(q.get("prompt")),
+        "seed": _number(q.get("seed"), 0, 2**32 - 1, integer=True),
+        "temp": _number(q.get("temp"), 0.0, 2.0),
+        "max_tokens": _number(q.get("max_tokens"), 1, max_tokens_limit, integer=True),
+    }
+    pg.update({k: v for k, v in val.items() if v is not None})
+    out["playground"] = pg
+    sw: dict[str, Any] = {}
+    if val["concept"] is not None:
+        sw["concept"] = val["concept"]
+    if val["prompt"] is not None:
+        sw["prompt"] = val["prompt"]
+    layers = str(q.get("layers") or "")
+    if layers and len(layers) <= 200 and _INT_LIST_RE.match(layers):
+        sw["layers"] = layers.strip()
+    strengths = str(q.get("strengths") or "")
+    if strengths and len(strengths) <= 200 and _FLOAT_LIST_RE.match(strengths):
+        sw["strengths"] = strengths.strip()
+    mt = _number(q.get("max_tokens"), 1, sweep_max_tokens_limit, integer=True)
+    if mt is not None:
+        sw["max_tokens"] = mt
+    out["sweeps"] = sw
+    return out
+
+
+# ---- JS writers (run in the browser on .change) ---------------------------------------------
+_JS_SET = """
+const u = new URL(window.location.href); const p = u.searchParams;
+const put = (k, v) => { if (v === null || v === undefined || v === "" || (typeof v === "number" && !isFinite(v))) p.delete(k); else p.set(k, String(v).slice(0, %d)); };
+""" % MAX_PROMPT_CHARS
+
+PLAYGROUND_JS = (
+    "(concept, layer, strength, abs, prompt, seed, temp, max_tokens) => { try {"
+    + _JS_SET
+    + """
+p.set("tab", "playground"); p.delete("layers"); p.delete("strengths");
+put("concept", concept); put("layer", layer); put("strength", strength); put("abs", abs ? "1" : null);
+put("prompt", prompt); put("seed", seed); put("temp", temp); put("max_tokens", max_tokens);
+history.replaceState(history.state, "", u.pathname + "?" + p.toString() + u.hash);
+} catch (e) { console.warn("url state", e); } }"""
+)
+
+SWEEPS_JS = (
+    "(concept, prompt, layers, strengths, max_tokens) => { try {"
+    + _JS_SET
+    + """
+p.set("tab", "sweeps"); ["layer", "strength", "abs", "seed", "temp"].forEach(k => p.delete(k));
+put("concept", concept); put("prompt", prompt); put("layers", layers); put("strengths", strengths);
+put("max_tokens", max_tokens);
+history.replaceState(history.state, "", u.pathname + "?" + p.toString() + u.hash);
+} catch (e) { console.warn("url state", e); } }"""
+)
+
+_PG_ORDER = ("concept", "layer", "strength", "absolute", "prompt", "seed", "temperature", "max_tokens")
+_SW_ORDER = ("concept", "prompt", "layers", "strengths", "max_tokens")
+
+
+def install(service: Any, ctx: Any) -> None:
+    """Bind URL writers to the playground and sweep controls and add the on-load reader."""
+    from app.ui.errors import guarded
+    from app.ui.tabs.playground import ABS_RANGE, REL_RANGE, concept_slugs, num_layers, strength_info
+
+    pg = {k: ctx.components.get(f"playground.{k}") for k in _PG_ORDER}
+    sw = {k: ctx.components.get(f"sweeps.{k}") for k in _SW_ORDER}
+    have_pg = all(v is not None for v in pg.values())
+    have_sw = all(v is not None for v in sw.values())
+    if have_pg:
+        pg_inputs = [pg[k] for k in _PG_ORDER]
+        for comp in pg_inputs:
+            comp.change(None, pg_inputs, None, js=PLAYGROUND_JS, queue=False, show_progress="hidden")
+    if have_sw:
+        sw_inputs = [sw[k] for k in _SW_ORDER]
+        for comp in sw_inputs:
+            comp.change(None, sw_inputs, None, js=SWEEPS_JS, queue=False, show_progress="hidden")
+
+    outputs = [ctx.tabs] if ctx.tabs is not None else []
+    outputs += [pg[k] for k in _PG_ORDER] if have_pg else []
+    outputs += [sw[k] for k in _SW_ORDER] if have_sw else []
+    if not outputs:
+        return
+
+    def load_from_url(request: gr.Request):
+        n_out = len(outputs)
+        try:
+            query = dict(request.query_params) if request is not None else {}
+            known = set(concept_slugs(service)) or None
+            s = read_params(query, num_layers(service), known)
+        except Exception:  # a URL can never break the page
+            s = read_params({}, num_layers(service))
+        ups: list[Any] = []
+        if ctx.tabs is not None:
+            ups.append(gr.Tabs(selected=s["tab"]) if s["tab"] else gr.update())
+        if have_pg:
+            p = s["playground"] if s["tab"] in (None, "playground") else {}
+            absolute = bool(p.get("abs", False))
+            lim = ABS_RANGE if absolute else REL_RANGE
+            # always: the strength slider is built wide for the API and narrowed here for people
+            strength_update: dict[str, Any] = dict(minimum=-lim, maximum=lim, info=strength_info(absolute))
+            if "strength" in p:
+                strength_update["value"] = p["strength"]
+            ups += [
+                gr.update(value=p["concept"]) if "concept" in p else gr.update(),
+                gr.update(value=p["layer"]) if "layer" in p else gr.update(),
+                gr.update(**strength_update),
+                gr.update(value=absolute) if "abs" in p else gr.update(),
+                gr.update(value=p["prompt"]) if "prompt" in p else gr.update(),
+                gr.update(value=p["seed"]) if "seed" in p else gr.update(),
+                gr.update(value=p["temp"]) if "temp" in p else gr.update(),
+                gr.update(value=p["max_tokens"]) if "max_tokens" in p else gr.update(),
+            ]
+        if have_sw:
+            w = s["sweeps"] if s["tab"] == "sweeps" else {}
+            ups += [gr.update(value=w[k]) if k in w else gr.update() for k in _SW_ORDER]
+        assert len(ups) == n_out
+        return ups
+
+    ctx.on_load.append((guarded(load_from_url), [], outputs))
