@@ -3,6 +3,8 @@
 - distinct-2: unique token bigrams / bigrams (1.0 = no bigram repeats).
 - longest repeat: the longest token n-gram that occurs at least twice.
 - loop detection: the tail of the text is one short pattern repeated (a degenerate loop).
+- coherent: no loop/NaN, perplexity <= 2.5x the baseline's, distinct-2 >= max(0.35, 0.6x the
+  baseline's), and no repeated n-gram longer than max(5, 1.5x the baseline's longest).
 - perplexity: exp(mean negative log-likelihood) of the generated tokens under the UNSTEERED
   model, so a steered text that the plain model finds implausible scores high.
 - concept score: mean projection of the generated tokens' residual stream (unsteered model,
@@ -26,6 +28,7 @@ from app.core.patching import Recorder, patch_layers
 MAX_PPL_RATIO = 2.5  # perplexity at most 2.5x the baseline's
 MIN_DISTINCT2_RATIO = 0.6  # distinct-2 at least 60% of the baseline's
 MIN_DISTINCT2 = 0.35
+MIN_REPEAT_LIMIT = 5  # a repeated n-gram longer than max(5, 1.5x the baseline's) is a repetition
 
 
 def distinct_n(tokens: Sequence[int], n: int = 2) -> float:
@@ -126,4 +129,6 @@ def is_coherent(cell: TextScores, baseline: TextScores, degenerate: bool = False
         return False
     if cell.distinct2 < max(MIN_DISTINCT2, MIN_DISTINCT2_RATIO * baseline.distinct2):
         return False
+    if cell.longest_repeat > max(MIN_REPEAT_LIMIT, 1.5 * baseline.longest_repeat):
+        return False  # e.g. "I'm so glad you're here! I'm so glad you're here."
     return True

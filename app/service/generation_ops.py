@@ -32,6 +32,8 @@ class SteerRequest:
     guidance: float = 1.0
     system: Optional[str] = None
     params: GenerationParams = field(default_factory=GenerationParams)
+    normalize: bool = False  # mixes: rescale each layer to the weighted mean norm
+    project_out: tuple[str, ...] = ()  # mixes: remove these concepts' directions
 
 
 def is_mix(text: str) -> bool:
@@ -56,7 +58,8 @@ class GenerationOps(RecommendationOps):
     """Requires ``self.jobs``, ``self.loaded``, ``self.library`` and ConceptOps' methods."""
 
     # ---- resolving what to steer with ---------------------------------------------------
-    def resolve_vectors(self, concept: str, token: Optional[CancelToken] = None) -> tuple[ConceptVectors, str]:
+    def resolve_vectors(self, concept: str, token: Optional[CancelToken] = None, normalize: bool = False,
+                        project_out: Sequence[str] = ()) -> tuple[ConceptVectors, str]:
         """Vectors for a slug, a mix or a random control, and a label for them."""
         text = (concept or "").strip()
         if not text:
@@ -64,9 +67,14 @@ class GenerationOps(RecommendationOps):
         if text.startswith("random:"):
             slug = text.split(":", 1)[1].strip()
             return self.random_control_vectors(slug), f"random control (norms of {slug})"
-        if is_mix(text):
-            cv, recipe = self.mix_vectors(text)
-            return cv, " + ".join(f"{w:g}×{s}" for s, w in recipe)
+        if is_mix(text) or normalize or project_out:
+            cv, recipe = self.mix_vectors(text, normalize=normalize, project_out=tuple(project_out))
+            label = " + ".join(f"{w:g}×{s}" for s, w in recipe)
+            if normalize:
+                label += " (normalized)"
+            if project_out:
+                label += " without " + ", ".join(project_out)
+            return cv, label
         return self.concept_vectors(text, token=token), text
 
     def recommended_setting(self, concept: str, cv: ConceptVectors) -> tuple[int, float, bool, str]:
@@ -86,7 +94,7 @@ class GenerationOps(RecommendationOps):
         return layer, DEFAULT_RELATIVE_STRENGTH, True, "default (middle of the recommended layer range)"
 
     def build_plan(self, req: SteerRequest, token: Optional[CancelToken] = None) -> tuple[SteeringPlan, dict[str, Any]]:
-        cv, label = self.resolve_vectors(req.concept, token)
+        cv, label = self.resolve_vectors(req.concept, token, req.normalize, req.project_out)
         source = "request"
         layers = req.layers
         relative = req.relative
@@ -108,6 +116,8 @@ class GenerationOps(RecommendationOps):
             "schedule": req.schedule,
             "schedule_length": req.schedule_length,
             "positions": req.positions,
+            "normalize": req.normalize,
+            "project_out": list(req.project_out),
             "source": source,
             "model": self.loaded.model_id,
             "max_tokens": req.params.max_tokens,

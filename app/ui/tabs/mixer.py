@@ -7,7 +7,6 @@ streaming code, so results look and download the same.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import gradio as gr
@@ -169,8 +168,9 @@ def build(service: Any, ctx: Any) -> None:
         layer_i = check_layer(service, layer)
         s = float(check_number(strength, "strength", -1.0, 1.0))
         req = SteerRequest(prompt=prompt, concept=mix, layers=[(layer_i, s)], relative=True,
-                           params=gen_params(max_tokens))
-        yield from stream_comparison(with_mix_options(service, bool(normalize), project_out or ""), req, request)
+                           params=gen_params(max_tokens), normalize=bool(normalize),
+                           project_out=(project_out,) if project_out else ())
+        yield from stream_comparison(service, req, request)
 
     generate.click(guarded(arm_session), None, None, queue=False, show_progress="hidden",
                    api_visibility="private").then(
@@ -202,24 +202,3 @@ def build(service: Any, ctx: Any) -> None:
                  **{f"concept_{i + 1}": c for i, c in enumerate(slot_concepts)},
                  **{f"weight_{i + 1}": w for i, w in enumerate(slot_weights)})
 
-
-def with_mix_options(service: Any, normalize: bool, project_out: str) -> Any:
-    """The service to steer through so that the mix's options are applied.
-
-    Workaround: ``SteerRequest`` carries only the mix text, and ``resolve_vectors`` mixes without
-    options. With options, steer through a shallow copy of the service (same model, lock and
-    library) whose ``resolve_vectors`` calls ``mix_vectors`` with them.
-    """
-    if not normalize and not project_out:
-        return service
-    view = copy.copy(service)
-
-    def resolve_vectors(concept: str, token: Any = None):
-        cv, recipe = service.mix_vectors(concept, normalize=normalize, project_out=project_out or None)
-        label = " + ".join(f"{w:g}×{s}" for s, w in recipe)
-        label += " (normalized)" if normalize else ""
-        label += f" without {project_out}" if project_out else ""
-        return cv, label
-
-    view.resolve_vectors = resolve_vectors
-    return view
