@@ -72,7 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 # Each module adds its subcommands with ``register(subparsers, add)``.
-COMMAND_MODULES: list[str] = ["app.cli_generate"]
+COMMAND_MODULES: list[str] = ["app.cli_generate", "app.cli_calibrate", "app.cli_concepts"]
 
 
 def build_parser() -> argparse.ArgumentParser:
