@@ -15,6 +15,7 @@ from app.core.capture import CaptureResult, capture
 from app.core.chat import encode, format_chat, pad_id
 from app.core.models import LoadedModel, load_model
 from app.errors import Cancelled, InputError, ModelLoadError
+from app.service.concept_ops import ConceptOps
 from app.service.explore_ops import ExploreOps
 from app.service.generation_ops import GenerationOps
 from app.service.jobs import CancelToken, JobRunner
@@ -26,7 +27,7 @@ MAX_PROMPT_CHARS = 8000
 MAX_PROMPTS = 512
 
 
-class ModelService(GenerationOps, ExploreOps):
+class ModelService(GenerationOps, ExploreOps, ConceptOps):
     def __init__(self, loaded: Optional[LoadedModel] = None, library: Any = None):
         self.jobs = JobRunner()
         self._loaded = loaded
