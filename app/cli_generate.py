@@ -52,9 +52,28 @@ def _params(args):
     return GenerationParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
 
 
+def _validate_early(args, prompt: str, system=None) -> None:
+    """Check what can be checked without the model, so bad input fails in well under a second."""
+    from app.core.generation import validate_params
+    from app.service.model_service import validate_text
+
+    validate_text(prompt, "prompt")
+    if system:
+        validate_text(system, "system prompt")
+    validate_params(_params(args))
+
+
 def cmd_generate(args) -> int:
     from app.cli import _print_json, _service
+    from app.core.steering import check_finite
     from app.service.generation_ops import SteerRequest
+
+    _validate_early(args, args.prompt, args.system)
+    for s in args.strength or []:
+        check_finite(s, "strength")
+    for l in args.layer or []:
+        if l < 0:
+            raise CLIError(f"layer {l} does not exist: layers are numbered from 0")
 
     layers = None
     if args.layer or args.strength:
@@ -119,9 +138,15 @@ def cmd_sweep(args) -> int:
     from app.cli import _print_json, _service
     from app.service.generation_ops import parse_float_list, parse_int_list
 
+    _validate_early(args, args.prompt)
+    layers = parse_int_list(args.layers, "layers")
+    strengths = parse_float_list(args.strengths)
+    from app.core.sweeps import MAX_CELLS
+
+    if len(layers) * len(strengths) > MAX_CELLS:
+        raise CLIError(f"{len(layers) * len(strengths)} cells is too many for one sweep (at most {MAX_CELLS})")
     svc = _service(args)
     layers = parse_int_list(args.layers, "layers", svc.loaded.num_layers)
-    strengths = parse_float_list(args.strengths)
 
     def progress(done: int, total: int, msg: str) -> None:
         print(f"\r{msg}: step {done}/{total}", end="", file=sys.stderr, flush=True)

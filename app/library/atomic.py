@@ -37,7 +37,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp_name = target.parent / f"{TMP_PREFIX}{target.name}.{secrets.token_hex(6)}.part"
+    tmp_name = target.parent / f"{TMP_PREFIX}{target.name}.{os.getpid()}-{secrets.token_hex(6)}.part"
     # O_EXCL: never reuse a file; mode 0o666 lets the umask decide, like an ordinary write.
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     fd = os.open(tmp_name, flags, 0o666)
@@ -61,6 +61,27 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _writer_alive(name: str) -> bool:
+    """True when the temp file's writer (pid in its name) is another process still running."""
+    try:
+        pid = int(name.rsplit(".", 2)[-2].split("-", 1)[0])
+    except (ValueError, IndexError):
+        return False  # older naming: treat as stray
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped) is not writing anymore
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
 def clean_stray_temp_files(root: str | os.PathLike) -> list[Path]:
     """Delete ``.tmp-*`` files under ``root`` left by a crash between write and rename.
 
@@ -73,6 +94,8 @@ def clean_stray_temp_files(root: str | os.PathLike) -> list[Path]:
     for dirpath, _dirnames, filenames in os.walk(root_path, followlinks=False):
         for name in filenames:
             if name.startswith(TMP_PREFIX):
+                if _writer_alive(name):
+                    continue  # another process (e.g. the web lab) is mid-save: not a stray
                 stray = Path(dirpath) / name
                 try:
                     stray.unlink()

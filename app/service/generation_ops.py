@@ -190,23 +190,27 @@ def parse_int_list(text: str, what: str = "layers", upper: Optional[int] = None)
         part = part.strip()
         if not part:
             continue
-        try:
-            if "-" in part[1:]:
-                a, b = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1])
-                a_i, b_i = int(a), int(b)
-                if b_i < a_i:
-                    raise InputError(f"range {part!r} goes backwards")
-                out.extend(range(a_i, b_i + 1))
-            else:
-                out.append(int(part))
-        except ValueError:
-            raise InputError(f"{what}: {part!r} is not a whole number or a range like 4-8") from None
+        if "-" in part[1:]:
+            a, b = part[0] + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1]
+            a_i, b_i = _int(a, part, what), _int(b, part, what)
+            if b_i < a_i:
+                raise InputError(f"{what}: range {part!r} goes backwards; write it low-high, e.g. {b_i}-{a_i}")
+            out.extend(range(a_i, b_i + 1))
+        else:
+            out.append(_int(part, part, what))
     for v in out:
         if v < 0 or (upper is not None and v >= upper):
             raise InputError(f"{what}: {v} is out of range (0-{upper - 1 if upper else '...'})")
     if len(set(out)) != len(out):
         raise InputError(f"{what} repeat: {text!r}")
     return out
+
+
+def _int(text: str, part: str, what: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise InputError(f"{what}: {part!r} is not a whole number or a range like 4-8") from None
 
 
 def parse_float_list(text: str, what: str = "strengths") -> list[float]:

@@ -144,6 +144,9 @@ def validate_text(text: str, what: str = "prompt") -> str:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InputError(f"{what} contains invalid characters (unpaired surrogates)") from exc
+    bad = sorted({f"U+{ord(c):04X}" for c in text if (ord(c) < 32 and c not in "\n\t\r") or 0x7F <= ord(c) < 0xA0})
+    if bad:
+        raise InputError(f"{what} contains control characters ({', '.join(bad[:5])}); remove them")
     return text
 
 

@@ -1,0 +1,332 @@
+"""Run every benchmark and print ONE Markdown table for the README's Performance section.
+
+    .venv/bin/python benchmarks/run_all.py [--quick] [--only NAME[,NAME]] [--json]
+
+Each script in benchmarks/ runs in its own subprocess, one after another (never two at once:
+they would slow each other down). Scripts with ``--json`` are read as JSON, the others'
+printed lines are parsed. A script that is missing, fails or times out becomes a row saying
+so; it never stops the run. The first rows are the machine facts (CPU, cores, RAM, OS,
+Python, mlx, BLAS); read the ratios, not the absolute speeds, on a shared machine.
+``--quick`` uses short settings: a smoke test of the pipeline, not numbers to publish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PYTHON = sys.executable
+
+Row = tuple[str, str, str]  # (measure, value, target / note)
+
+
+@dataclass
+class Bench:
+    name: str
+    args: list[str]
+    quick_args: list[str]
+    parse: Callable[[str, dict], list[Row]]  # (stdout, context) -> rows
+    about: str = ""
+    timeout_s: int = 3600
+
+
+@dataclass
+class Outcome:
+    name: str
+    status: str  # "ok" | "failed" | "missing" | "skipped" | "timeout"
+    seconds: float = 0.0
+    rows: list[Row] = field(default_factory=list)
+    detail: str = ""
+    data: Any = None
+
+
+# ---- parsers ---------------------------------------------------------------------------------
+def _num(pattern: str, text: str, group: int = 1) -> Optional[float]:
+    m = re.search(pattern, text, re.MULTILINE)
+    return float(m.group(group)) if m else None
+
+
+def _fmt(x: Optional[float], digits: int = 2, unit: str = "") -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:.{digits}f}{unit}"
+
+
+def _target(x: Optional[float], op: str, limit: float, unit: str = "") -> str:
+    if x is None:
+        return f"{op} {limit:g}{unit}"
+    ok = x >= limit if op == ">=" else x <= limit if op == "<=" else x < limit
+    return f"{op} {limit:g}{unit} ({'OK' if ok else 'MISSED'})"
+
+
+def parse_bench_model(out: str, ctx: dict) -> list[Row]:
+    rows: list[Row] = []
+    variants = {}
+    for m in re.finditer(r"^([ABCD] [\w-]+ b[12])\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*$", out, re.MULTILINE):
+        variants[m.group(1)] = (float(m.group(2)), float(m.group(3)), float(m.group(4)))
+    ctx["mlx_variants"] = variants
+    gflops = _num(r"matmul:\s*([\d.]+) GFLOP/s", out)
+    rows.append(("fp32 2048x2048 matmul", _fmt(gflops, 1, " GFLOP/s"), "OpenBLAS ~185, reference BLAS ~2"))
+    for name, label in (("A unpatched b1", "decode, batch 1"), ("D side-by-side b2", "decode, side-by-side batch 2")):
+        if name in variants:
+            _prefill, decode, ms = variants[name]
+            rows.append((f"{label} (all rows)", f"{decode:.1f} tok/s ({ms:.0f} ms/step)", ""))
+    patched = _num(r"patched layer \d+ / unpatched \(b1\):\s*([\d.]+)", out)
+    b2 = _num(r"batch 2 / batch 1 \(unpatched\):\s*([\d.]+)", out)
+    sbs = _num(r"side-by-side b2 / unpatched b1:\s*([\d.]+)", out)
+    rows.append(("decode speed, patched layer / unpatched", _fmt(patched, 3), _target(patched, ">=", 0.97)))
+    rows.append(("step time, batch 2 / batch 1", _fmt(b2, 3), "~1.1-1.2 measured before"))
+    rows.append(("step time, side-by-side / single", _fmt(sbs, 3), _target(sbs, "<=", 1.3)))
+    checks = re.search(r"^checks: (.*)$", out, re.MULTILINE)
+    if checks:
+        bad = [c.split("=")[0].strip() for c in checks.group(1).split(";") if c.strip().endswith("False")]
+        rows.append(("token checks (side-by-side rows = separate runs)", "all pass" if not bad else "FAILED: " + ", ".join(bad), ""))
+    return rows
+
+
+def parse_bench_extract(out: str, ctx: dict) -> list[Row]:
+    plain = _num(r"plain forward pass.*?best ([\d.]+) s", out)
+    extract = _num(r"extraction, all \d+ layers.*?best ([\d.]+) s", out)
+    ratio = _num(r"ratio extraction / forward pass:\s*([\d.]+)", out)
+    full = re.search(r"full extraction of all (\d+) shipped concepts.*?:\s*([\d.]+) s \(([\d.]+) s per concept\)", out)
+    rows = [
+        ("forward pass over a concept's prompts", _fmt(plain, 3, " s"), ""),
+        ("extraction, all layers, same prompts", _fmt(extract, 3, " s"), ""),
+        ("extraction / forward pass", _fmt(ratio, 2), _target(ratio, "<=", 1.3)),
+    ]
+    if full:
+        rows.append((f"extract all {full.group(1)} shipped concepts", f"{float(full.group(2)):.1f} s "
+                     f"({float(full.group(3)):.1f} s per concept)", ""))
+    return rows
+
+
+def parse_bench_generate(out: str, ctx: dict) -> list[Row]:
+    d = json.loads(out)
+    ctx["generate"] = d
+    g = d.get
+    return [
+        (f"decode, unsteered / steered ({g('tokens')} tokens)",
+         f"{g('decode_tok_s_unsteered')} / {g('decode_tok_s_steered')} tok/s", ""),
+        ("decode speed, steered / unsteered", f"{g('ratio_steered_over_unsteered_decode')}",
+         _target(g("ratio_steered_over_unsteered_decode"), ">=", 0.97)),
+        ("side-by-side run / single run (wall)", f"{g('ratio_side_by_side_over_single')} "
+         f"({g('side_by_side_s')} s vs {g('single_run_s')} s)", _target(g("ratio_side_by_side_over_single"), "<=", 1.3)),
+        ("16-cell sweep / single run (wall)", f"{g('ratio_sweep16_over_single')} ({g('sweep16_s')} s, "
+         f"{g('sweep16_batches')} batches)", _target(g("ratio_sweep16_over_single"), "<=", 5)),
+    ]
+
+
+def parse_torch(out: str, ctx: dict) -> list[Row]:
+    d = json.loads(out)
+    if "skipped" in d:
+        raise SkipBench(d["skipped"])
+    ctx["torch"] = d
+    v = d["variants"]
+    a, dd = v["A unpatched b1"], v["D side-by-side b2"]
+    rows = [
+        (f"stack: {d['stack']}, torch {d['torch']}, {d['threads']} threads, {d['tokens']} tokens",
+         "", ""),
+        ("decode, batch 1", f"{a['decode_tok_s']} tok/s ({a['ms_per_step']} ms/step)", ""),
+        ("decode, side-by-side batch 2 (all rows)", f"{dd['decode_tok_s']} tok/s ({dd['ms_per_step']} ms/step)", ""),
+        ("decode speed, hooked / unpatched", f"{d['ratio_hooked_over_unpatched_decode']}", ""),
+        ("step time, side-by-side / single", f"{d['ratio_side_by_side_over_single_step']}", ""),
+    ]
+    mlx = ctx.get("mlx_variants", {})
+    if "A unpatched b1" in mlx and a["decode_tok_s"]:
+        ratio = mlx["A unpatched b1"][1] / a["decode_tok_s"]
+        rows.append(("MLX / PyTorch decode speed, batch 1 (same run)", f"{ratio:.2f}", "from bench_model, same tokens"))
+    if "D side-by-side b2" in mlx and dd["decode_tok_s"]:
+        ratio = mlx["D side-by-side b2"][1] / dd["decode_tok_s"]
+        rows.append(("MLX / PyTorch decode speed, side-by-side", f"{ratio:.2f}", ""))
+    return rows
+
+
+def parse_soak(out: str, ctx: dict) -> list[Row]:
+    d = json.loads(out)
+    return [
+        (f"resident memory after warm-up -> after {d['generations']} runs + {d['extractions']} extractions",
+         f"{d['rss_after_warmup_mb']:.0f} -> {d['rss_end_mb']:.0f} MB (peak {d['rss_peak_mb']:.0f} MB)", ""),
+        ("memory growth after warm-up", f"{d['growth_pct']:+.2f}% ({d['growth_mb']:+.1f} MB)",
+         _target(d["growth_pct"], "<", d.get("target_pct", 10), "%")),
+        ("side-by-side run / extraction (16 tokens)", f"{d['seconds_per_run']} s / {d['seconds_per_extraction']} s", ""),
+    ]
+
+
+def parse_text(out: str, ctx: dict) -> list[Row]:
+    """Scripts this runner does not know: show their last printed line."""
+    lines = [l.strip() for l in out.splitlines() if l.strip()]
+    return [("last line of output", lines[-1][:160] if lines else "(no output)", "")]
+
+
+class SkipBench(Exception):
+    pass
+
+
+BENCHES = [
+    Bench("bench_model", ["--tokens", "64", "--reps", "3"], ["--tokens", "16", "--reps", "1"], parse_bench_model,
+          "MLX decode, b1 vs b2, patched vs not (64 tokens, interleaved)"),
+    Bench("bench_torch_reference", ["--json", "--tokens", "64", "--reps", "3"], ["--json", "--tokens", "16", "--reps", "1"],
+          parse_torch, "same workload on PyTorch + transformers (optional)"),
+    Bench("bench_extract", [], [], parse_bench_extract, "extraction cost vs a forward pass"),
+    Bench("bench_generate", ["--json"], ["--json", "--tokens", "16", "--repeats", "1"], parse_bench_generate,
+          "side-by-side and sweep wall time vs one run"),
+    Bench("soak_memory", ["--json", "--generations", "60", "--extractions", "6"],
+          ["--json", "--generations", "24", "--extractions", "3"], parse_soak, "memory stays flat"),
+]
+NOT_BENCHMARKS = {"run_all", "__init__"}
+
+
+# ---- machine facts ---------------------------------------------------------------------------
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def machine_facts(timeout: int = 300) -> list[Row]:
+    cpu = re.search(r"^model name\s*:\s*(.+)$", _read("/proc/cpuinfo"), re.MULTILINE)
+    mem = re.search(r"^MemTotal:\s*(\d+) kB", _read("/proc/meminfo"), re.MULTILINE)
+    os_name = re.search(r'^PRETTY_NAME="?([^"\n]+)', _read("/etc/os-release"), re.MULTILINE)
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = os.cpu_count()
+
+    def version(pkg: str) -> str:
+        try:
+            return importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    blas = "unknown"
+    try:
+        proc = subprocess.run([PYTHON, "-m", "app", "info", "--json"], cwd=str(REPO), capture_output=True, text=True,
+                              timeout=timeout)
+        if proc.returncode == 0:
+            blas = json.loads(proc.stdout).get("blas", "unknown")
+        else:
+            blas = f"unknown (`app info` failed: {(proc.stderr.strip().splitlines() or ['?'])[-1][:100]})"
+    except (OSError, subprocess.TimeoutExpired, ValueError) as e:
+        blas = f"unknown ({type(e).__name__})"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return [
+        ("CPU", cpu.group(1).strip() if cpu else platform.processor() or platform.machine(), ""),
+        ("cores", f"{affinity} usable ({os.cpu_count()} online)", f"load average {load:.1f} at start"),
+        ("RAM", f"{int(mem.group(1)) / 2**20:.1f} GiB" if mem else "unknown", ""),
+        ("OS", f"{os_name.group(1) if os_name else platform.system()} ({platform.release()})", ""),
+        ("Python", platform.python_version(), ""),
+        ("date", time.strftime("%Y-%m-%d %H:%M %Z"), ""),
+        ("mlx / mlx-lm", f"{version('mlx')} / {version('mlx-lm')}", ""),
+        ("BLAS", blas, ""),
+    ]
+
+
+# ---- running ---------------------------------------------------------------------------------
+def discover() -> list[Bench]:
+    """The known benchmarks in a sensible order, then any other script found in benchmarks/."""
+    known = {b.name for b in BENCHES}
+    extra = [Bench(p.stem, [], [], parse_text, "(not known to run_all: raw output)")
+             for p in sorted(HERE.glob("*.py")) if p.stem not in known and p.stem not in NOT_BENCHMARKS]
+    return [*BENCHES, *extra]
+
+
+def run_one(b: Bench, quick: bool, ctx: dict, timeout: Optional[int], log) -> Outcome:
+    script = HERE / f"{b.name}.py"
+    if not script.is_file():
+        return Outcome(b.name, "missing", detail="script not found (not written yet?)")
+    args = b.quick_args if quick else b.args
+    if "--json" in args and '"--json"' not in script.read_text(encoding="utf-8", errors="replace"):
+        args = [a for a in args if a != "--json"]  # this version of the script has no --json
+    cmd = [PYTHON, "-m", f"benchmarks.{b.name}", *args]
+    log(f"running {' '.join(cmd[1:])} ...")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=str(REPO), env=env, capture_output=True, text=True, errors="replace",
+                              timeout=timeout or b.timeout_s)
+    except subprocess.TimeoutExpired:
+        return Outcome(b.name, "timeout", time.perf_counter() - t0, detail=f"no result after {timeout or b.timeout_s} s")
+    seconds = time.perf_counter() - t0
+    last_err = next((l.strip() for l in reversed(proc.stderr.splitlines()) if l.strip()), "")
+    if proc.returncode != 0:
+        # A script that measured and then missed its own target (the soak exits 1) still has numbers.
+        try:
+            rows = b.parse(proc.stdout, ctx) if proc.stdout.strip() else []
+        except Exception:
+            rows = []
+        detail = f"exit {proc.returncode}" + (f": {last_err[:160]}" if last_err else "")
+        return Outcome(b.name, "failed", seconds, rows, detail)
+    try:
+        rows = b.parse(proc.stdout, ctx)
+    except SkipBench as e:
+        return Outcome(b.name, "skipped", seconds, detail=str(e))
+    except Exception as e:
+        return Outcome(b.name, "failed", seconds, detail=f"output not understood ({type(e).__name__}: {e})"[:200])
+    log(f"  {b.name}: ok in {seconds:.0f} s")
+    return Outcome(b.name, "ok", seconds, rows)
+
+
+def md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render(facts: list[Row], outcomes: list[Outcome], quick: bool) -> str:
+    lines = ["| Benchmark | Measure | Value | Target / note |", "|---|---|---|---|"]
+    for measure, value, note in facts:
+        lines.append(f"| machine | {md_escape(measure)} | {md_escape(value)} | {md_escape(note)} |")
+    for o in outcomes:
+        if o.status != "ok":
+            label = {"missing": "not run: script missing", "skipped": "skipped", "timeout": "TIMED OUT",
+                     "failed": "FAILED"}[o.status]
+            when = f"after {o.seconds:.0f} s" if o.status in ("failed", "timeout") else ""
+            lines.append(f"| {o.name} | {label} | {md_escape(o.detail)} | {when} |")
+        for measure, value, note in o.rows:
+            lines.append(f"| {o.name} | {md_escape(measure)} | {md_escape(value)} | {md_escape(note)} |")
+    if quick:
+        lines.append("| all | settings | --quick (short runs: smoke test only) | do not publish |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    ap.add_argument("--only", action="append", default=[], metavar="NAME",
+                    help="run only these benchmarks (repeat or comma-separate; e.g. bench_generate, soak_memory)")
+    ap.add_argument("--quick", action="store_true", help="short settings for a quick smoke run")
+    ap.add_argument("--timeout", type=int, default=None, help="seconds per benchmark (default: 3600)")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON instead of Markdown")
+    args = ap.parse_args(argv)
+
+    benches = discover()
+    if args.only:
+        wanted = {w.strip().removesuffix(".py") for item in args.only for w in item.split(",") if w.strip()}
+        unknown = wanted - {b.name for b in benches}
+        benches = [b for b in benches if b.name in wanted]
+        benches += [Bench(name, [], [], parse_text) for name in sorted(unknown)]  # reported as missing
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    facts = machine_facts()
+    ctx: dict = {}
+    outcomes = [run_one(b, args.quick, ctx, args.timeout, log) for b in benches]
+    if args.json:
+        print(json.dumps({"machine": facts, "quick": args.quick,
+                          "benchmarks": [o.__dict__ for o in outcomes]}, indent=2, default=str))
+    else:
+        print(render(facts, outcomes, args.quick))
+    return 0 if all(o.status in ("ok", "skipped", "missing") for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
