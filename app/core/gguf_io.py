@@ -21,6 +21,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from app.errors import InputError
+from app.library.atomic import atomic_write_bytes
 from app.types import ConceptVectors
 
 ARCH = "controlvector"
@@ -105,9 +106,9 @@ def export_control_vector(
     if target.is_dir():
         raise GGUFError(f"{target} is a folder; give a file name such as happy.gguf")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".gguf.part", dir=target.parent)
-    os.close(fd)
-    try:
+    # GGUFWriter needs a path: write into a private temp folder, then publish atomically.
+    with tempfile.TemporaryDirectory(prefix="steering-lab-gguf-") as tmpdir:
+        tmp = os.path.join(tmpdir, "out.gguf")
         writer = gguf.GGUFWriter(tmp, ARCH)
         writer.add_string(f"{ARCH}.model_hint", str(model_hint or "llama"))
         writer.add_uint32(f"{ARCH}.layer_count", len(chosen))
@@ -117,30 +118,10 @@ def export_control_vector(
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(target.parent)
+        with open(tmp, "rb") as fh:
+            data = fh.read()
+    atomic_write_bytes(target, data)
     return ExportResult(path=str(target), layers=chosen, strength=strength, relative=relative, notes=notes)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _field_value(reader: Any, key: str) -> Any:
