@@ -158,7 +158,7 @@ class ConceptLibrary:
         """The user copy if there is one, else the shipped concept; ``ConceptNotFound`` otherwise."""
         path = self._concept_path(slug)
         if path is None:
-            raise ConceptNotFound(f"no concept named {slug!r}; see list() for the available slugs")
+            raise ConceptNotFound(f"no concept named {slug!r}; run `steering-lab concepts list` (or open the Library tab) to see the available slugs")
         return self._read(path, slug)
 
     def exists(self, slug: str) -> bool:

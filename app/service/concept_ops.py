@@ -243,9 +243,27 @@ class ConceptOps:
     def export_gguf(self, slug: str, path: str | Path, layers: Optional[Sequence[int]] = None,
                     strength: Optional[float] = None, relative: bool = True) -> ExportResult:
         """Write ``slug``'s vectors as a llama.cpp control vector (strength None: raw vectors)."""
+        from app.core.steering import check_finite
+
+        if strength is not None:
+            strength = check_finite(strength, "strength")
         cv = self.concept_vectors(slug)
         hint = self.loaded.info().family
         return export_control_vector(cv, path, layers=layers, strength=strength, relative=relative, model_hint=hint)
+
+    def import_bundle(self, text: str | bytes, slug: Optional[str] = None, overwrite: bool = False) -> str:
+        """Import a YAML bundle; vectors it carries for the loaded model must fit that model."""
+        from app.library.bundle import decode_bundle
+        from app.library.slugs import model_key
+
+        _, vectors = decode_bundle(text, slug=slug)
+        lm = self.loaded
+        mine = vectors.get(model_key(lm.model_id))
+        if mine is not None and (mine.hidden_size != lm.hidden_size or mine.num_layers != lm.num_layers):
+            raise InputError(
+                f"the bundle's vectors for {lm.model_id} have {mine.num_layers} layers x width {mine.hidden_size}, "
+                f"but the model has {lm.num_layers} layers x width {lm.hidden_size}; the bundle was not imported")
+        return self.library.import_bundle(text, slug=slug, overwrite=overwrite)
 
     def import_gguf(self, path: str | Path, slug: str, name: Optional[str] = None, overwrite: bool = False) -> str:
         """Import a llama.cpp control vector as an "imported" concept for the loaded model."""

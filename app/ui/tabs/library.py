@@ -216,7 +216,7 @@ def build(service: Any, ctx: Any) -> None:
             progress(0.1, desc="Reading the control vector and measuring typical norms…")
             new = service.import_gguf(str(path), slug_v or slugify(path.stem.split(".")[0]), overwrite=bool(overwrite_v))
         elif path.suffix.lower() in (".yaml", ".yml"):
-            new = service.library.import_bundle(path.read_bytes(), slug=slug_v or None, overwrite=bool(overwrite_v))
+            new = service.import_bundle(path.read_bytes(), slug=slug_v or None, overwrite=bool(overwrite_v))
         else:
             raise gr.Error(f"Unknown file type {path.suffix!r}: import a .yaml bundle or a .gguf control vector.",
                            print_exception=False)

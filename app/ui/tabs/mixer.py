@@ -47,7 +47,8 @@ def mix_request_text(text: Any) -> str:
         raise gr.Error("The mix is empty: give at least one concept with a weight.", print_exception=False)
     if all(w == 0 for _, w in terms):
         raise gr.Error("All weights in the mix are 0: nothing to steer with.", print_exception=False)
-    return present.format_mix_text(terms) if len(terms) > 1 else f"{terms[0][0]}:{terms[0][1]:g}"
+    # The service parses the text strictly ("happy:" has no weight): pass it on as written.
+    return text.strip()
 
 
 def build(service: Any, ctx: Any) -> None:
