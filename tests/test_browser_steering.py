@@ -7,9 +7,9 @@ trigger a bad input. Screenshots of every step go to tests/output/screenshots/ f
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
+from lab_server import running_lab
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 
@@ -19,29 +19,10 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
 RUN_TIMEOUT_MS = 240_000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    lib = tmp_path_factory.mktemp("library")
-    old = os.environ.get("STEERING_LAB_LIBRARY")
-    os.environ["STEERING_LAB_LIBRARY"] = str(lib)
-    from app.ui.server import serve
-
-    port = _free_port()
-    demo = serve(port=port, block=False)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
-        if old is None:
-            os.environ.pop("STEERING_LAB_LIBRARY", None)
-        else:
-            os.environ["STEERING_LAB_LIBRARY"] = old
+    with running_lab(tmp_path_factory.mktemp("library")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ Screenshots of every step go to tests/output/screenshots/ so a person can look a
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
 import pytest
+from lab_server import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 
@@ -24,16 +24,10 @@ Yawn, it's late and I'm so tired I can barely think. | It's eight o'clock and I'
 MODEL_WAIT_MS = 240_000  # the real model on 2 shared CPU cores
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def lab_url(tmp_path_factory):
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt install chromium)")
+        pytest.fail(f"no Chromium at {CHROMIUM}: run ./setup_local_cache.sh --dev (installs it)", pytrace=False)
     library = tmp_path_factory.mktemp("library")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("STEERING_LAB_LIBRARY", str(library))

@@ -8,10 +8,10 @@ into the real library.
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
+from lab_server import free_port
 
 pytestmark = pytest.mark.real_model
 
@@ -23,12 +23,6 @@ FOUR_PAIRS = [
 ]
 TABLE = {"headers": ["positive", "negative"], "data": FOUR_PAIRS}
 EMPTY_TABLE = {"headers": ["positive", "negative"], "data": [["", ""], ["", ""]]}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -9,41 +9,22 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from lab_server import running_lab
 
 pytestmark = pytest.mark.real_model
 
 PROMPT = "Tell me about your weekend."
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    lib = tmp_path_factory.mktemp("library")
-    old = os.environ.get("STEERING_LAB_LIBRARY")
-    os.environ["STEERING_LAB_LIBRARY"] = str(lib)
-    from app.ui.server import serve
-
-    port = _free_port()
-    demo = serve(port=port, block=False)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
-        if old is None:
-            os.environ.pop("STEERING_LAB_LIBRARY", None)
-        else:
-            os.environ["STEERING_LAB_LIBRARY"] = old
+    with running_lab(tmp_path_factory.mktemp("library")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
