@@ -26,15 +26,15 @@ def cmd_calibrate(args) -> int:
     from app.library.schema import concept_to_yaml
     from app.library.slugs import model_key
     from app.library.vectors import save_vectors
-    from app.service.generation_ops import parse_float_list, parse_int_list
+    from app.domain.parse import parse_floats, parse_layers
     from app.types import Recommendation
 
     svc = _service(args)
     lm = svc.loaded
     lib = svc.library
     slugs = [s.slug for s in lib.list()] if args.concepts == ["all"] else args.concepts
-    layers = parse_int_list(args.layers, "layers", lm.num_layers) if args.layers else None
-    strengths = parse_float_list(args.strengths) if args.strengths else list(DEFAULT_STRENGTHS)
+    layers = parse_layers(args.layers, lm.num_layers, "layers") if args.layers else None
+    strengths = parse_floats(args.strengths, "strengths") if args.strengths else list(DEFAULT_STRENGTHS)
     key = model_key(lm.model_id)
     report = {}
     for slug in slugs:

@@ -65,12 +65,13 @@ def _validate_early(args, prompt: str, system=None) -> None:
 
 def cmd_generate(args) -> int:
     from app.cli import _print_json, _service
-    from app.core.steering import check_finite
+    from app.domain.limits import strength_limit
+    from app.domain.parse import parse_float
     from app.service.generation_ops import SteerRequest
 
     _validate_early(args, args.prompt, args.system)
     for s in args.strength or []:
-        check_finite(s, "strength")
+        parse_float(s, "strength", strength_limit(args.relative))
     for l in args.layer or []:
         if l < 0:
             raise CLIError(f"layer {l} does not exist: layers are numbered from 0")
@@ -136,17 +137,16 @@ def cmd_generate(args) -> int:
 
 def cmd_sweep(args) -> int:
     from app.cli import _print_json, _service
-    from app.service.generation_ops import parse_float_list, parse_int_list
+    from app.domain.limits import SWEEP_CELLS, strength_limit
+    from app.domain.parse import parse_floats, parse_layers
 
     _validate_early(args, args.prompt)
-    layers = parse_int_list(args.layers, "layers")
-    strengths = parse_float_list(args.strengths)
-    from app.core.sweeps import MAX_CELLS
-
-    if len(layers) * len(strengths) > MAX_CELLS:
-        raise CLIError(f"{len(layers) * len(strengths)} cells is too many for one sweep (at most {MAX_CELLS})")
+    layers = parse_layers(args.layers, what="layers")
+    strengths = parse_floats(args.strengths, "strengths", strength_limit(args.relative))
+    if len(layers) * len(strengths) > SWEEP_CELLS:
+        raise CLIError(f"{len(layers) * len(strengths)} cells is too many for one sweep (at most {SWEEP_CELLS})")
     svc = _service(args)
-    layers = parse_int_list(args.layers, "layers", svc.loaded.num_layers)
+    layers = parse_layers(args.layers, svc.loaded.num_layers, "layers")
 
     def progress(done: int, total: int, msg: str) -> None:
         print(f"\r{msg}: step {done}/{total}", end="", file=sys.stderr, flush=True)

@@ -9,6 +9,7 @@ import datetime as _dt
 import math
 from typing import Any
 
+from app.domain import limits
 from app.types import ContrastPair, Recommendation
 
 from .errors import InvalidSlug
@@ -21,8 +22,8 @@ CONCEPT_KEYS = (
 )
 MAX_CONCEPT_BYTES = 2 * 1024 * 1024
 MAX_NAME_LEN = 100
-MAX_TEXT_LEN = 4000
-MAX_PAIRS = 512
+MAX_TEXT_LEN = limits.PAIR_TEXT_CHARS
+MAX_PAIRS = limits.PAIRS_PER_CONCEPT
 MAX_TAGS = 32
 MAX_TAG_LEN = 40
 STRENGTH_MODES = ("relative", "absolute")
