@@ -31,7 +31,8 @@ SCHEDULE_LENGTH_MAX: Final = 4096
 # past where the default model loops (>= 0.5); absolute multiplies the raw vector.
 STRENGTH_LIMITS: Final = {"relative": 1.0, "absolute": 8.0}
 DEFAULT_STRENGTH: Final = {"relative": 0.3, "absolute": 1.5}
-GUIDANCE_LIMIT: Final = 8.0  # logits mode: base + g * (steered - base)
+OP_PARAM_LIMIT: Final = 100.0  # other interventions' parameters (cap/clamp/ablate); each op narrows it
+GUIDANCE_LIMIT: Final = 20.0  # logits mode: base + g * (steered - base)
 
 
 def strength_limit(relative: bool) -> float:
