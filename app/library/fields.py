@@ -9,7 +9,7 @@ import datetime as _dt
 import math
 from typing import Any
 
-from app.types import ContrastPair, Recommendation
+from app.types import METHOD_NAMES, ContrastPair, Recommendation
 
 from .errors import InvalidSlug
 from .slugs import validate_model_key, validate_slug
@@ -17,7 +17,7 @@ from .yamlsafe import LineMap
 
 CONCEPT_KEYS = (
     "name", "description", "category", "tags", "system_prompts", "pairs",
-    "provenance", "recommended", "recipe", "recipe_options",
+    "provenance", "recommended", "recipe", "recipe_options", "method", "opposite",
 )
 MAX_CONCEPT_BYTES = 2 * 1024 * 1024
 MAX_NAME_LEN = 100
@@ -211,3 +211,28 @@ def recipe(chk: Checker, value: Any) -> list[tuple[str, float]] | None:
     return out
 
 
+
+
+def method(chk: Checker, value: Any) -> str | None:
+    """The extraction method the shipped vectors use (one of the registry's names)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in METHOD_NAMES:
+        chk.fail(("method",), f"must be one of {', '.join(METHOD_NAMES)}, got {value!r}")
+        return None
+    return value
+
+
+def opposite(chk: Checker, value: Any, own_slug: str) -> str | None:
+    """Slug of the concept whose positives the bipolar method contrasts against."""
+    if value is None:
+        return None
+    try:
+        slug = validate_slug(value)
+    except InvalidSlug as e:
+        chk.fail(("opposite",), str(e))
+        return None
+    if slug == own_slug:
+        chk.fail(("opposite",), f"a concept cannot be its own opposite ({slug!r})")
+        return None
+    return slug
