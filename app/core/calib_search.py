@@ -8,6 +8,7 @@ makes 16 concepts x 5 extraction methods affordable.
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Sequence
@@ -26,25 +27,31 @@ Log = Optional[Callable[[str], None]]
 
 @dataclass(frozen=True)
 class SearchPlan:
-    coarse_layers: Optional[tuple[int, ...]] = None  # None: every 2nd layer from 2 to L-2
+    """Sized so 16 concepts fit a shared 2-core machine; every number is a CLI flag."""
+
+    coarse_layers: Optional[tuple[int, ...]] = None  # None: every 4th layer from 2 (2, 6, ..., 26 on 30 layers)
     coarse_strengths: tuple[float, ...] = (0.2,)
-    coarse_prompts: int = 4  # stages 1-2 use the first N calibration prompts
-    top_layers: int = 2
-    method_strengths: tuple[float, ...] = (0.15, 0.3)
-    fine_strengths: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.45)
+    coarse_prompts: int = 2  # stages 1-2 use the first N calibration prompts ...
+    coarse_tokens: int = 32  # ... and this many tokens
+    top_layers: int = 1  # layers carried from the depth scan to the method and fine stages
+    method_strengths: tuple[float, ...] = (0.2,)
+    fine_strengths: tuple[float, ...] = (0.1, 0.15, 0.2, 0.3, 0.45)
     cal_tokens: int = 48
     val_tokens: int = 64
     methods: tuple[str, ...] = COMPARED_METHODS
+    validate_all_methods: bool = False  # False: validate the chosen method and mean_diff only
 
     def layers_for(self, num_layers: int) -> list[int]:
         if self.coarse_layers is not None:
             return [l for l in self.coarse_layers if 0 <= l < num_layers]
-        return list(range(2, max(num_layers - 1, 3), 2)) or [num_layers // 2]
+        return list(range(2, max(num_layers - 1, 3), 4)) or [num_layers // 2]
 
 
 def build_variants(lm, concepts: Sequence[Concept], methods: Sequence[str] = COMPARED_METHODS, log: Log = None,
+                   targets: Optional[Sequence[str]] = None,
                    ) -> tuple[dict[str, dict[str, ConceptVectors]], dict[str, dict[str, float]]]:
-    """Vectors of every applicable method for every concept, and pair consistency per layer.
+    """Vectors of every applicable method for each target (default: all ``concepts``), and
+    pair consistency per layer; the other concepts only lend their features.
 
     Features are captured once per concept and shared: bipolar reads the opposite's positives,
     no_shared the unit mean_diff vectors of the other concepts of the same category.
@@ -58,6 +65,8 @@ def build_variants(lm, concepts: Sequence[Concept], methods: Sequence[str] = COM
     out: dict[str, dict[str, ConceptVectors]] = {}
     consistency: dict[str, dict[str, float]] = {}
     for c in concepts:
+        if targets is not None and c.slug not in targets:
+            continue
         out[c.slug] = {}
         for m in methods:
             f = copy.copy(feats[c.slug])
@@ -86,7 +95,7 @@ def _flat(variants: Mapping[str, Mapping[str, ConceptVectors]]) -> dict[str, Con
     return {f"{s}:{m}": cv for s, ms in variants.items() for m, cv in ms.items()}
 
 
-def _run(lm, prompts, variants, cells, judges, tokens, log, stop, stage: str, keep_texts=False):
+def _run(lm, prompts, *, variants, cells, judges, tokens, log, stop, stage: str, keep_texts=False):
     t0 = time.perf_counter()
     res = evaluate(lm, prompts, _flat(variants), cells, judges, tokens, keep_texts,
                    progress=(lambda m: log(f"{stage}: {m}")) if log else None, should_stop=stop)
@@ -104,40 +113,46 @@ def run_search(lm, variants: Mapping[str, Mapping[str, ConceptVectors]], judges:
                log: Log = None, should_stop: Optional[Callable[[], bool]] = None) -> dict[str, dict]:
     """Choose (method, layer, strength) per concept on ``cal_prompts``; report on ``val_prompts``."""
     coarse = list(cal_prompts[:plan.coarse_prompts])
-    layers = plan.layers_for(lm.num_layers)
     slugs = [s for s in variants if "mean_diff" in variants[s]]
-    cells = [Cell(f"{s}:mean_diff", l, st) for s in slugs for l in layers for st in plan.coarse_strengths]
-    depth = _run(lm, coarse, variants, cells, judges, plan.cal_tokens, log, should_stop, "depth")
+    run = functools.partial(_run, lm, variants=variants, judges=judges, log=log, stop=should_stop)
+    cells = [Cell(f"{s}:mean_diff", l, st) for s in slugs for l in plan.layers_for(lm.num_layers)
+             for st in plan.coarse_strengths]
+    depth = run(coarse, cells=cells, tokens=plan.coarse_tokens, stage="depth")
     top = {s: rank_layers(_of(depth, f"{s}:mean_diff"), plan.top_layers) for s in slugs}
-    cells = [Cell(f"{s}:{m}", l, st) for s in slugs for m in variants[s] for l in top[s] for st in plan.method_strengths]
-    methods = _run(lm, coarse, variants, cells, judges, plan.cal_tokens, log, should_stop, "methods")
+    cells = [Cell(f"{s}:{m}", l, st) for s in slugs for m in variants[s] for l in top[s]
+             for st in plan.method_strengths]
+    methods = run(coarse, cells=[c for c in cells if c not in depth], tokens=plan.coarse_tokens, stage="methods")
+    methods.update({c: depth[c] for c in cells if c in depth})
     best_of: dict[str, dict[str, CellStats]] = {}
     chosen: dict[str, str] = {}
     for s in slugs:
         best_of[s] = {m: select(_of(methods, f"{s}:{m}")) or _fallback(_of(methods, f"{s}:{m}")) for m in variants[s]}
-        chosen[s] = max(best_of[s], key=lambda m: (best_of[s][m].eligible, round(best_of[s][m].objective, 6)))
-    cells = [Cell(f"{s}:{chosen[s]}", l, st) for s in slugs
-             for l in rank_layers(_of(methods, f"{s}:{chosen[s]}"), plan.top_layers) for st in plan.fine_strengths]
-    fine = _run(lm, list(cal_prompts), variants, cells, judges, plan.cal_tokens, log, should_stop, "fine")
+        chosen[s] = max(best_of[s], key=lambda m: (best_of[s][m].eligible, round(best_of[s][m].objective, 6),
+                                                     m == "mean_diff"))
+    cells = [Cell(f"{s}:{chosen[s]}", l, st) for s in slugs for l in top[s] for st in plan.fine_strengths]
+    fine = run(list(cal_prompts), cells=cells, tokens=plan.cal_tokens, stage="fine")
     final = {s: select(_of(fine, f"{s}:{chosen[s]}")) or _fallback(_of(fine, f"{s}:{chosen[s]}")) for s in slugs}
-    val_cells = {s: {m: Cell(f"{s}:{m}", b.layer, b.strength) for m, b in best_of[s].items() if m != chosen[s]}
-                 for s in slugs}
+    val_cells: dict[str, dict[str, Cell]] = {}
     for s in slugs:
+        others = best_of[s] if plan.validate_all_methods else {"mean_diff": best_of[s]["mean_diff"]}
+        val_cells[s] = {m: Cell(f"{s}:{m}", b.layer, b.strength) for m, b in others.items() if m != chosen[s]}
         val_cells[s][chosen[s]] = Cell(f"{s}:{chosen[s]}", final[s].layer, final[s].strength)
     cells = [c for s in slugs for c in val_cells[s].values()]
-    val = _run(lm, list(val_prompts), variants, cells, judges, plan.val_tokens, log, should_stop, "validation", True)
-    report = {}
-    for s in slugs:
-        report[s] = {
-            "method": chosen[s], "layer": final[s].layer, "strength": final[s].strength,
-            "eligible": final[s].eligible, "calibration": final[s].summary(),
-            "validation": val[val_cells[s][chosen[s]]].summary(with_texts=True),
-            "variants": {m: {"calibration": best_of[s][m].summary(), "validation": val[c].summary()}
-                         for m, c in val_cells[s].items()},
-            "depth": [d.summary() for d in _of(depth, f"{s}:mean_diff")],
-            "fine": [d.summary() for d in _of(fine, f"{s}:{chosen[s]}")],
-        }
-    return report
+    val = run(list(val_prompts), cells=cells, tokens=plan.val_tokens, stage="validation", keep_texts=True)
+    return {s: _report(s, chosen[s], final[s], best_of[s], val_cells[s], val, depth, fine) for s in slugs}
+
+
+def _report(s, method, final, best_of, val_cells, val, depth, fine) -> dict:
+    return {
+        "method": method, "layer": final.layer, "strength": final.strength,
+        "eligible": final.eligible, "calibration": final.summary(),
+        "validation": val[val_cells[method]].summary(with_texts=True),
+        "variants": {m: {"calibration": b.summary(),
+                         **({"validation": val[val_cells[m]].summary(with_texts=True)} if m in val_cells else {})}
+                     for m, b in best_of.items()},
+        "depth": [d.summary() for d in _of(depth, f"{s}:mean_diff")],
+        "fine": [d.summary() for d in _of(fine, f"{s}:{method}")],
+    }
 
 
 def _fallback(stats: Sequence[CellStats]) -> CellStats:

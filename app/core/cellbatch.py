@@ -1,10 +1,10 @@
 """Many steering cells of one prompt in one batch, each cell with its own vector.
 
 A calibration tries several concepts, extraction methods, layers and strengths on the same
-prompt. ``run_batch`` adds one vector per layer; here every (vector, layer) pair gets its own
-hook whose per-row coefficients are zero outside its cells, so ANY mix of cells shares one
-batch with one unsteered baseline row (batching is nearly free on CPU up to ~32 rows).
-Greedy decoding; a row stops at EOS or when it loops (the same rule as the playground).
+prompt. Each cell is one row of ``run_batch`` with one ``Add`` intervention (rows with the
+same vector and layer share a hook), so ANY mix of cells shares one batch with one unsteered
+baseline row (batching is nearly free on CPU up to dozens of rows). Greedy decoding; a row
+stops at EOS or when it loops (the same rule as the playground).
 Coherence uses the unsteered model's perplexity of each text, read with a gather on the
 device so only [B, T] numbers are copied out (not the full-vocabulary log-probabilities).
 """
@@ -16,16 +16,15 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import mlx.core as mx
 import numpy as np
-from mlx_lm.models.cache import make_prompt_cache
 
 from app.core.capture import pad_right
 from app.core.chat import eos_ids, pad_id
-from app.core.patching import ForwardState, SteeringHook, patch_layers
-from app.core.scoring import TextScores, detect_loop, distinct_n, is_coherent, longest_repeat
-from app.errors import Cancelled
-from app.types import ConceptVectors
+from app.core.generation import run_batch
+from app.core.interventions import Add
+from app.core.scoring import TextScores, distinct_n, is_coherent, longest_repeat
+from app.types import ConceptVectors, GenerationParams
 
-MAX_ROWS = 64
+MAX_ROWS = 192  # rows per batch: per-row cost keeps falling with batch size on CPU
 
 
 @dataclass(frozen=True)
@@ -64,49 +63,26 @@ def generate_cells(lm, prompt: Sequence[int], vectors: Mapping[str, ConceptVecto
     return texts[0], texts[1:]
 
 
-def _hooks(vectors: Mapping[str, ConceptVectors], rows: Sequence[Optional[Cell]]) -> dict[int, list[SteeringHook]]:
-    groups: dict[tuple[str, int], np.ndarray] = {}
-    for r, cell in enumerate(rows):
+def _rows(vectors: Mapping[str, ConceptVectors], rows: Sequence[Optional[Cell]]) -> list[list[Add]]:
+    """Per-row interventions: rows with the same (vector, layer) share one fused hook."""
+    plan: list[list[Add]] = []
+    for cell in rows:
         if cell is None or cell.strength == 0:
+            plan.append([])
             continue
-        coefs = groups.setdefault((cell.key, cell.layer), np.zeros(len(rows), np.float32))
         cv = vectors[cell.key]
-        coefs[r] = cell.strength * float(cv.typical_norms[cell.layer])
-    hooks: dict[int, list[SteeringHook]] = {}
-    for (key, layer), coefs in groups.items():
-        unit = vectors[key].unit(layer).astype(np.float32)
-        hooks.setdefault(layer, []).append(SteeringHook(vector=mx.array(unit), row_coefs=mx.array(coefs)))
-    return hooks
+        coef = cell.strength * float(cv.typical_norms[cell.layer])
+        plan.append([Add(cell.layer, cv.unit(cell.layer).astype(np.float32), coef)])
+    return plan
 
 
 def _generate(lm, prompt, vectors, rows, max_tokens, should_stop) -> list[tuple[list[int], str]]:
-    model, eos, pad = lm.model, eos_ids(lm.tokenizer), pad_id(lm.tokenizer)
-    B = len(rows)
-    toks: list[list[int]] = [[] for _ in range(B)]
-    finish = [""] * B
-    state = ForwardState(phase="prompt", step=0)
-    with patch_layers(model, _hooks(vectors, rows), state):
-        cache = make_prompt_cache(model)
-        logits = model(mx.array([list(prompt)] * B), cache=cache)[:, -1, :]
-        for step in range(max_tokens):
-            if should_stop is not None and should_stop():
-                raise Cancelled("calibration cancelled")
-            nxt = mx.argmax(logits, axis=-1)
-            mx.eval(nxt)
-            for r, t in enumerate(nxt.tolist()):
-                if finish[r]:
-                    continue
-                toks[r].append(int(t))
-                if t in eos:
-                    finish[r] = "eos"
-                elif detect_loop(toks[r]) is not None:
-                    finish[r] = "loop"
-            if all(finish):
-                break
-            feed = [toks[r][-1] if not finish[r] else pad for r in range(B)]
-            state.phase, state.step = "generated", step
-            logits = model(mx.array(feed)[:, None], cache=cache)[:, -1, :]
-    return [(t, f or "length") for t, f in zip(toks, finish)]
+    last = None
+    for step in run_batch(lm, prompt, _rows(vectors, rows), GenerationParams(max_tokens=max_tokens),
+                          should_stop=should_stop):
+        last = step
+    assert last is not None
+    return [(list(r.tokens), r.finish) for r in last.rows]
 
 
 def token_nll(model, prompt: Sequence[int], conts: Sequence[Sequence[int]], pad: int, batch: int = 16) -> list[np.ndarray]:
@@ -138,8 +114,45 @@ def _score(lm, prompt, generated: list[tuple[list[int], str]]) -> list[CellText]
     base = scores[0]
     out = []
     for (toks, fin), v, sc in zip(generated, visible, scores):
-        degenerate = fin == "loop"
+        degenerate = fin in ("loop", "nan")
         out.append(CellText(text=lm.tokenizer.decode(v), tokens=toks, finish=fin, scores=sc,
                             coherent=is_coherent(sc, base, degenerate),
                             clean=(not degenerate) and bool(v) and sc.distinct2 >= 0.5))
     return out
+
+
+def generate_plain(lm, prompts: Sequence[Sequence[int]], max_tokens: int) -> list[tuple[list[int], str]]:
+    """Greedy, unsteered continuations of DIFFERENT prompts in one left-padded batch.
+
+    For reference rows such as "prompted" (the concept's system prompt, no steering): each row
+    has its own prompt, so rows are left-padded and mlx-lm's ``BatchKVCache`` masks the padding
+    and offsets the rotary positions per row.
+    """
+    from mlx_lm.models.cache import BatchKVCache
+
+    from app.core.models import layers_of
+    from app.core.scoring import detect_loop
+
+    model, eos, pad = lm.model, eos_ids(lm.tokenizer), pad_id(lm.tokenizer)
+    T = max(len(p) for p in prompts)
+    left = [T - len(p) for p in prompts]
+    cache = [BatchKVCache(left) for _ in layers_of(model)]
+    logits = model(mx.array([[pad] * l + list(p) for l, p in zip(left, prompts)]), cache=cache)[:, -1, :]
+    toks: list[list[int]] = [[] for _ in prompts]
+    finish = [""] * len(prompts)
+    for _ in range(max_tokens):
+        nxt = mx.argmax(logits, axis=-1)
+        mx.eval(nxt)
+        for r, t in enumerate(nxt.tolist()):
+            if finish[r]:
+                continue
+            toks[r].append(int(t))
+            if t in eos:
+                finish[r] = "eos"
+            elif detect_loop(toks[r]) is not None:
+                finish[r] = "loop"
+        if all(finish):
+            break
+        feed = [toks[r][-1] if not finish[r] else pad for r in range(len(prompts))]
+        logits = model(mx.array(feed)[:, None], cache=cache)[:, -1, :]
+    return [(t, f or "length") for t, f in zip(toks, finish)]

@@ -37,7 +37,7 @@ from app.errors import Cancelled, InputError
 from app.types import Concept, ConceptVectors
 
 BATCH_SIZE = 16  # rows per forward pass inside ``capture``
-SYSTEM_CONTRAST_TEXTS = 16  # user texts the system-prompt contrast averages over
+SYSTEM_CONTRAST_TEXTS = 8  # user texts the system-prompt contrast averages over
 CAPTURE_BUDGET_BYTES = 512 * 1024 * 1024  # residual-stream floats held at once (prompts are captured in blocks)
 
 # Neutral prompts whose typical residual norms give imported vectors a relative scale.
