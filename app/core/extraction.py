@@ -33,6 +33,7 @@ from app.core.capture import CaptureResult, capture
 from app.core.methods import METHODS, Features, get_method, pca_direction, run_method  # noqa: F401 (re-exported)
 from app.core.chat import encode, format_chat, pad_id
 from app.core.quality import layer_quality, recommend_layers
+from app.core.steering import mean_projection
 from app.errors import Cancelled, InputError
 from app.types import Concept, ConceptVectors
 
@@ -271,7 +272,12 @@ def vectors_from_features(lm: Any, concept: Concept, method: str, feats: Feature
         recommended_layers=recommend_layers(quality, lm.num_layers),
         created_at=utc_now(),
         lab_version=__version__,
-        extra=dict(extra or {}),
+        extra={
+            **(extra or {}),
+            # cap/clamp targets and condition thresholds are given in units of these
+            "typical_projection": [round(float(x), 5) for x in mean_projection(feats.pos, vectors)],
+            "typical_projection_negative": [round(float(x), 5) for x in mean_projection(feats.neg, vectors)],
+        },
     )
 
 
