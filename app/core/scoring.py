@@ -101,3 +101,14 @@ def score_continuations(
                 proj = float((hid[b, P : P + G] @ unit).mean())
             out.append(TextScores(G, distinct_n(c, 2), longest_repeat(c), ppl, proj))
     return out
+
+
+def is_coherent(cell: TextScores, baseline: TextScores, degenerate: bool = False, tokens: Sequence[int] = (),
+                baseline_tokens: Sequence[int] = ()) -> bool:
+    """The lab's one coherence verdict (app.domain.coherence) on two scored texts; pass the tokens for its
+    repetition rule."""
+    from app.domain.coherence import coherence_verdict
+
+    return coherence_verdict(cell.n_tokens, cell.perplexity, cell.distinct2, "loop" if degenerate else "",
+                             baseline.perplexity, baseline.distinct2, tokens, baseline_tokens).coherent
+
