@@ -16,7 +16,8 @@ from mlx_lm.models.cache import make_prompt_cache
 
 from app.core.chat import eos_ids, pad_id
 from app.core.generation import RowState, shared_sample, validate_params
-from app.core.patching import ForwardState, Hook, Recorder, SteeringHook, patch_layers
+from app.core.interventions import Intervention
+from app.core.patching import ForwardState, Hook, Recorder, build_hooks, patch_layers
 from app.core.scoring import detect_loop
 from app.core.steering import Schedule
 from app.errors import Cancelled, InputError
@@ -26,8 +27,7 @@ from app.types import GenerationParams
 def reference_run_batch(
     lm: LoadedModel,
     prompt: Sequence[int],
-    vectors: dict[int, np.ndarray],
-    row_coefs: Sequence[dict[int, float]],
+    rows_plan: Sequence[Sequence[Intervention]],
     params: GenerationParams,
     schedule: Schedule = Schedule(),
     positions: str = "all",
@@ -40,14 +40,15 @@ def reference_run_batch(
 ) -> Iterator[BatchStep]:
     """Generate all rows together, yielding after every step.
 
-    ``row_coefs[r][layer]`` multiplies ``vectors[layer]`` for row r. ``guided_pairs`` holds
+    ``rows_plan[r]`` lists row r's interventions (each knows its layer; an empty list is a
+    baseline row); rows using the same operation and vector share one hook. ``guided_pairs`` holds
     (base_row, cond_row, scale) for logits-mode rows: both rows then sample from
     ``base + scale * (cond - base)`` and so share their tokens.
     """
     validate_params(params)
     if not prompt:
         raise InputError("the prompt is empty")
-    B = len(row_coefs)
+    B = len(rows_plan)
     model = lm.model
     eos = eos_ids(lm.tokenizer)
     pad = pad_id(lm.tokenizer)
@@ -56,18 +57,10 @@ def reference_run_batch(
     if read_layer is not None:
         recorder = Recorder(last_only=True)
         hooks[read_layer] = [recorder]
-    for layer, vec in vectors.items():
-        coefs = [float(rc.get(layer, 0.0)) for rc in row_coefs]
-        if not any(coefs):
-            continue
-        hook = SteeringHook(
-            vector=mx.array(np.asarray(vec, dtype=np.float32)),
-            row_coefs=mx.array(np.array(coefs, dtype=np.float32)),
-            positions=positions,
-            skip_first=skip_first,
-            schedule=schedule.value,
-        )
-        hooks.setdefault(layer, []).append(hook)
+    op_hooks = build_hooks(rows_plan, positions, skip_first, schedule.value)
+    for layer, hs in op_hooks.items():
+        hooks.setdefault(layer, []).extend(hs)
+    gate_hook = next((h for layer in sorted(op_hooks) for h in op_hooks[layer] if h.condition is not None), None)
     unit = mx.array(read_unit.astype(np.float32)) if read_unit is not None else None
     rows = [RowState() for _ in range(B)]
     partner = {}
@@ -94,12 +87,16 @@ def reference_run_batch(
             nxt = shared_sample(logits, params.temperature, params.top_p, sub)
             bad = mx.any(~mx.isfinite(logits), axis=-1)
             proj = (recorder.outputs[-1].astype(mx.float32) @ unit) if (recorder is not None and unit is not None) else None
-            mx.eval(nxt, bad, *([proj] if proj is not None else []))
+            gate = None
+            if gate_hook is not None:
+                gate = gate_hook.last_gate[:, -1] if gate_hook.last_gate is not None else mx.zeros((B,))
+            mx.eval(nxt, bad, *([proj] if proj is not None else []), *([gate] if gate is not None else []))
             if prefill is None:
                 prefill = time.perf_counter() - t0
             nxt_l = nxt.tolist()
             bad_l = bad.tolist()
             proj_l = proj.tolist() if proj is not None else None
+            gate_l = gate.tolist() if gate is not None else None
             for r, row in enumerate(rows):
                 if row.done:
                     continue
@@ -111,6 +108,8 @@ def reference_run_batch(
                 if proj_l is not None:
                     # the projection of the position that produced this token
                     row.scores.append(float(proj_l[r]))
+                if gate_l is not None:
+                    row.gates.append(float(gate_l[r]))  # was the condition open where this token came from
                 if tok in eos:
                     row.done, row.finish = True, "eos"
                 elif stop_on_loop and detect_loop(row.tokens) is not None:
@@ -121,7 +120,7 @@ def reference_run_batch(
                     rows[cond].done, rows[cond].finish = True, rows[base].finish
                 elif rows[cond].done and not rows[base].done:
                     rows[base].done, rows[base].finish = True, rows[cond].finish
-            yield step, [RowState(list(r.tokens), list(r.scores), r.done, r.finish) for r in rows], logits
+            yield step, [RowState(list(r.tokens), list(r.scores), list(r.gates), r.done, r.finish) for r in rows], logits
             if all(r.done for r in rows):
                 break
             feed = [r.tokens[-1] if (r.tokens and not r.done) else pad for r in rows]

@@ -25,6 +25,7 @@ import mlx.core as mx
 import tiny_models
 from app.core import generation
 from app.core.generation import run_batch
+from app.core.interventions import additive_rows
 from app.core.models import from_memory
 from app.core.patching import is_patched
 from app.core.steering import Schedule
@@ -55,16 +56,17 @@ def vectors_for(lm, layers, scale=8.0, seed=3):
     return {l: (scale * rng.standard_normal(lm.hidden_size)).astype(np.float32) for l in layers}
 
 
-def assert_identical(lm, vectors, rows, params, **kw):
-    """Run both loops; every step's tokens/scores/finish and the logits of unfinished rows must match exactly."""
-    ref = list(reference_run_batch(lm, PROMPT, vectors, rows, params, **kw))
+def assert_identical(lm, vectors, rows, params, plan=None, **kw):
+    """Run both loops; every step's tokens/scores/gates/finish and the logits of unfinished rows must match."""
+    plan = plan if plan is not None else additive_rows(vectors, rows)
+    ref = list(reference_run_batch(lm, PROMPT, plan, params, **kw))
     new = []
-    for s in run_batch(lm, PROMPT, vectors, rows, params, **kw):
-        new.append(([(list(r.tokens), list(r.scores), r.done, r.finish) for r in s.rows], s.logits))
+    for s in run_batch(lm, PROMPT, plan, params, **kw):
+        new.append(([(list(r.tokens), list(r.scores), r.done, r.finish, list(r.gates)) for r in s.rows], s.logits))
     assert len(new) == len(ref)
-    done_before = [False] * len(rows)
+    done_before = [False] * len(plan)
     for (got_rows, got_logits), (_, ref_rows, ref_logits) in zip(new, ref):
-        assert [(t, d, f) for t, _, d, f in got_rows] == [(r.tokens, r.done, r.finish) for r in ref_rows]
+        assert [(t, d, f, g) for t, _, d, f, g in got_rows] == [(r.tokens, r.done, r.finish, r.gates) for r in ref_rows]
         assert all(same(g[1], r.scores) for g, r in zip(got_rows, ref_rows))
         # a row finished at an earlier step was fed another token since: its logits are unused
         live = [i for i, d in enumerate(done_before) if not d]
@@ -114,13 +116,27 @@ def test_logits_mode_rows_are_bit_identical(family):
                      read_unit=vec[L] / 15.0)
 
 
+@pytest.mark.parametrize("family", ["llama", "olmo2"])
+def test_other_operations_and_conditional_gates_are_bit_identical(family):
+    from app.core import interventions as iv
+
+    lm = make_lm(family)
+    n = lm.num_layers
+    vec = vectors_for(lm, (1, 2, n - 1), scale=6.0)
+    plan = [[], [iv.make("ablate", 2, vec[2], 1.0)], [iv.make("cap", 1, vec[1], 0.5)],
+            [iv.make("rotate", n - 1, vec[n - 1], 30.0)], [iv.make("add", 2, vec[2], 1.0, condition=vec[1], threshold=0.0)]]
+    params = GenerationParams(max_tokens=8, temperature=0.6, seed=1)
+    final = assert_identical(lm, None, None, params, plan=plan, read_layer=1, read_unit=vec[1] / 6.0, stop_on_loop=False)
+    assert final[4].gates  # the conditional row recorded its gate every step
+
+
 def test_rows_that_finish_early_keep_their_bookkeeping():
     """EOS and loop stops per row stay exact while later steps are already queued."""
     lm = make_lm("llama")
     L = 2
     vec = vectors_for(lm, (L,), scale=30.0)
     params = GenerationParams(max_tokens=40, seed=0)
-    free = list(reference_run_batch(lm, PROMPT, vec, [{}, {L: 1.0}], params, stop_on_loop=False))[-1][1]
+    free = list(reference_run_batch(lm, PROMPT, additive_rows(vec, [{}, {L: 1.0}]), params, stop_on_loop=False))[-1][1]
     eos_tok = next(t for t in free[0].tokens[2:8] if t not in free[1].tokens)
 
     class Tok:
@@ -163,7 +179,7 @@ def test_prefill_runs_one_row_below_the_steered_layer(monkeypatch):
 
     monkeypatch.setattr(cls, "__call__", spy)
     vec = vectors_for(lm, (2,))
-    list(run_batch(lm, PROMPT, vec, [{}, {2: 1.0}, {2: 2.0}], GenerationParams(max_tokens=3)))
+    list(run_batch(lm, PROMPT, additive_rows(vec, [{}, {2: 1.0}, {2: 2.0}]), GenerationParams(max_tokens=3)))
     assert [seen[i][0] for i in range(lm.num_layers)] == [1, 1, 1, 3, 3]  # prompt: blocks 0-2 run one row
     assert all(s[1:] == [3, 3] for s in seen.values())  # decode steps: every row
 
@@ -183,7 +199,7 @@ def test_cancel_mid_pipeline_unpatches_and_leaves_nothing_running():
 
     steps = []
     with pytest.raises(Cancelled):
-        for s in run_batch(lm, PROMPT, vec, [{}, {L: 1.0}], GenerationParams(max_tokens=50), should_stop=stop,
+        for s in run_batch(lm, PROMPT, additive_rows(vec, [{}, {L: 1.0}]), GenerationParams(max_tokens=50), should_stop=stop,
                            read_layer=L, read_unit=vec[L] / 8.0):
             steps.append(s.step)
             assert is_patched(lm.model)  # patched while running
@@ -195,7 +211,7 @@ def test_cancel_mid_pipeline_unpatches_and_leaves_nothing_running():
 def test_closing_the_stream_early_unpatches():
     lm = make_lm("llama")
     vec = vectors_for(lm, (1,))
-    gen = run_batch(lm, PROMPT, vec, [{}, {1: 1.0}], GenerationParams(max_tokens=50))
+    gen = run_batch(lm, PROMPT, additive_rows(vec, [{}, {1: 1.0}]), GenerationParams(max_tokens=50))
     next(gen)
     next(gen)
     assert is_patched(lm.model)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from app.core.generation import run_batch
+from app.core.interventions import additive_rows
 from app.core.steering import Schedule
 from app.types import GenerationParams
 from reference_generation import reference_run_batch
@@ -33,9 +34,10 @@ def test_real_model_bit_identical(default_service, temperature):
     prompt = default_service.tokenize_chat("Tell me about your weekend.")
     params = GenerationParams(max_tokens=6, temperature=temperature, seed=3)
     for name, vec, rows, kw in _cases(lm.hidden_size):
-        ref = list(reference_run_batch(lm, prompt, vec, rows, params, stop_on_loop=False, **kw))
+        plan = additive_rows(vec, rows)
+        ref = list(reference_run_batch(lm, prompt, plan, params, stop_on_loop=False, **kw))
         new = [([(list(r.tokens), list(r.scores)) for r in s.rows], np.array(s.logits))
-               for s in run_batch(lm, prompt, vec, rows, params, stop_on_loop=False, **kw)]
+               for s in run_batch(lm, prompt, plan, params, stop_on_loop=False, **kw)]
         assert len(new) == len(ref), name
         for (got_rows, got_logits), (_, ref_rows, ref_logits) in zip(new, ref):
             assert got_rows == [(r.tokens, r.scores) for r in ref_rows], name

@@ -20,7 +20,8 @@ from mlx_lm.sample_utils import apply_top_p
 
 from app.core.chat import eos_ids, pad_id
 from app.core.models import LoadedModel, layers_of
-from app.core.patching import ForwardState, Hook, Recorder, SteeringHook, patch_layers
+from app.core.interventions import Intervention, additive_rows
+from app.core.patching import ForwardState, Hook, Recorder, build_hooks, patch_layers
 from app.core.scoring import detect_loop
 from app.core.steering import Schedule, SteeringPlan
 from app.errors import Cancelled, InputError
@@ -47,6 +48,7 @@ def validate_params(p: GenerationParams) -> GenerationParams:
 class RowState:
     tokens: list[int] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)  # projection at the read layer per token
+    gates: list[float] = field(default_factory=list)  # conditional steering: 1.0 where the gate was open
     done: bool = False
     finish: str = ""  # "eos" | "length" | "loop" | "nan" | "cancelled"
 
@@ -57,6 +59,7 @@ class BatchStep:
     rows: list[RowState]
     elapsed: float
     prefill_seconds: float
+    hooks: dict = field(default_factory=dict)  # layer -> InterventionHooks (their traces: where steering applied)
     logits: Optional[mx.array] = None  # [B, V] the logits this step's tokens were sampled from
 
 
@@ -74,8 +77,7 @@ def shared_sample(logits: mx.array, temperature: float, top_p: float, key: mx.ar
 def run_batch(
     lm: LoadedModel,
     prompt: Sequence[int],
-    vectors: dict[int, np.ndarray],
-    row_coefs: Sequence[dict[int, float]],
+    rows_plan: Sequence[Sequence[Intervention]],
     params: GenerationParams,
     schedule: Schedule = Schedule(),
     positions: str = "all",
@@ -88,29 +90,37 @@ def run_batch(
 ) -> Iterator[BatchStep]:
     """Generate all rows together, yielding after every step.
 
-    ``row_coefs[r][layer]`` multiplies ``vectors[layer]`` for row r. ``guided_pairs`` holds
+    ``rows_plan[r]`` lists row r's interventions (each knows its layer; an empty list is a
+    baseline row); rows using the same operation and vector share one hook. ``guided_pairs`` holds
     (base_row, cond_row, scale) for logits-mode rows: both rows then sample from
     ``base + scale * (cond - base)`` and so share their tokens.
 
-    Two things make it cheaper than B separate runs without changing a bit of the result:
-    the prompt runs once for the blocks that see identical input in every row (see
-    ``_SharedPrefill``), and step t+1 is built and queued (``mx.async_eval``) before step t's
-    tokens are read back, as mlx-lm's ``generate_step`` does.
+    Two things make it cheaper than B separate runs without changing the result: the prompt
+    runs once for the blocks that see identical input in every row (``_SharedPrefill``), and
+    step t+1 is built and queued (``mx.async_eval``) before step t's tokens are read back, as
+    mlx-lm's ``generate_step`` does.
     """
     validate_params(params)
     if not prompt:
         raise InputError("the prompt is empty")
-    B = len(row_coefs)
+    B = len(rows_plan)
     model = lm.model
-    hooks, recorder, steered = _hooks(vectors, row_coefs, positions, skip_first, schedule, read_layer)
-    unit = mx.array(read_unit.astype(np.float32)) if read_unit is not None else None
+    hooks: dict[int, list[Hook]] = {}
+    recorder = Recorder(last_only=True) if read_layer is not None else None
+    if recorder is not None:
+        hooks[read_layer] = [recorder]
+    op_hooks = build_hooks(rows_plan, positions, skip_first, schedule.value)
+    for layer, hs in op_hooks.items():
+        hooks.setdefault(layer, []).extend(hs)
+    gate_hook = next((h for layer in sorted(op_hooks) for h in op_hooks[layer] if h.condition is not None), None)
+    reads = _Reads(recorder, read_unit, gate_hook, B)
     rows = [RowState() for _ in range(B)]
     book = _Bookkeeper(rows, eos_ids(lm.tokenizer), guided_pairs, stop_on_loop)
     key = mx.random.key(params.seed)
     t0 = time.perf_counter()
     state = ForwardState(phase="prompt", step=0)
     cache = make_prompt_cache(model)
-    share = _SharedPrefill.plan(model, cache, B, steered, positions)
+    share = _SharedPrefill.plan(model, cache, B, sorted(op_hooks), positions)
     if share is not None:
         hooks.setdefault(share.layer, []).insert(0, share)
     hooks.setdefault(len(layers_of(model)) - 1, []).append(_last_position_only)
@@ -122,7 +132,7 @@ def run_batch(
             logits = model(tokens, cache=cache)[:, -1, :].astype(mx.float32)
             if share is not None:
                 share.expand(cache)
-            pending, key = _dispatch(logits, _projection(recorder, unit, B), guided_pairs, params, key)
+            pending, key = _dispatch(logits, reads.take(), guided_pairs, params, key)
             prefill = None
             for step in range(params.max_tokens):
                 if should_stop is not None and should_stop():
@@ -130,15 +140,15 @@ def run_batch(
                     raise Cancelled("generation cancelled")
                 current = pending
                 if step + 1 < params.max_tokens:
-                    # queue step t+1 before reading step t: rows already finished feed the pad token
+                    # queue step t+1 before reading step t back; rows already finished feed the pad token
                     feed = mx.where(book.done_mask(), pad, current.tokens.astype(mx.int32))
                     state.phase, state.step = "generated", step
                     logits = model(feed[:, None], cache=cache)[:, -1, :].astype(mx.float32)
-                    pending, key = _dispatch(logits, _projection(recorder, unit, B), guided_pairs, params, key)
+                    pending, key = _dispatch(logits, reads.take(), guided_pairs, params, key)
                 book.record(current)
                 if prefill is None:
                     prefill = time.perf_counter() - t0
-                yield BatchStep(step, rows, time.perf_counter() - t0, prefill, current.logits)
+                yield BatchStep(step, rows, time.perf_counter() - t0, prefill, op_hooks, current.logits)
                 if book.all_done():
                     break
             book.finish_rest()
@@ -149,33 +159,9 @@ def run_batch(
             recorder.outputs.clear()
 
 
-def _hooks(vectors, row_coefs, positions, skip_first, schedule: Schedule, read_layer):
-    """Steering hooks per layer (only layers some row steers), the read-layer recorder, the steered layers."""
-    hooks: dict[int, list[Hook]] = {}
-    recorder: Optional[Recorder] = None
-    if read_layer is not None:
-        recorder = Recorder(last_only=True)
-        hooks[read_layer] = [recorder]
-    steered: list[int] = []
-    for layer, vec in vectors.items():
-        coefs = [float(rc.get(layer, 0.0)) for rc in row_coefs]
-        if not any(coefs):
-            continue
-        hook = SteeringHook(
-            vector=mx.array(np.asarray(vec, dtype=np.float32)),
-            row_coefs=mx.array(np.array(coefs, dtype=np.float32)),
-            positions=positions,
-            skip_first=skip_first,
-            schedule=schedule.value,
-        )
-        hooks.setdefault(layer, []).append(hook)
-        steered.append(layer)
-    return hooks, recorder, steered
-
-
 def _last_position_only(h: mx.array, state: ForwardState) -> Optional[mx.array]:
     """Prefill: only the last position's logits are used, so the final norm and the unembedding
-    run there alone (the same numbers: rows of a matmul do not depend on the other rows)."""
+    run there alone (rows of a matmul do not depend on the other rows)."""
     if state.phase == "prompt" and h.shape[1] > 1:
         return h[:, -1:, :]
     return None
@@ -188,8 +174,8 @@ class _SharedPrefill:
     prompt (all blocks when only generated tokens are steered) they compute the same thing.
     The prompt goes in as ONE row; this hook, first on that block, broadcasts its output to
     all B rows, and ``expand`` then copies the lower blocks' KV caches to B rows. Only for the
-    plain mlx-lm KV caches (whose arrays have a batch axis and nothing else per row); any other
-    cache type, or a model whose cache list does not map one-to-one to its blocks, runs as before.
+    plain mlx-lm KV caches (arrays with a batch axis and nothing else per row); any other
+    cache type, or a cache list that does not map one-to-one to the blocks, runs as before.
     """
 
     SUPPORTED = (KVCache, RotatingKVCache)
@@ -225,19 +211,33 @@ class _Pending:
     tokens: mx.array  # [B]
     bad: mx.array  # [B] non-finite logits
     proj: Optional[mx.array]  # [B] projection at the read layer
+    gate: Optional[mx.array]  # [B] conditional steering: was the gate open at the last position
     logits: mx.array  # [B, V]
 
 
-def _projection(recorder: Optional[Recorder], unit: Optional[mx.array], rows: int) -> Optional[mx.array]:
-    if recorder is None or unit is None or not recorder.outputs:
-        return None
-    h = recorder.outputs[-1]
-    recorder.outputs.clear()
-    proj = h.astype(mx.float32) @ unit
-    return mx.broadcast_to(proj, (rows,)) if proj.shape[0] != rows else proj
+class _Reads:
+    """What one forward call left in the read-layer recorder and the conditional gate, taken right after it."""
+
+    def __init__(self, recorder: Optional[Recorder], unit: Optional[np.ndarray], gate_hook, rows: int):
+        self.recorder, self.gate_hook, self.rows = recorder, gate_hook, rows
+        self.unit = mx.array(unit.astype(np.float32)) if unit is not None else None
+
+    def take(self) -> tuple[Optional[mx.array], Optional[mx.array]]:
+        proj = gate = None
+        if self.recorder is not None and self.recorder.outputs:
+            h = self.recorder.outputs[-1]
+            self.recorder.outputs.clear()
+            if self.unit is not None:
+                proj = h.astype(mx.float32) @ self.unit
+                if proj.shape[0] != self.rows:  # read below the shared prefill's broadcast
+                    proj = mx.broadcast_to(proj, (self.rows,))
+        if self.gate_hook is not None:
+            last = self.gate_hook.last_gate
+            gate = last[:, -1] if last is not None else mx.zeros((self.rows,))
+        return proj, gate
 
 
-def _dispatch(logits, proj, guided_pairs, params: GenerationParams, key) -> tuple[_Pending, mx.array]:
+def _dispatch(logits, reads, guided_pairs, params: GenerationParams, key) -> tuple[_Pending, mx.array]:
     """Guidance, shared-noise sampling and the NaN check for one step, queued for evaluation."""
     for base, cond, scale in guided_pairs:
         guided = logits[base] + scale * (logits[cond] - logits[base])
@@ -245,13 +245,14 @@ def _dispatch(logits, proj, guided_pairs, params: GenerationParams, key) -> tupl
     key, sub = mx.random.split(key)
     nxt = shared_sample(logits, params.temperature, params.top_p, sub)
     bad = mx.any(~mx.isfinite(logits), axis=-1)
-    pending = _Pending(nxt, bad, proj, logits)
-    mx.async_eval(nxt, bad, *([proj] if proj is not None else []))
+    proj, gate = reads
+    pending = _Pending(nxt, bad, proj, gate, logits)
+    mx.async_eval(nxt, bad, *[a for a in (proj, gate) if a is not None])
     return pending, key
 
 
 class _Bookkeeper:
-    """Per-row tokens, scores and finish reasons, updated from each step's evaluated results."""
+    """Per-row tokens, scores, gates and finish reasons, updated from each step's evaluated results."""
 
     def __init__(self, rows: list[RowState], eos: set[int], guided_pairs, stop_on_loop: bool):
         self.rows, self.eos, self.stop_on_loop = rows, eos, stop_on_loop
@@ -266,6 +267,7 @@ class _Bookkeeper:
     def record(self, p: _Pending) -> None:
         toks, bad = p.tokens.tolist(), p.bad.tolist()
         proj = p.proj.tolist() if p.proj is not None else None
+        gate = p.gate.tolist() if p.gate is not None else None
         for r, row in enumerate(self.rows):
             if row.done:
                 continue
@@ -276,6 +278,8 @@ class _Bookkeeper:
             row.tokens.append(tok)
             if proj is not None:
                 row.scores.append(float(proj[r]))  # the projection of the position that produced this token
+            if gate is not None:
+                row.gates.append(float(gate[r]))  # was the condition open where this token came from
             if tok in self.eos:
                 row.done, row.finish = True, "eos"
             elif self.stop_on_loop and detect_loop(row.tokens) is not None:
@@ -344,13 +348,13 @@ def compare_stream(
 ) -> Iterator[ComparisonChunk]:
     """Baseline and steered continuations of one prompt, side by side, token by token."""
     vectors = {e.layer: e.vector for e in plan.entries}
-    coefs = {e.layer: e.coefficient for e in plan.entries}
+    steered = plan.interventions()
     if plan.mode == "add":
-        rows = [{}, coefs]
+        rows = [[], steered]
         steered_row = 1
         guided = ()
     else:
-        rows = [{}, {}, coefs]
+        rows = [[], [], steered]
         steered_row = 1
         guided = ((1, 2, plan.guidance),)
     read = plan.read_layer
@@ -362,7 +366,7 @@ def compare_stream(
     eos = eos_ids(lm.tokenizer)
     base_pieces, steer_pieces = _Pieces(lm.tokenizer, eos), _Pieces(lm.tokenizer, eos)
     last: Optional[BatchStep] = None
-    for step in run_batch(lm, prompt, vectors, rows, params, plan.schedule, plan.positions, plan.skip_first,
+    for step in run_batch(lm, prompt, rows, params, plan.schedule, plan.positions, plan.skip_first,
                           read, unit, guided, should_stop):
         last = step
         b, s = step.rows[0], step.rows[steered_row]
