@@ -2,7 +2,7 @@
 
 Every step runs the whole batch on the whole prompt and reads its tokens back before building
 the next step. Tests compare the engine against it bit for bit. It yields
-``(step, copies of the row states, the logits sampled from)``.
+``(step, copies of the row states, the logits sampled from, the hooks)``.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def reference_run_batch(
                     rows[cond].done, rows[cond].finish = True, rows[base].finish
                 elif rows[cond].done and not rows[base].done:
                     rows[base].done, rows[base].finish = True, rows[cond].finish
-            yield step, [RowState(list(r.tokens), list(r.scores), list(r.gates), r.done, r.finish) for r in rows], logits
+            yield step, [RowState(list(r.tokens), list(r.scores), list(r.gates), r.done, r.finish) for r in rows], logits, op_hooks
             if all(r.done for r in rows):
                 break
             feed = [r.tokens[-1] if (r.tokens and not r.done) else pad for r in rows]

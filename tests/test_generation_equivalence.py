@@ -63,9 +63,20 @@ def assert_identical(lm, vectors, rows, params, plan=None, **kw):
     new = []
     for s in run_batch(lm, PROMPT, plan, params, **kw):
         new.append(([(list(r.tokens), list(r.scores), r.done, r.finish, list(r.gates)) for r in s.rows], s.logits))
+        hooks = s.hooks
     assert len(new) == len(ref)
+    ref_hooks = ref[-1][3]
+    assert sorted(hooks) == sorted(ref_hooks)
+    for layer in hooks:  # where the interventions acted (what the effects view reports) is unchanged, except
+        # that the old loop ran one more decode call after the last step (its token was never used)
+        for h, r in zip(hooks[layer], ref_hooks[layer]):
+            used = [t for t in r.trace if not (t[0] == "generated" and t[1] >= len(ref) - 1)]
+            assert h.trace == used
+            if h.condition is not None:
+                assert len(h.gates) == len(used)
+                assert all(same(g, q) for g, q in zip(h.gates, r.gates))
     done_before = [False] * len(plan)
-    for (got_rows, got_logits), (_, ref_rows, ref_logits) in zip(new, ref):
+    for (got_rows, got_logits), (_, ref_rows, ref_logits, _) in zip(new, ref):
         assert [(t, d, f, g) for t, _, d, f, g in got_rows] == [(r.tokens, r.done, r.finish, r.gates) for r in ref_rows]
         assert all(same(g[1], r.scores) for g, r in zip(got_rows, ref_rows))
         # a row finished at an earlier step was fed another token since: its logits are unused

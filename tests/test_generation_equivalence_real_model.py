@@ -39,6 +39,6 @@ def test_real_model_bit_identical(default_service, temperature):
         new = [([(list(r.tokens), list(r.scores)) for r in s.rows], np.array(s.logits))
                for s in run_batch(lm, prompt, plan, params, stop_on_loop=False, **kw)]
         assert len(new) == len(ref), name
-        for (got_rows, got_logits), (_, ref_rows, ref_logits) in zip(new, ref):
+        for (got_rows, got_logits), (_, ref_rows, ref_logits, _) in zip(new, ref):
             assert got_rows == [(r.tokens, r.scores) for r in ref_rows], name
             assert np.array_equal(got_logits, np.array(ref_logits)), name

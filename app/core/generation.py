@@ -20,7 +20,8 @@ from mlx_lm.sample_utils import apply_top_p
 
 from app.core.chat import eos_ids, pad_id
 from app.core.models import LoadedModel, layers_of
-from app.core.interventions import Intervention, additive_rows
+from app.core.effects import effect_map, where_applied
+from app.core.interventions import Intervention
 from app.core.patching import ForwardState, Hook, Recorder, build_hooks, patch_layers
 from app.core.scoring import detect_loop
 from app.core.steering import Schedule, SteeringPlan
@@ -150,6 +151,8 @@ def run_batch(
                     prefill = time.perf_counter() - t0
                 yield BatchStep(step, rows, time.perf_counter() - t0, prefill, op_hooks, current.logits)
                 if book.all_done():
+                    if pending is not current:
+                        _forget_step(op_hooks, step)  # queued, never used: keep the traces truthful
                     break
             book.finish_rest()
     finally:
@@ -157,6 +160,16 @@ def run_batch(
             mx.synchronize()  # nothing of this run is left computing once it returns or raises
         if recorder is not None:
             recorder.outputs.clear()
+
+
+def _forget_step(op_hooks: dict, step: int) -> None:
+    """Drop the trace (and gate) of the decode call for ``step`` that ran ahead and was not used."""
+    for hs in op_hooks.values():
+        for h in hs:
+            if h.trace and h.trace[-1][0] == "generated" and h.trace[-1][1] == step:
+                h.trace.pop()
+                if h.condition is not None and h.gates:
+                    h.gates.pop()
 
 
 def _last_position_only(h: mx.array, state: ForwardState) -> Optional[mx.array]:
@@ -345,8 +358,12 @@ def compare_stream(
     plan: SteeringPlan,
     params: GenerationParams,
     should_stop: Optional[Callable[[], bool]] = None,
+    effects: bool = False,
 ) -> Iterator[ComparisonChunk]:
-    """Baseline and steered continuations of one prompt, side by side, token by token."""
+    """Baseline and steered continuations of one prompt, side by side, token by token.
+
+    The final chunk also says where the intervention acted (from the hooks' traces) and, with
+    ``effects``, the per-token effect map of the steered text (add-to-residual plans only)."""
     vectors = {e.layer: e.vector for e in plan.entries}
     steered = plan.interventions()
     if plan.mode == "add":
@@ -375,7 +392,12 @@ def compare_stream(
         yield _chunk(step, b, s, base_pieces, steer_pieces, done=False, n_prompt=len(prompt), rows=len(rows))
     if last is not None:
         b, s = last.rows[0], last.rows[steered_row]
-        yield _chunk(last, b, s, base_pieces, steer_pieces, done=True, n_prompt=len(prompt), rows=len(rows))
+        final = _chunk(last, b, s, base_pieces, steer_pieces, done=True, n_prompt=len(prompt), rows=len(rows))
+        final.applied = where_applied(last.hooks, len(rows) - 1, len(prompt))
+        if effects and plan.mode == "add" and s.tokens:
+            fx = effect_map(lm, prompt, s.tokens, steered, plan.positions, plan.skip_first, plan.schedule.value)
+            final.effects = [{"index": e.index, "token": e.token, "kl": e.kl, "promoted": e.promoted} for e in fx]
+        yield final
 
 
 def _chunk(step: BatchStep, b: RowState, s: RowState, bp: _Pieces, sp: _Pieces, done: bool, n_prompt: int, rows: int) -> ComparisonChunk:
@@ -390,6 +412,7 @@ def _chunk(step: BatchStep, b: RowState, s: RowState, bp: _Pieces, sp: _Pieces, 
         steered_scores=list(s.scores),
         divergence=first_divergence(b.tokens, s.tokens),
         done=done,
+        steered_gates=list(s.gates),
         stats={
             "step": step.step + 1,
             "prompt_tokens": n_prompt,
