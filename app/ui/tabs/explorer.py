@@ -43,6 +43,9 @@ def build(service: Any, ctx: Any) -> None:
                                   elem_id="ex-concept")
             run = gr.Button("Explore", variant="primary", elem_id="ex-run")
     summary = gr.Markdown(elem_id="ex-summary")
+    token_range = gr.Textbox(value="", label="Tokens shown in the token × layer charts", max_lines=1,
+                             placeholder=f"e.g. 40-79 (at most {present.limits.HEATMAP_TOKENS} at once; Enter to redraw)",
+                             elem_id="ex-token-range")
 
     waiting = "Press Explore to read the prompt through every layer."
     norms_plot = gr.Plot(value=empty_figure("Residual-stream norm per layer", waiting), label="Residual norm per layer",
@@ -83,12 +86,29 @@ def build(service: Any, ctx: Any) -> None:
         slug = (concept_v or "").strip() or None
         progress(0.1, desc="Extracting the concept (if needed) and reading the prompt through every layer…"
                  if slug else "Reading the prompt through every layer…")
-        ex = service.explore(prompt_v, concept=slug, chat=bool(chat_v))
+        ex = _explore_cached(service, prompt_v, slug, bool(chat_v), fresh=True)
         progress(0.9, desc="Drawing")
-        return (present.explore_summary_md(ex), present.norms_figure(ex), present.norm_heatmap_figure(ex),
-                present.lens_figure(ex), present.lens_last_rows(ex), present.projection_figure(ex))
+        start, stop = present.parse_token_range("", len(ex.tokens))
+        win = present.token_window(ex, start, stop)
+        note = present.window_note(start, stop, len(ex.tokens))
+        return (present.explore_summary_md(ex) + (f"  \n{note}" if note else ""), present.norms_figure(ex),
+                present.norm_heatmap_figure(win), present.lens_figure(win), present.lens_last_rows(ex),
+                present.projection_figure(win))
+
+    @guarded
+    def show_range(prompt_v: str, concept_v: str, chat_v: bool, range_v: str):
+        """Redraw the token x layer charts for another window of tokens (the exploration is cached)."""
+        if not (prompt_v or "").strip():
+            raise gr.Error("Type a prompt and press Explore first.", print_exception=False)
+        ex = _explore_cached(service, prompt_v, (concept_v or "").strip() or None, bool(chat_v))
+        start, stop = present.parse_token_range(range_v, len(ex.tokens))
+        win = present.token_window(ex, start, stop)
+        return (present.norm_heatmap_figure(win), present.lens_figure(win), present.projection_figure(win),
+                gr.update(info=f"showing tokens {start}–{stop - 1} of {len(ex.tokens)}"))
 
     outputs = [summary, norms_plot, norm_heat, lens_plot, lens_table, proj_plot]
+    token_range.submit(show_range, [prompt, concept, chat, token_range], [norm_heat, lens_plot, proj_plot, token_range],
+                       api_visibility="private", **MODEL_CONCURRENCY)
     # Progress (and a failed run's "Error" badge) show on the summary line, not over every chart.
     run.click(explore, [prompt, concept, chat], outputs, api_name="explore", show_progress_on=[summary],
               **MODEL_CONCURRENCY)
@@ -131,6 +151,20 @@ class _NoProjection:
     tokens: list = []
     concept = ""
     extra: dict = {}
+
+
+_CACHE: dict[tuple, Any] = {}
+
+
+def _explore_cached(service: Any, prompt: str, concept: Any, chat: bool, fresh: bool = False) -> Any:
+    """The last few explorations, so paging through tokens does not run the model again (Explore: always fresh)."""
+    key = (service.info().model_id if service.is_loaded else "", prompt, concept, chat)
+    if fresh or key not in _CACHE:
+        _CACHE.pop(key, None)
+        while len(_CACHE) >= 4:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = service.explore(prompt, concept=concept, chat=chat)
+    return _CACHE[key]
 
 
 def _first(service: Any, slug: str) -> str | None:
