@@ -59,7 +59,7 @@ def each_alone_markdown(service: Any, text: Any, prompt: Any, layer: Any, streng
     lines = [f"**Each concept alone** at layer {layer_i}, strength {s:g} (compare with the mix above):", ""]
     for i, (slug, _) in enumerate(terms):
         if progress is not None:
-            progress((i, len(terms)), desc=f"{slug} alone")
+            progress((i, len(terms)), desc=f"steering with {slug} by itself…")
         chunk, _settings = service.compare(SteerRequest(prompt=prompt, concept=slug, layers=[(layer_i, s)],
                                                         relative=True, params=gen_params(max_tokens)))
         body = "\n".join("> " + md_escape(l) for l in (chunk.steered_text or "(empty)").splitlines()) or "> (empty)"
@@ -229,7 +229,7 @@ def build(service: Any, ctx: Any) -> None:
                    api_name="save_mix", **MODEL_CONCURRENCY))
 
     ctx.register("mixer", text=text, prompt=prompt, generate=generate, normalize=normalize, project_out=project_out,
-                 layer=layer, strength=strength, max_tokens=max_tokens, status=status, cos_layer=cos_layer, baseline=baseline_pane, steered=steered_pane,
+                 layer=layer, strength=strength, max_tokens=max_tokens, status=status, cos_layer=cos_layer, baseline=baseline_pane, steered=steered_pane, alone_out=alone_out,
                  **{f"concept_{i + 1}": c for i, c in enumerate(slot_concepts)},
                  **{f"weight_{i + 1}": w for i, w in enumerate(slot_weights)})
 

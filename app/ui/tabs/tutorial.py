@@ -143,7 +143,7 @@ them in the explorer's cosine chart), so mixing them mostly strengthens that sha
 (a mood and a style) combine more cleanly. Keep the total strength in the same range as for one concept.""",
         "mixer",
         {"mixer.text": "happy:0.6, pirate:0.4", "mixer.prompt": "Describe your favourite food."},
-        "Run the mix and compare it with each concept alone.",
+        "Press **Generate with the mix**, then **Compare with each concept alone** to see what each part adds.",
     ),
 ]
 
@@ -190,7 +190,7 @@ def reset_values(tab: str) -> dict[str, Any]:
     ready = badge_html("ok", "ready: run the example")
     return {
         "playground": {"playground.baseline": base, "playground.steered": steer, "playground.status": ready},
-        "mixer": {"mixer.baseline": base, "mixer.steered": steer, "mixer.status": ready},
+        "mixer": {"mixer.baseline": base, "mixer.steered": steer, "mixer.status": ready, "mixer.alone_out": ""},
         "sweeps": {"sweeps.summary": "_Press **Run sweep** to run this example._", "sweeps.heatmap": None},
         "explorer": {"explorer.summary": "_Press **Explore** to run this example._"},
         "creator": {},
@@ -224,6 +224,16 @@ def build(service: Any, ctx: Any) -> None:
     ctx.on_load.append((fill_sink, [], [bodies[1]]))
 
 
+# sliders whose info line may still describe an earlier setting ("★ recommended for sleepy")
+_INFO_KEYS = {"playground.layer": "layer", "playground.strength": "strength"}
+
+
+def _fill_value(key: str, value: Any, step: int) -> Any:
+    if key in _INFO_KEYS:
+        return gr.update(value=value, info=f"set by tutorial step {step}")
+    return value
+
+
 def wire(service: Any, ctx: Any) -> None:
     """Each "Try it" writes its example into the target tab, clears its old results, opens it at the top."""
     for i, step in enumerate(STEPS, start=1):
@@ -233,7 +243,7 @@ def wire(service: Any, ctx: Any) -> None:
         missing = [k for k in step.fill if k not in ctx.components]
         if missing:
             log.warning("tutorial step %d: skipping components that are not registered: %s", i, ", ".join(missing))
-        values = [wanted[k] for k in present]
+        values = [_fill_value(k, wanted[k], i) for k in present]
         outputs = [ctx.components[k] for k in present]
         switch = ctx.tabs is not None
         if switch:
