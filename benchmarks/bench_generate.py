@@ -3,6 +3,8 @@
 - steered / unsteered decode speed (one row, one patched layer): target >= 0.97
 - side-by-side (baseline + steered rows in ONE batch) wall time / one unsteered run: target <= 1.3
   (two sequential runs would be 2.0)
+- side-by-side plus the prompted row (unsteered, under a system prompt, in the SAME batch) wall
+  time / side-by-side: target < 1.15
 - a 16-cell sweep (4 layers x 4 strengths, + baseline, batched and scored) / one unsteered run:
   target <= 5 (sequential would be 16+)
 Runs are interleaved (A B A B ...) and medians are reported, since the machine is shared.
@@ -32,10 +34,10 @@ from app.types import ConceptVectors, GenerationParams  # noqa: E402
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 
 
-def timed_run(lm, prompt, vectors, rows, params):
+def timed_run(lm, prompt, vectors, rows, params, prompted=None):
     t0 = time.perf_counter()
     last = None
-    for step in run_batch(lm, prompt, additive_rows(vectors, rows), params, stop_on_loop=False):
+    for step in run_batch(lm, prompt, additive_rows(vectors, rows), params, stop_on_loop=False, prompted=prompted):
         last = step
     wall = time.perf_counter() - t0
     n = max(len(r.tokens) for r in last.rows)
@@ -48,11 +50,13 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--no-sweep", action="store_true", help="skip the sweep measurement")
     args = ap.parse_args()
     svc = ModelService()
     info = svc.load("")
     lm = svc.loaded
     prompt = svc.tokenize_chat(PROMPT)
+    prompted = svc.tokenize_chat(PROMPT, "Act as if you are deeply sad.")
     L = lm.num_layers // 2
     rng = np.random.default_rng(0)
     # A vector at a realistic size: relative strength 0.3 at layer L.
@@ -66,7 +70,7 @@ def main() -> int:
     params = GenerationParams(max_tokens=args.tokens, temperature=0.0, seed=0)
     timed_run(lm, prompt, {}, [{}], GenerationParams(max_tokens=4))  # warm-up
 
-    plain, steered, side, plain_wall = [], [], [], []
+    plain, steered, side, plain_wall, with_prompted = [], [], [], [], []
     for _ in range(args.repeats):
         w, d, _ = timed_run(lm, prompt, {}, [{}], params)
         plain.append(d)
@@ -75,9 +79,11 @@ def main() -> int:
         steered.append(d)
         w, _, _ = timed_run(lm, prompt, {L: vectors[L]}, [{}, {L: coef}], params)
         side.append(w)
+        w, _, _ = timed_run(lm, prompt, {L: vectors[L]}, [{}, {L: coef}], params, prompted=prompted)
+        with_prompted.append(w)
     single_wall = statistics.median(plain_wall)
     sweep_walls = []
-    for _ in range(max(1, args.repeats - 1)):
+    for _ in range(0 if args.no_sweep else max(1, args.repeats - 1)):
         t0 = time.perf_counter()
         res = run_sweep(lm, prompt, cv, [L - 4, L - 2, L, L + 2], [0.1, 0.2, 0.3, 0.5], params)
         sweep_walls.append(time.perf_counter() - t0)
@@ -91,16 +97,21 @@ def main() -> int:
         "single_run_s": round(single_wall, 2),
         "side_by_side_s": round(statistics.median(side), 2),
         "ratio_side_by_side_over_single": round(statistics.median(side) / single_wall, 3),
-        "sweep16_s": round(statistics.median(sweep_walls), 2),
-        "sweep16_batches": res.batches,
-        "ratio_sweep16_over_single": round(statistics.median(sweep_walls) / single_wall, 3),
+        "side_by_side_with_prompted_s": round(statistics.median(with_prompted), 2),
+        "ratio_prompted_row_over_side_by_side": round(statistics.median(with_prompted) / statistics.median(side), 3),
     }
+    if sweep_walls:
+        rows.update({
+            "sweep16_s": round(statistics.median(sweep_walls), 2),
+            "sweep16_batches": res.batches,
+            "ratio_sweep16_over_single": round(statistics.median(sweep_walls) / single_wall, 3),
+        })
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         for k, v in rows.items():
             print(f"{k:>40}: {v}")
-        print("targets: steered/unsteered >= 0.97, side-by-side/single <= 1.3, sweep16/single <= 5")
+        print("targets: steered/unsteered >= 0.97, side-by-side/single <= 1.3, prompted row < 1.15, sweep16/single <= 5")
     return 0
 
 

@@ -258,7 +258,7 @@ def build_request(service: Any, prompt, system, concept, layer, strength, absolu
         schedule_length=int(check_number(schedule_length, "schedule length", 1, 4096, integer=True)),
         positions=positions, guidance=float(check_number(guidance, "guidance scale", -20, 20)),
         system=(system or None) if (system or "").strip() else None,
-        params=gen_params(max_tokens, temperature, top_p, seed),
+        params=gen_params(max_tokens, temperature, top_p, seed), prompted=True,
     )
 
 
