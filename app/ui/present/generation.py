@@ -258,6 +258,25 @@ def render_comparison(chunk: Any, settings: Mapping[str, Any], max_tokens: Optio
     return ComparisonView(base, steer, status)
 
 
+def streaming_pane_html(title: str, pieces: Sequence[str], pane_id: str = "") -> str:
+    """A pane as plain escaped text that only ever grows at its end (closing tags left to the
+    browser's parser), so each streaming update sends just the new text; see app.ui.streaming."""
+    ident = f' id="{html.escape(pane_id, quote=True)}"' if pane_id else ""
+    body = "".join(html.escape(p, quote=True) for p in pieces) if pieces else ""
+    return (f'<div class="pane-wrap"{ident}><div class="pane-title">{html.escape(title)}</div>'
+            f'<div class="pane pane-streaming">{body}')
+
+
+def streaming_view(chunk: Any, settings: Mapping[str, Any], max_tokens: Optional[int] = None) -> ComparisonView:
+    """While tokens arrive: both answers as plain text and the status line (colours come at the end)."""
+    done = bool(chunk.done)
+    status = status_html(chunk.stats or {}, settings or {}, done, max_tokens, chunk.steered_pieces,
+                         chunk.baseline_pieces)
+    status += f'<div class="diverge-line">{html.escape(divergence_text(chunk.divergence, done))}</div>'
+    return ComparisonView(streaming_pane_html("Baseline (no steering)", chunk.baseline_pieces),
+                          streaming_pane_html("Steered", chunk.steered_pieces), status)
+
+
 # ---- downloads ---------------------------------------------------------------------------
 def comparison_record(chunk: Any, settings: Mapping[str, Any], prompt: str, system: Optional[str] = None) -> dict:
     """Everything needed to reproduce and read a run, as plain JSON-able data."""

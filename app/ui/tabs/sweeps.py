@@ -13,6 +13,7 @@ from app.types import GenerationParams
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import guarded
 from app.ui.present import sweeps as present
+from app.ui.streaming import throttled
 from app.ui.tabs.playground import (SESSION_JOBS, arm_session, check_concept, check_number, check_prompt, file_stem,
                                     concept_choices, default_concept, default_layer, num_layers, stop_session)
 
@@ -141,7 +142,7 @@ def build(service: Any, ctx: Any) -> None:
         try:
             result = service.sweep(prompt, concept, layer_list, strength_list,
                                    params=GenerationParams(max_tokens=mt), relative=not absolute,
-                                   progress=report, token=token)
+                                   progress=throttled(report), token=token)
         except Cancelled:
             result = None
         finally:
