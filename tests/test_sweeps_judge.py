@@ -42,11 +42,11 @@ def test_sweep_cells_carry_the_judge_change_and_the_prompted_reference(family):
     L, H = lm.num_layers, lm.hidden_size
     cv = ConceptVectors(model_id=family, model_fingerprint="x", method="mean_diff",
                         vectors=rng.standard_normal((L, H)).astype(np.float32) * 3,
-                        typical_norms=np.ones(L, dtype=np.float32) * 3)
+                        typical_norms=np.ones(L, dtype=np.float32) * 10)
     judge = build_judge(JudgeSpec("length", -1))
     prompt = tiny_models.prompt_tokens(8)
     prompted = tiny_models.prompt_tokens(13, seed=4)
-    res = run_sweep(lm, prompt, cv, [1, 2], [0.0, 2.0], GenerationParams(max_tokens=12), judge=judge, prompted=prompted)
+    res = run_sweep(lm, prompt, cv, [1, 2], [0.0, 0.9], GenerationParams(max_tokens=12), judge=judge, prompted=prompted)
     base = judge_scores(judge, [res.baseline_text])[0]
     for c in res.cells:
         assert c.judge_score == pytest.approx(judge_scores(judge, [c.text])[0] - base)

@@ -14,7 +14,7 @@ so, and callers then run the prompted row as a batch of its own.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import mlx.core as mx
 from mlx_lm.models.cache import BatchKVCache, KVCache, make_prompt_cache
@@ -85,3 +85,22 @@ def join(shared: Sequence[KVCache], shared_len: int, alone: Sequence[KVCache], a
         bc.offset = mx.array([shared_len] * n_shared + [alone_len])
         out.append(bc)
     return out
+
+
+def run_alone(lm: Any, prompt: Sequence[int], params: Any, should_stop: Optional[Callable[[], bool]] = None) -> Any:
+    """The prompted row as a batch of its own (models whose caches cannot join it): its RowState."""
+    from app.core.generation import run_batch  # generation imports this module
+
+    last = None
+    for last in run_batch(lm, prompt, [[]], params, should_stop=should_stop):
+        pass
+    return last.rows[0]
+
+
+def add_prompted(chunk: Any, row: Any, pieces: Any, n_prompt: int, where: str) -> None:
+    """Put the prompted row's text so far (``pieces``: an incremental detokenizer) into a chunk."""
+    pieces.update(row.tokens)
+    chunk.prompted_text = pieces.text
+    chunk.prompted_pieces = list(pieces.pieces)
+    chunk.stats.update(prompted_tokens=len(row.tokens), prompted_finish=row.finish,
+                       prompted_prompt_tokens=n_prompt, prompted_run=where)
