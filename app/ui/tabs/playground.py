@@ -22,6 +22,7 @@ from app.ui.widgets import (  # noqa: F401  (re-exported for the tabs that still
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import guarded
 from app.ui.present import generation as present
+from app.ui.streaming import Coalesced
 
 DEFAULT_PROMPT = "Tell me about your weekend."
 
@@ -106,11 +107,10 @@ def stream_comparison(service: Any, req: Any, request: Optional[gr.Request]) -> 
     waiting = present.empty_panes("Waiting for the model…")
     yield (*waiting, present.badge_html("warn", "preparing the concept and the prompt…"),
            gr.DownloadButton(value=None, interactive=False), gr.DownloadButton(value=None, interactive=False))
-    last = None
+    stream = Coalesced(service.compare_stream(req, token=token))  # <= 10 updates/s, plain text until done
     try:
-        for chunk, settings in service.compare_stream(req, token=token):
-            last = (chunk, settings)
-            view = present.render_comparison(chunk, settings, max_tokens)
+        for chunk, settings in stream:
+            view = present.streaming_view(chunk, settings, max_tokens)
             yield view.baseline_html, view.steered_html, view.status_html, gr.update(), gr.update()
     except Exception as exc:  # leave no "preparing…" behind; @guarded turns exc into the message toast
         from app.errors import user_message
@@ -122,6 +122,7 @@ def stream_comparison(service: Any, req: Any, request: Optional[gr.Request]) -> 
         raise
     finally:
         SESSION_JOBS.finish(request, token)
+    last = stream.last
     if last is None:
         yield (*present.empty_panes("Stopped before the first token."), present.badge_html("warn", "stopped"),
                gr.update(), gr.update())
@@ -174,7 +175,7 @@ def build_request(service: Any, prompt, system, concept, layer, strength, absolu
         schedule_length=int(check_number(schedule_length, "schedule length", 1, limits.SCHEDULE_LENGTH_MAX, integer=True)),
         positions=positions, guidance=float(check_number(guidance, "guidance scale", -limits.GUIDANCE_LIMIT, limits.GUIDANCE_LIMIT)),
         system=(system or None) if (system or "").strip() else None,
-        params=gen_params(max_tokens, temperature, top_p, seed),
+        params=gen_params(max_tokens, temperature, top_p, seed), prompted=True,
     )
 
 

@@ -15,6 +15,7 @@ from app.types import GenerationParams
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import guarded
 from app.ui.present import sweeps as present
+from app.ui.streaming import throttled
 from app.ui.tabs.playground import SESSION_JOBS, arm_session, stop_session
 from app.ui.widgets import (ABS_RANGE, REL_RANGE, check_concept, check_number, check_prompt, concept_choices,
                             default_concept, default_layer, file_stem, mark_stale_on, num_layers)
@@ -182,7 +183,7 @@ def build(service: Any, ctx: Any) -> None:
         try:
             result = service.sweep(prompt, concept, layer_list, strength_list,
                                    params=GenerationParams(max_tokens=mt), relative=not absolute,
-                                   progress=report, token=token)
+                                   progress=throttled(report), token=token)
         except Cancelled:
             result = None
         finally:
