@@ -11,7 +11,7 @@ from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import guarded
 from app.ui.present import explorer as present
 from app.ui.present.common import empty_figure
-from app.ui.present.concepts import concept_choices
+from app.ui import widgets
 
 log = logging.getLogger("steering_lab.ui")
 
@@ -22,11 +22,8 @@ INTRO = ("Type a prompt and press **Explore**: the model reads it once and we re
 
 
 def choices(service: Any, none_label: str | None = None) -> list[tuple[str, str]]:
-    try:
-        return concept_choices(service.library.list(), none_label=none_label)
-    except Exception:
-        log.exception("listing concepts failed")
-        return [(none_label, "")] if none_label else []
+    """The page's one concept list (app.ui.widgets), with an optional leading '(none)'."""
+    return ([(none_label, "")] if none_label else []) + widgets.concept_choices(service)
 
 
 def build(service: Any, ctx: Any) -> None:
@@ -173,13 +170,4 @@ def _first(service: Any, slug: str) -> str | None:
 
 
 def wire(service: Any, ctx: Any) -> None:
-    """Concept lists refresh whenever a tab is opened (a concept may have been saved elsewhere)."""
-    targets = [ctx.get("explorer.concept"), ctx.get("explorer.cos_a"), ctx.get("explorer.cos_b")]
-
-    @guarded
-    def refresh():
-        return (gr.Dropdown(choices=choices(service, "(none)")), gr.Dropdown(choices=choices(service)),
-                gr.Dropdown(choices=choices(service)))
-
-    if ctx.tabs is not None:
-        ctx.tabs.select(refresh, None, targets, api_visibility="private", queue=False, show_progress="hidden")
+    """Nothing of its own: app.ui.widgets refreshes this tab's concept lists with every other tab's."""
