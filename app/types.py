@@ -42,6 +42,31 @@ class Recommendation:
     source: str = "sweep"  # how it was found
 
 
+JUDGE_KINDS = ("sentiment", "lexicon", "words", "length", "readability", "probe")
+READABILITY_METRICS = (
+    "flesch_reading_ease", "flesch_kincaid_grade", "gunning_fog", "smog_index",
+    "coleman_liau_index", "automated_readability_index", "dale_chall_readability_score",
+)
+PROBE_MIN_PAIRS = 4
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """How a concept's effect is judged independently of its vector (see app.core.judges).
+
+    ``sign`` says which way is "more of the concept": +1 higher raw score, -1 lower. Only the
+    fields of the chosen ``kind`` are used: ``categories`` (lexicon), ``words`` (words),
+    ``metric`` (readability), ``layer`` (probe; None = the model's middle layer).
+    """
+
+    kind: str
+    sign: int = 1
+    categories: tuple[str, ...] = ()
+    words: tuple[str, ...] = ()
+    metric: str = ""
+    layer: Optional[int] = None
+
+
 @dataclass
 class Concept:
     """A named concept defined by contrast pairs; vectors are stored separately per model."""
@@ -57,6 +82,7 @@ class Concept:
     recommended: dict[str, Recommendation] = field(default_factory=dict)  # model key -> rec
     recipe: Optional[list[tuple[str, float]]] = None  # set for concepts saved from a mix
     recipe_options: dict[str, Any] = field(default_factory=dict)
+    judge: Optional[JudgeSpec] = None  # how its effect is judged; None = the lab's default
 
     def pairs_fingerprint(self) -> str:
         """Hash of everything extraction reads; a vector whose fingerprint differs is stale."""

@@ -20,7 +20,8 @@ from mlx_lm.sample_utils import apply_top_p
 
 from app.core.chat import eos_ids, pad_id
 from app.core.models import LoadedModel
-from app.core.patching import ForwardState, Hook, Recorder, SteeringHook, patch_layers
+from app.core.interventions import Intervention, additive_rows
+from app.core.patching import ForwardState, Hook, Recorder, build_hooks, patch_layers
 from app.core.scoring import detect_loop
 from app.core.steering import Schedule, SteeringPlan
 from app.errors import Cancelled, InputError
@@ -47,6 +48,7 @@ def validate_params(p: GenerationParams) -> GenerationParams:
 class RowState:
     tokens: list[int] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)  # projection at the read layer per token
+    gates: list[float] = field(default_factory=list)  # conditional steering: 1.0 where the gate was open
     done: bool = False
     finish: str = ""  # "eos" | "length" | "loop" | "nan" | "cancelled"
 
@@ -57,6 +59,7 @@ class BatchStep:
     rows: list[RowState]
     elapsed: float
     prefill_seconds: float
+    hooks: dict = field(default_factory=dict)  # layer -> InterventionHooks (their traces: where steering applied)
 
 
 def shared_sample(logits: mx.array, temperature: float, top_p: float, key: mx.array) -> mx.array:
@@ -73,8 +76,7 @@ def shared_sample(logits: mx.array, temperature: float, top_p: float, key: mx.ar
 def run_batch(
     lm: LoadedModel,
     prompt: Sequence[int],
-    vectors: dict[int, np.ndarray],
-    row_coefs: Sequence[dict[int, float]],
+    rows_plan: Sequence[Sequence[Intervention]],
     params: GenerationParams,
     schedule: Schedule = Schedule(),
     positions: str = "all",
@@ -87,14 +89,15 @@ def run_batch(
 ) -> Iterator[BatchStep]:
     """Generate all rows together, yielding after every step.
 
-    ``row_coefs[r][layer]`` multiplies ``vectors[layer]`` for row r. ``guided_pairs`` holds
+    ``rows_plan[r]`` lists row r's interventions (each knows its layer; an empty list is a
+    baseline row); rows using the same operation and vector share one hook. ``guided_pairs`` holds
     (base_row, cond_row, scale) for logits-mode rows: both rows then sample from
     ``base + scale * (cond - base)`` and so share their tokens.
     """
     validate_params(params)
     if not prompt:
         raise InputError("the prompt is empty")
-    B = len(row_coefs)
+    B = len(rows_plan)
     model = lm.model
     eos = eos_ids(lm.tokenizer)
     pad = pad_id(lm.tokenizer)
@@ -103,18 +106,10 @@ def run_batch(
     if read_layer is not None:
         recorder = Recorder(last_only=True)
         hooks[read_layer] = [recorder]
-    for layer, vec in vectors.items():
-        coefs = [float(rc.get(layer, 0.0)) for rc in row_coefs]
-        if not any(coefs):
-            continue
-        hook = SteeringHook(
-            vector=mx.array(np.asarray(vec, dtype=np.float32)),
-            row_coefs=mx.array(np.array(coefs, dtype=np.float32)),
-            positions=positions,
-            skip_first=skip_first,
-            schedule=schedule.value,
-        )
-        hooks.setdefault(layer, []).append(hook)
+    op_hooks = build_hooks(rows_plan, positions, skip_first, schedule.value)
+    for layer, hs in op_hooks.items():
+        hooks.setdefault(layer, []).extend(hs)
+    gate_hook = next((h for layer in sorted(op_hooks) for h in op_hooks[layer] if h.condition is not None), None)
     unit = mx.array(read_unit.astype(np.float32)) if read_unit is not None else None
     rows = [RowState() for _ in range(B)]
     partner = {}
@@ -141,12 +136,16 @@ def run_batch(
             nxt = shared_sample(logits, params.temperature, params.top_p, sub)
             bad = mx.any(~mx.isfinite(logits), axis=-1)
             proj = (recorder.outputs[-1].astype(mx.float32) @ unit) if (recorder is not None and unit is not None) else None
-            mx.eval(nxt, bad, *([proj] if proj is not None else []))
+            gate = None
+            if gate_hook is not None:
+                gate = gate_hook.last_gate[:, -1] if gate_hook.last_gate is not None else mx.zeros((B,))
+            mx.eval(nxt, bad, *([proj] if proj is not None else []), *([gate] if gate is not None else []))
             if prefill is None:
                 prefill = time.perf_counter() - t0
             nxt_l = nxt.tolist()
             bad_l = bad.tolist()
             proj_l = proj.tolist() if proj is not None else None
+            gate_l = gate.tolist() if gate is not None else None
             for r, row in enumerate(rows):
                 if row.done:
                     continue
@@ -158,6 +157,8 @@ def run_batch(
                 if proj_l is not None:
                     # the projection of the position that produced this token
                     row.scores.append(float(proj_l[r]))
+                if gate_l is not None:
+                    row.gates.append(float(gate_l[r]))  # was the condition open where this token came from
                 if tok in eos:
                     row.done, row.finish = True, "eos"
                 elif stop_on_loop and detect_loop(row.tokens) is not None:
@@ -168,7 +169,7 @@ def run_batch(
                     rows[cond].done, rows[cond].finish = True, rows[base].finish
                 elif rows[cond].done and not rows[base].done:
                     rows[base].done, rows[base].finish = True, rows[cond].finish
-            yield BatchStep(step, rows, time.perf_counter() - t0, prefill)
+            yield BatchStep(step, rows, time.perf_counter() - t0, prefill, op_hooks)
             if all(r.done for r in rows):
                 break
             feed = [r.tokens[-1] if (r.tokens and not r.done) else pad for r in rows]
@@ -227,13 +228,13 @@ def compare_stream(
 ) -> Iterator[ComparisonChunk]:
     """Baseline and steered continuations of one prompt, side by side, token by token."""
     vectors = {e.layer: e.vector for e in plan.entries}
-    coefs = {e.layer: e.coefficient for e in plan.entries}
+    steered = plan.interventions()
     if plan.mode == "add":
-        rows = [{}, coefs]
+        rows = [[], steered]
         steered_row = 1
         guided = ()
     else:
-        rows = [{}, {}, coefs]
+        rows = [[], [], steered]
         steered_row = 1
         guided = ((1, 2, plan.guidance),)
     read = plan.read_layer
@@ -245,7 +246,7 @@ def compare_stream(
     eos = eos_ids(lm.tokenizer)
     base_pieces, steer_pieces = _Pieces(lm.tokenizer, eos), _Pieces(lm.tokenizer, eos)
     last: Optional[BatchStep] = None
-    for step in run_batch(lm, prompt, vectors, rows, params, plan.schedule, plan.positions, plan.skip_first,
+    for step in run_batch(lm, prompt, rows, params, plan.schedule, plan.positions, plan.skip_first,
                           read, unit, guided, should_stop):
         last = step
         b, s = step.rows[0], step.rows[steered_row]

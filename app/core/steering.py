@@ -15,6 +15,7 @@ from typing import Optional
 
 import numpy as np
 
+from app.core.interventions import check_param, make, op_info
 from app.errors import InputError
 from app.types import ConceptVectors
 
@@ -56,6 +57,7 @@ class SteeringEntry:
     strength: float
     typical_norm: float
     relative: bool = True
+    typical_projection: float = 0.0  # cap/clamp: t = 1.0 is this projection (a typical positive prompt's)
 
     @property
     def coefficient(self) -> float:
@@ -68,6 +70,24 @@ class SteeringEntry:
     def absolute_vector(self) -> np.ndarray:
         return (self.coefficient * self.vector).astype(np.float32)
 
+    def op_param(self, op: str) -> float:
+        """The operation's parameter in the units its ``apply`` uses (``strength`` holds a, t or theta)."""
+        if op == "add":
+            return self.coefficient
+        if op in ("cap", "clamp"):
+            return float(self.strength) * float(self.typical_projection)
+        return float(self.strength)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Conditional steering: act only where the residual's projection on ``vectors[layer]``
+    exceeds ``thresholds[layer]`` (projection units: the threshold times a typical projection)."""
+
+    label: str
+    vectors: dict  # layer -> raw condition vector [H]
+    thresholds: dict  # layer -> threshold in projection units
+
 
 @dataclass
 class SteeringPlan:
@@ -78,6 +98,8 @@ class SteeringPlan:
     skip_first: bool = True
     guidance: float = 1.0  # logits mode: base + guidance * (steered - base)
     label: str = ""
+    op: str = "add"  # a residual operation of app.core.interventions.OPS
+    condition: Optional[Condition] = None
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -88,6 +110,20 @@ class SteeringPlan:
         layers = [e.layer for e in self.entries]
         if len(set(layers)) != len(layers):
             raise InputError("each layer may appear only once in a plan")
+        op_info(self.op)
+        if self.op != "add":
+            for e in self.entries:
+                check_param(self.op, e.strength)
+
+    def interventions(self) -> list:
+        """The steered row's interventions, one per entry (wrapped in the condition, if any)."""
+        out = []
+        for e in self.entries:
+            cond = thr = None
+            if self.condition is not None:
+                cond, thr = self.condition.vectors[e.layer], self.condition.thresholds[e.layer]
+            out.append(make(self.op, e.layer, e.vector, e.op_param(self.op), cond, thr or 0.0))
+        return out
 
     @property
     def read_layer(self) -> Optional[int]:
@@ -111,15 +147,20 @@ def plan_from_vectors(
     cv: ConceptVectors,
     layer_strengths: list[tuple[int, float]],
     relative: bool = True,
+    typical_projection: Optional[np.ndarray] = None,
     **kwargs,
 ) -> SteeringPlan:
-    """Build a plan from a concept's vectors and (layer, strength) choices, validating both."""
+    """Build a plan from a concept's vectors and (layer, strength) choices, validating both.
+
+    For an operation other than add, each strength is that operation's parameter (a, t, theta).
+    """
     if not layer_strengths:
         raise InputError("choose at least one layer to steer")
     entries = []
     for layer, strength in layer_strengths:
         if not isinstance(layer, (int, np.integer)) or isinstance(layer, bool) or not 0 <= int(layer) < cv.num_layers:
             raise InputError(f"layer {layer!r} does not exist: this model has layers 0-{cv.num_layers - 1}")
-        s = check_finite(strength, "strength")
-        entries.append(SteeringEntry(int(layer), cv.vectors[int(layer)], s, float(cv.typical_norms[int(layer)]), relative))
+        s = check_finite(strength, "strength" if kwargs.get("op", "add") == "add" else "operation parameter", 180.0 if kwargs.get("op") == "rotate" else MAX_ABS_STRENGTH)
+        tp = float(typical_projection[int(layer)]) if typical_projection is not None else 0.0
+        entries.append(SteeringEntry(int(layer), cv.vectors[int(layer)], s, float(cv.typical_norms[int(layer)]), relative, tp))
     return SteeringPlan(entries=entries, **kwargs)

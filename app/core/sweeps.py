@@ -18,6 +18,7 @@ import numpy as np
 from app.core import family
 from app.core.chat import pad_id
 from app.core.generation import run_batch, validate_params
+from app.core.interventions import additive_rows
 from app.core.models import LoadedModel
 from app.core.scoring import TextScores, is_coherent, score_continuations
 from app.core.steering import Schedule, SteeringEntry, check_finite
@@ -151,8 +152,9 @@ def run_sweep(
         rows: list[dict[int, float]] = [{}] if bi == 0 else []
         for l, s in batch:
             rows.append({l: SteeringEntry(l, cv.vectors[l], s, float(cv.typical_norms[l]), relative).coefficient})
+        rows = additive_rows(vectors, rows)
         last = None
-        for step in run_batch(lm, prompt, vectors, rows, params, schedule, positions, True,
+        for step in run_batch(lm, prompt, rows, params, schedule, positions, True,
                               should_stop=should_stop):
             last = step
             if progress is not None:
