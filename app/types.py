@@ -195,3 +195,6 @@ class ComparisonChunk:
     divergence: Optional[int] = None  # index of the first generated token that differs
     done: bool = False
     stats: dict[str, Any] = field(default_factory=dict)
+    steered_gates: list[float] = field(default_factory=list)  # conditional steering: 1.0 where the gate was open
+    applied: list[dict[str, Any]] = field(default_factory=list)  # where the intervention acted (final chunk)
+    effects: list[dict[str, Any]] = field(default_factory=list)  # per-token KL / promoted tokens (final chunk)

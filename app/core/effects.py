@@ -90,7 +90,7 @@ def where_applied(hooks: dict, row: int, prompt_len: int, max_rows: int = 400) -
             for phase, step, start, T, scale in hook.trace:
                 gate = next(gates, None) if hook.condition is not None else None
                 first = start + (1 if (phase == "prompt" and hook.skip_first) else 0)
-                item = {"layer": layer, "op": hook.op.name, "phase": "prefill" if phase == "prompt" else "decode",
+                item = {"layer": layer, "op": getattr(hook.op, "inner", hook.op).name, "phase": "prefill" if phase == "prompt" else "decode",
                         "step": step if phase == "generated" else None, "positions": [first, start + T - 1],
                         "coefficient": round(param * scale, 6)}
                 if gate is not None:

@@ -38,6 +38,7 @@ from app import __version__
 from app.core.capture import CaptureResult, capture
 from app.core.chat import encode, format_chat, pad_id
 from app.core.quality import layer_quality, recommend_layers
+from app.core.steering import mean_projection
 from app.errors import Cancelled, InputError
 from app.types import Concept, ConceptVectors
 
@@ -222,6 +223,9 @@ def extract(
             "num_prompts": len(token_lists),
             "num_tokens": int(sum(len(t) for t in token_lists)),
             "seconds": round(time.perf_counter() - t0, 3),
+            # cap/clamp targets and condition thresholds are given in units of these
+            "typical_projection": [round(float(x), 5) for x in mean_projection(mean[:, :n_pairs], vectors)],
+            "typical_projection_negative": [round(float(x), 5) for x in mean_projection(mean[:, n_pairs:], vectors)],
         },
     )
 

@@ -20,7 +20,8 @@ from mlx_lm.sample_utils import apply_top_p
 
 from app.core.chat import eos_ids, pad_id
 from app.core.models import LoadedModel
-from app.core.interventions import Intervention, additive_rows
+from app.core.effects import effect_map, where_applied
+from app.core.interventions import Intervention
 from app.core.patching import ForwardState, Hook, Recorder, build_hooks, patch_layers
 from app.core.scoring import detect_loop
 from app.core.steering import Schedule, SteeringPlan
@@ -225,8 +226,12 @@ def compare_stream(
     plan: SteeringPlan,
     params: GenerationParams,
     should_stop: Optional[Callable[[], bool]] = None,
+    effects: bool = False,
 ) -> Iterator[ComparisonChunk]:
-    """Baseline and steered continuations of one prompt, side by side, token by token."""
+    """Baseline and steered continuations of one prompt, side by side, token by token.
+
+    The final chunk also says where the intervention acted (from the hooks' traces) and, with
+    ``effects``, the per-token effect map of the steered text (add-to-residual plans only)."""
     vectors = {e.layer: e.vector for e in plan.entries}
     steered = plan.interventions()
     if plan.mode == "add":
@@ -255,7 +260,12 @@ def compare_stream(
         yield _chunk(step, b, s, base_pieces, steer_pieces, done=False, n_prompt=len(prompt), rows=len(rows))
     if last is not None:
         b, s = last.rows[0], last.rows[steered_row]
-        yield _chunk(last, b, s, base_pieces, steer_pieces, done=True, n_prompt=len(prompt), rows=len(rows))
+        final = _chunk(last, b, s, base_pieces, steer_pieces, done=True, n_prompt=len(prompt), rows=len(rows))
+        final.applied = where_applied(last.hooks, len(rows) - 1, len(prompt))
+        if effects and plan.mode == "add" and s.tokens:
+            fx = effect_map(lm, prompt, s.tokens, steered, plan.positions, plan.skip_first, plan.schedule.value)
+            final.effects = [{"index": e.index, "token": e.token, "kl": e.kl, "promoted": e.promoted} for e in fx]
+        yield final
 
 
 def _chunk(step: BatchStep, b: RowState, s: RowState, bp: _Pieces, sp: _Pieces, done: bool, n_prompt: int, rows: int) -> ComparisonChunk:
@@ -270,6 +280,7 @@ def _chunk(step: BatchStep, b: RowState, s: RowState, bp: _Pieces, sp: _Pieces, 
         steered_scores=list(s.scores),
         divergence=first_divergence(b.tokens, s.tokens),
         done=done,
+        steered_gates=list(s.gates),
         stats={
             "step": step.step + 1,
             "prompt_tokens": n_prompt,

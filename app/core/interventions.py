@@ -244,3 +244,12 @@ def additive_rows(vectors: dict[int, np.ndarray], row_coefs: Sequence[dict[int, 
     """The old (vectors, per-row coefficients) form as interventions per row (zero coefs dropped)."""
     return [[Add(int(l), vectors[l], float(c)) for l, c in rc.items() if float(c) != 0.0 and l in vectors]
             for rc in row_coefs]
+
+
+def check_exportable(op: str) -> None:
+    """Only addition is a llama.cpp control vector (it adds direction.N to block N's output)."""
+    if op != "add":
+        op_info(op, "op")
+        raise InputError(f"cannot export {op!r} as a llama.cpp control vector: that format can only add a fixed "
+                         f"vector to each layer's output, so only the add operation is expressible (no approximation "
+                         f"is written); export the concept with op add, or run {op} in the lab")

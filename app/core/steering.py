@@ -164,3 +164,23 @@ def plan_from_vectors(
         tp = float(typical_projection[int(layer)]) if typical_projection is not None else 0.0
         entries.append(SteeringEntry(int(layer), cv.vectors[int(layer)], s, float(cv.typical_norms[int(layer)]), relative, tp))
     return SteeringPlan(entries=entries, **kwargs)
+
+
+def mean_projection(features: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """float32 [L]: mean over prompts of (prompt's mean token feature . unit(vectors[l])).
+
+    The mean token feature already excludes position 0, so this is the mean projection of a
+    prompt's tokens: the unit in which cap/clamp targets and condition thresholds are given.
+    """
+    v = np.asarray(vectors, dtype=np.float64)
+    n = np.linalg.norm(v, axis=1, keepdims=True)
+    u = np.where(n > 0, v / np.where(n > 0, n, 1.0), 0.0)
+    return np.einsum("lnh,lh->ln", np.asarray(features, dtype=np.float64), u).mean(axis=1).astype(np.float32)
+
+
+def typical_projection_of(lm, token_lists, vectors: np.ndarray) -> np.ndarray:
+    """Typical projection [L] of ``token_lists`` (chat-formatted prompts) on ``vectors``."""
+    from app.core.extraction import capture_pooled
+
+    mean, _, _ = capture_pooled(lm, token_lists)
+    return mean_projection(mean, vectors)

@@ -18,7 +18,7 @@ import numpy as np
 from app.core import family
 from app.core.chat import pad_id
 from app.core.generation import run_batch, validate_params
-from app.core.interventions import additive_rows
+from app.core.interventions import OPS, check_param, make
 from app.core.models import LoadedModel
 from app.core.scoring import TextScores, is_coherent, score_continuations
 from app.core.steering import Schedule, SteeringEntry, check_finite
@@ -61,6 +61,7 @@ class SweepResult:
     recommended: Optional[tuple[int, float]] = None
     seconds: float = 0.0
     batches: int = 0
+    op: str = "add"  # the strengths are this operation's parameter values (a, t, theta)
 
     def cell(self, layer: int, strength: float) -> SweepCell:
         for c in self.cells:
@@ -80,6 +81,7 @@ class SweepResult:
             "layers": self.layers,
             "strengths": self.strengths,
             "relative": self.relative,
+            "op": self.op,
             "read_layer": self.read_layer,
             "baseline_text": self.baseline_text,
             "baseline": self.baseline,
@@ -114,10 +116,18 @@ def run_sweep(
     positions: str = "all",
     progress: Optional[Callable[[int, int, str], None]] = None,
     should_stop: Optional[Callable[[], bool]] = None,
+    op: str = "add",
+    typical_projection: Optional[np.ndarray] = None,
 ) -> SweepResult:
+    """Sweep layers x values of ``op``'s parameter (strength for add, a, t or theta otherwise)."""
     validate_params(params)
     layers = [int(l) for l in layers]
-    strengths = [check_finite(s, "strength") for s in strengths]
+    if op == "add":
+        strengths = [check_finite(s, "strength") for s in strengths]
+    else:
+        strengths = [check_param(op, s, f"sweep value ({OPS[op].param})") for s in strengths]
+        if op in ("cap", "clamp") and typical_projection is None:
+            raise InputError(f"a {op} sweep needs the concept's typical projection")
     if not layers or not strengths:
         raise InputError("a sweep needs at least one layer and one strength")
     if len(set(layers)) != len(layers) or len(set(strengths)) != len(strengths):
@@ -147,12 +157,9 @@ def run_sweep(
     done_steps = 0
     generated: dict[tuple[int, float], tuple[list[int], str]] = {}
     baseline_tokens: list[int] = []
-    vectors = {l: cv.vectors[l] for l in layers}
     for bi, batch in enumerate(batches):
-        rows: list[dict[int, float]] = [{}] if bi == 0 else []
-        for l, s in batch:
-            rows.append({l: SteeringEntry(l, cv.vectors[l], s, float(cv.typical_norms[l]), relative).coefficient})
-        rows = additive_rows(vectors, rows)
+        rows = ([[]] if bi == 0 else []) + [[_cell_intervention(cv, l, s, relative, op, typical_projection)]
+                                              for l, s in batch]
         last = None
         for step in run_batch(lm, prompt, rows, params, schedule, positions, True,
                               should_stop=should_stop):
@@ -183,6 +190,7 @@ def run_sweep(
         baseline_text=tok.decode([t for t in baseline_tokens if t not in eos]),
         baseline={**base_scores.as_dict(), "finish": baseline_finish},
         batches=len(batches),
+        op=op,
     )
     for (l, s), sc in zip(cells_spec, scores[1:]):
         toks, finish = generated[(l, s)]
@@ -200,6 +208,13 @@ def run_sweep(
     result.recommended = recommend(result.cells)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _cell_intervention(cv: ConceptVectors, layer: int, value: float, relative: bool, op: str,
+                       typical_projection: Optional[np.ndarray]):
+    entry = SteeringEntry(layer, cv.vectors[layer], value, float(cv.typical_norms[layer]), relative,
+                          float(typical_projection[layer]) if typical_projection is not None else 0.0)
+    return make(op, layer, cv.vectors[layer], entry.op_param(op))
 
 
 def recommend(cells: Sequence[SweepCell]) -> Optional[tuple[int, float]]:

@@ -241,10 +241,12 @@ class ConceptOps:
 
     # ---- llama.cpp control vectors ---------------------------------------------------------
     def export_gguf(self, slug: str, path: str | Path, layers: Optional[Sequence[int]] = None,
-                    strength: Optional[float] = None, relative: bool = True) -> ExportResult:
+                    strength: Optional[float] = None, relative: bool = True, op: str = "add") -> ExportResult:
         """Write ``slug``'s vectors as a llama.cpp control vector (strength None: raw vectors)."""
+        from app.core.interventions import check_exportable
         from app.core.steering import check_finite
 
+        check_exportable(op)
         if strength is not None:
             strength = check_finite(strength, "strength")
         cv = self.concept_vectors(slug)
