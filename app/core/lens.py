@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
 
 from app.core import family
@@ -81,11 +80,11 @@ def vector_lens(lm: LoadedModel, vectors: np.ndarray, layers: Optional[Sequence[
     the output head: tokens it promotes are what adding it pushes the next-token guess towards.
     """
     layers = list(range(vectors.shape[0])) if layers is None else [int(l) for l in layers]
-    norm, unembed = final_norm_and_unembed(lm.model)
+    head = family.lens_head(lm.model, lm.config)
     v = np.asarray(vectors, dtype=np.float32)[layers]
     n = np.linalg.norm(v, axis=1, keepdims=True)
     u = mx.array(np.where(n > 0, v / np.where(n > 0, n, 1.0), 0.0).astype(np.float32))
-    logits = unembed(norm(u[:, None, :].astype(lm.dtype)))[:, 0, :].astype(mx.float32)  # [L, V]
+    logits = head(u[:, None, :].astype(lm.dtype))[:, 0, :].astype(mx.float32)  # [L, V]
     k = max(1, min(int(k), logits.shape[-1] // 2))
     order = mx.argsort(logits, axis=-1)
     top_i, bot_i = order[:, ::-1][:, :k], order[:, :k]
