@@ -76,13 +76,26 @@ def calibrate(
         res = run_sweep(lm, tokens, cv, layers, strengths, GenerationParams(max_tokens=max_tokens),
                         progress=prog, should_stop=should_stop)
         sweeps.append(res)
-        scores += np.nan_to_num(res.grid("concept_score"))
-        coherent += res.grid("coherent")
-    scores /= len(prompts)
-    coherent /= len(prompts)
+        s, c = prompt_grids(res)
+        scores += s
+        coherent += c
+    return combine(layers, strengths, scores, coherent, len(prompts), sweeps)
+
+
+def prompt_grids(res: SweepResult) -> tuple[np.ndarray, np.ndarray]:
+    """One prompt's (concept score, coherent) grids as ``calibrate`` adds them up."""
+    return np.nan_to_num(res.grid("concept_score")), res.grid("coherent")
+
+
+def combine(layers: Sequence[int], strengths: Sequence[float], score_sum: np.ndarray, coherent_sum: np.ndarray,
+            n_prompts: int, sweeps: Sequence[SweepResult] = ()) -> Calibration:
+    """Means over prompts and the recommendation (also used by the distributed calibration)."""
+    layers, strengths = list(layers), list(strengths)
+    scores = score_sum / n_prompts
+    coherent = coherent_sum / n_prompts
     ok = (coherent >= 2 / 3 - 1e-9) & (scores > 0)
     rec = None
     if ok.any():
         best = max(((scores[a, b], -strengths[b], a, b) for a in range(len(layers)) for b in range(len(strengths)) if ok[a, b]))
         rec = (layers[best[2]], strengths[best[3]])
-    return Calibration(layers, strengths, scores, coherent, rec, sweeps)
+    return Calibration(layers, strengths, scores, coherent, rec, list(sweeps))
