@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from app.types import (
-    JUDGE_KINDS, PROBE_MIN_PAIRS, READABILITY_METRICS, ContrastPair, JudgeSpec, Recommendation,
+    JUDGE_KINDS, METHOD_NAMES, PROBE_MIN_PAIRS, READABILITY_METRICS, ContrastPair, JudgeSpec, Recommendation,
 )
 
 from .errors import InvalidSlug
@@ -20,7 +20,7 @@ from .yamlsafe import LineMap
 
 CONCEPT_KEYS = (
     "name", "description", "category", "tags", "judge", "system_prompts", "pairs",
-    "provenance", "recommended", "recipe", "recipe_options",
+    "provenance", "recommended", "recipe", "recipe_options", "method", "opposite",
 )
 MAX_CONCEPT_BYTES = 2 * 1024 * 1024
 MAX_NAME_LEN = 100
@@ -223,6 +223,29 @@ def recipe(chk: Checker, value: Any) -> list[tuple[str, float]] | None:
 
 
 
+def method(chk: Checker, value: Any) -> str | None:
+    """The extraction method the shipped vectors use (one of the registry's names)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in METHOD_NAMES:
+        chk.fail(("method",), f"must be one of {', '.join(METHOD_NAMES)}, got {value!r}")
+        return None
+    return value
+
+
+def opposite(chk: Checker, value: Any, own_slug: str) -> str | None:
+    """Slug of the concept whose positives the bipolar method contrasts against."""
+    if value is None:
+        return None
+    try:
+        slug = validate_slug(value)
+    except InvalidSlug as e:
+        chk.fail(("opposite",), str(e))
+        return None
+    if slug == own_slug:
+        chk.fail(("opposite",), f"a concept cannot be its own opposite ({slug!r})")
+        return None
+    return slug
 @functools.lru_cache(maxsize=1)
 def lexicon_categories() -> frozenset[str]:
     """The empath categories a lexicon judge may name (loaded once, only when needed)."""
