@@ -69,3 +69,34 @@ def test_two_ranks_on_localhost_gather_exactly_the_single_process_result(tmp_pat
     assert gathered.tobytes() == single.tobytes()  # bit-identical
     assert np.abs(single[:, 0]).sum() > 0  # the workload produced real scores, not zeros
 
+
+
+def test_json_items_single_process_keeps_values_and_order():
+    out = distributed.run_json_items(["a", "bb"], lambda s: [len(s), s * 2, 0.1 + 0.2, float("nan")])
+    assert out[0][:3] == [1, "aa", 0.30000000000000004] and out[1][:3] == [2, "bbbb", 0.30000000000000004]
+    assert all(np.isnan(o[3]) for o in out)
+
+
+def test_calibrate_cli_distributed_over_two_ranks_reports_what_one_process_does(tmp_path):
+    """`steering-lab calibrate --distributed` under mlx.launch == the plain command, on a tiny model:
+    the whole coarse-to-fine search with judges, its prompts split over two ranks."""
+    model, config = tiny_models.build("llama")
+    folder = tiny_models.write_model_folder(model, config, tmp_path / "tiny-llama")
+    env = dict(os.environ, PYTHONPATH=str(TESTS.parent), STEERING_LAB_LIBRARY=str(tmp_path / "lib"))
+    args = ["calibrate", "happy", "sad", "--model", str(folder), "--methods", "mean_diff", "--layers", "1,3",
+            "--strengths", "0.5,3", "--coarse-prompts", "3", "--coarse-tokens", "4", "--max-tokens", "4",
+            "--val-tokens", "4", "--json"]
+    cli = str(Path(sys.executable).parent / "steering-lab")
+    single = subprocess.run([sys.executable, cli, *args], env=env, capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-2000:]
+    dist = subprocess.run([str(_launcher()), "--backend", "ring", "-n", "2", "--python", sys.executable, cli,
+                           *args, "--distributed"], env=env, capture_output=True, text=True, timeout=600)
+    assert dist.returncode == 0, dist.stdout[-2000:] + dist.stderr[-2000:]
+    assert "rank 1 of 2:" in dist.stderr and "rank 0 of 2:" in dist.stderr
+    want = json.loads(single.stdout)
+    assert set(want) == {"happy", "sad"}
+    from app.core.calibrate import load_prompts
+
+    assert len(want["happy"]["validation"]["texts"]) == len(load_prompts("validation"))
+    assert len(want["happy"]["fine"]) == 2 and len(want["happy"]["fine"][0]["changes"]) == len(load_prompts("calibration"))
+    assert json.loads(dist.stdout) == want  # only rank 0 prints, and it prints the same report

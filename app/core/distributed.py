@@ -9,12 +9,16 @@ non-zero on exactly one rank, and integer addition of zeros is exact), so the ga
 are bit-identical to a single-process run. Without ``mlx.launch`` the group has size 1 and the
 items simply run in order.
 
-    mlx.launch --backend ring -n 2 --python .venv/bin/python -m app calibrate all --distributed
+    mlx.launch --backend ring -n 2 --python .venv/bin/python .venv/bin/steering-lab calibrate all --distributed
+
+``run_items`` gathers fixed-size arrays; ``run_json_items`` gathers any JSON value (the
+calibration's per-prompt judge changes, coherence flags and texts).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, TypeVar
+import json
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import mlx.core as mx
 import numpy as np
@@ -56,11 +60,40 @@ def run_items(items: Sequence[T], fn: Callable[[T], np.ndarray], shape: Sequence
             progress(done, len(mine))
     if size == 1:
         return out
-    bits = out.view(np.int64)
+    return _all_sum_exact(out.view(np.int64), grp).astype(np.int64).view(np.float64).reshape(out.shape)
+
+
+def _all_sum_exact(values: np.ndarray, grp) -> np.ndarray:
+    """Sum an int array over ranks (exact: each position is non-zero on at most one rank)."""
     with mx.stream(mx.cpu):  # the ring backend reduces on the CPU
-        total = mx.distributed.all_sum(mx.array(bits), group=grp)
+        total = mx.distributed.all_sum(mx.array(values), group=grp)
         mx.eval(total)
-    return np.array(total, dtype=np.int64).view(np.float64).reshape(out.shape)
+    return np.array(total)
+
+
+def run_json_items(items: Sequence[T], fn: Callable[[T], Any],
+                   grp: Optional["mx.distributed.Group"] = None) -> list[Any]:
+    """``[fn(item) for item in items]`` on every rank, each rank running only its own items.
+
+    For results of any JSON shape (numbers, booleans, texts): each one travels as UTF-8 JSON in
+    a byte buffer; Python's float repr round-trips exactly, so the results equal a local run.
+    """
+    grp = grp if grp is not None else group()
+    rank, size = grp.rank(), grp.size()
+    mine = my_items(len(items), rank, size)
+    if size == 1:
+        return [fn(items[i]) for i in mine]
+    blobs = {i: json.dumps(fn(items[i]), ensure_ascii=False).encode("utf-8") for i in mine}
+    lengths = np.zeros(len(items), dtype=np.int64)
+    for i, b in blobs.items():
+        lengths[i] = len(b)
+    lengths = _all_sum_exact(lengths, grp)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    buf = np.zeros(int(lengths.sum()), dtype=np.int32)  # one byte per int32: sums stay exact
+    for i, b in blobs.items():
+        buf[starts[i]:starts[i] + len(b)] = np.frombuffer(b, dtype=np.uint8)
+    data = _all_sum_exact(buf, grp).astype(np.uint8).tobytes()
+    return [json.loads(data[starts[i]:starts[i] + lengths[i]].decode("utf-8")) for i in range(len(items))]
 
 
 def is_main(grp: Optional["mx.distributed.Group"] = None) -> bool:
