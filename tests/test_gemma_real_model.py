@@ -167,6 +167,31 @@ def test_gguf_export_import_round_trip(svc, tmp_path):
     assert not back[[0, 1, 2, 3, 7]].any()
 
 
+def test_tutorial_examples_run_on_the_base_model(svc):
+    """Each "Try it" of the tutorial, fitted to 18 layers, runs (explorer, playground, sweeps, mixer)."""
+    from app.ui.tabs.tutorial import STEPS, fit_example
+
+    fills = [fit_example(s.fill, svc.info().num_layers) for s in STEPS]
+    for f in fills:
+        if "explorer.prompt" in f:
+            ex = svc.explore(f["explorer.prompt"], concept=f.get("explorer.concept") or None)
+            assert ex.norms.shape[0] == 18
+        if "playground.layer" in f:
+            chunk, _ = svc.compare(SteerRequest(prompt=f["playground.prompt"], concept=f["playground.concept"],
+                                                layers=[(f["playground.layer"], f["playground.strength"])],
+                                                params=GenerationParams(max_tokens=8)))
+            assert chunk.baseline_text and chunk.steered_text
+        if "sweeps.layers" in f:
+            layers = [int(x) for x in f["sweeps.layers"].split(",")]
+            strengths = [float(x) for x in f["sweeps.strengths"].split(",")]
+            res = svc.sweep(f["sweeps.prompt"], f["sweeps.concept"], layers, strengths,
+                            params=GenerationParams(max_tokens=6))
+            assert res.grid("coherent").shape == (len(layers), len(strengths))
+        if "mixer.text" in f:
+            cv, recipe = svc.mix_vectors(f["mixer.text"])
+            assert cv.vectors.shape == (18, 640) and len(recipe) == 2
+
+
 def test_switch_to_smollm2_and_back_keeps_vectors_per_model(svc):
     gemma_happy = svc.concept_vectors("happy").vectors.copy()
     if not (paths.default_model_dir() / "config.json").exists():
