@@ -2,9 +2,8 @@
 
 - distinct-2: unique token bigrams / bigrams (1.0 = no bigram repeats).
 - longest repeat: the longest token n-gram that occurs at least twice.
-- loop detection: the tail of the text is one short pattern repeated (a degenerate loop).
-- coherent: no loop/NaN, perplexity <= 2.5x the baseline's, distinct-2 >= max(0.35, 0.6x the
-  baseline's), and no repeated n-gram longer than max(5, 1.5x the baseline's longest).
+- loop detection and the coherence verdict: one rule each, in app.domain.repetition and
+  app.domain.coherence (the generator's early stop uses `detect_loop` = `tail_cycle`).
 - perplexity: exp(mean negative log-likelihood) of the generated tokens under the UNSTEERED
   model, so a steered text that the plain model finds implausible scores high.
 - concept score: mean projection of the generated tokens' residual stream (unsteered model,
@@ -23,12 +22,7 @@ import numpy as np
 
 from app.core.models import layers_of
 from app.core.patching import Recorder, patch_layers
-
-# A cell counts as coherent when all of these hold (documented in the README):
-MAX_PPL_RATIO = 2.5  # perplexity at most 2.5x the baseline's
-MIN_DISTINCT2_RATIO = 0.6  # distinct-2 at least 60% of the baseline's
-MIN_DISTINCT2 = 0.35
-MIN_REPEAT_LIMIT = 5  # a repeated n-gram longer than max(5, 1.5x the baseline's) is a repetition
+from app.domain.repetition import tail_cycle as detect_loop  # noqa: F401  (the engine's early stop)
 
 
 def distinct_n(tokens: Sequence[int], n: int = 2) -> float:
@@ -53,19 +47,6 @@ def longest_repeat(tokens: Sequence[int], max_n: int = 64) -> int:
             break
         best = n
     return best
-
-
-def detect_loop(tokens: Sequence[int], max_period: int = 12, min_span: int = 24) -> Optional[int]:
-    """Period p if the last max(min_span, 3p) tokens are one p-token pattern repeated."""
-    t = list(tokens)
-    for p in range(1, max_period + 1):
-        span = max(min_span, 3 * p)
-        if len(t) < span:
-            continue
-        tail = t[-span:]
-        if all(tail[i] == tail[i - p] for i in range(p, span)):
-            return p
-    return None
 
 
 @dataclass
@@ -158,13 +139,12 @@ def _vocab_size(model) -> int:
     return int(v) if v else 262_144  # unknown: assume a large vocabulary (smaller batches)
 
 
-def is_coherent(cell: TextScores, baseline: TextScores, degenerate: bool = False) -> bool:
-    if degenerate or cell.n_tokens == 0:
-        return False
-    if np.isfinite(baseline.perplexity) and cell.perplexity > MAX_PPL_RATIO * max(baseline.perplexity, 1.0):
-        return False
-    if cell.distinct2 < max(MIN_DISTINCT2, MIN_DISTINCT2_RATIO * baseline.distinct2):
-        return False
-    if cell.longest_repeat > max(MIN_REPEAT_LIMIT, 1.5 * baseline.longest_repeat):
-        return False  # e.g. "I'm so glad you're here! I'm so glad you're here."
-    return True
+def is_coherent(cell: TextScores, baseline: TextScores, degenerate: bool = False, tokens: Sequence[int] = (),
+                baseline_tokens: Sequence[int] = ()) -> bool:
+    """The lab's one coherence verdict (app.domain.coherence) on two scored texts; pass the tokens for its
+    repetition rule."""
+    from app.domain.coherence import coherence_verdict
+
+    return coherence_verdict(cell.n_tokens, cell.perplexity, cell.distinct2, "loop" if degenerate else "",
+                             baseline.perplexity, baseline.distinct2, tokens, baseline_tokens).coherent
+

@@ -15,12 +15,13 @@ from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import guarded
 from app.ui.header import run_library_hooks
 from app.ui.present import concepts as present
+from app.domain import limits
 from app.ui.present.common import finite, md_escape, parse_layer_spec, rows_or_placeholder
 
 log = logging.getLogger("steering_lab.ui")
 
 ALL = "all"
-MAX_IMPORT_BYTES = 64 * 1024 * 1024
+MAX_IMPORT_BYTES = limits.IMPORT_BYTES
 INTRO = ("Every concept you can steer with: the shipped ones (read-only) and yours. Click a row to see its card. "
          "Vectors are stored per model; “not extracted” means they will be computed the first time you use it.")
 NOTHING_SELECTED = "_Select a concept in the table (or the dropdown) to see its card._"
