@@ -125,7 +125,7 @@ The sweep scores every cell for **coherence** (how varied and non-repetitive the
 the concept shows. Good settings sit just below where coherence drops: the strongest push that still reads well.""",
         "sweeps",
         {"sweeps.prompt": "Tell me about your weekend.", "sweeps.concept": "happy",
-         "sweeps.layers": "12", "sweeps.strengths": "0.1, 0.3, 0.6, 1.0, 1.5"},
+         "sweeps.layers": "12", "sweeps.strengths": "0.1, 0.3, 0.6, 0.8, 1.0"},
         "Run the sweep and watch the coherence score fall as the strength grows.",
     ),
     Step(
