@@ -13,7 +13,7 @@ from app.types import ConceptVectors, GenerationParams
 CONCEPTS = 3
 PROMPTS = 3
 LAYERS = [1, 3]
-STRENGTHS = [0.5, 2.0]
+STRENGTHS = [0.5, 1.0]
 ITEMS = [(c, p) for c in range(CONCEPTS) for p in range(PROMPTS)]
 SHAPE = (2, len(LAYERS), len(STRENGTHS))  # concept score, coherent
 _LM = None

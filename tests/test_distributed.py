@@ -53,12 +53,18 @@ def _launcher() -> Path:
     return exe
 
 
+def _assert_all_ranks_ok(proc) -> None:
+    """mlx.launch exits 0 even when a rank fails; it only warns 'Node with rank N exited with code'."""
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "exited with code" not in out, out[-3000:]
+
+
 def test_two_ranks_on_localhost_gather_exactly_the_single_process_result(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(TESTS.parent))
     cmd = [str(_launcher()), "--backend", "ring", "-n", "2", "--python", sys.executable,
            str(TESTS / "distributed_worker.py"), str(tmp_path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    _assert_all_ranks_ok(proc)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["size"] for r in ranks] == [2, 2]
     ran = [[tuple(i) for i in r["ran"]] for r in ranks]
@@ -84,14 +90,14 @@ def test_calibrate_cli_distributed_over_two_ranks_reports_what_one_process_does(
     folder = tiny_models.write_model_folder(model, config, tmp_path / "tiny-llama")
     env = dict(os.environ, PYTHONPATH=str(TESTS.parent), STEERING_LAB_LIBRARY=str(tmp_path / "lib"))
     args = ["calibrate", "happy", "sad", "--model", str(folder), "--methods", "mean_diff", "--layers", "1,3",
-            "--strengths", "0.5,3", "--coarse-prompts", "3", "--coarse-tokens", "4", "--max-tokens", "4",
+            "--strengths", "0.5,1", "--coarse-prompts", "3", "--coarse-tokens", "4", "--max-tokens", "4",
             "--val-tokens", "4", "--json"]
     cli = str(Path(sys.executable).parent / "steering-lab")
     single = subprocess.run([sys.executable, cli, *args], env=env, capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-2000:]
     dist = subprocess.run([str(_launcher()), "--backend", "ring", "-n", "2", "--python", sys.executable, cli,
                            *args, "--distributed"], env=env, capture_output=True, text=True, timeout=600)
-    assert dist.returncode == 0, dist.stdout[-2000:] + dist.stderr[-2000:]
+    _assert_all_ranks_ok(dist)
     assert "rank 1 of 2:" in dist.stderr and "rank 0 of 2:" in dist.stderr
     want = json.loads(single.stdout)
     assert set(want) == {"happy", "sad"}
