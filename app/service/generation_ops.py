@@ -12,7 +12,7 @@ from app.core.steering import Schedule, SteeringPlan, plan_from_vectors
 from app.core.sweeps import MAX_CELLS, SweepResult, run_sweep
 from app.core.interventions import OPS, op_info
 from app.errors import InputError
-from app.service.intervention_ops import InterventionOps
+from app.service.intervention_ops import InterventionOps, LensOps
 from app.service.jobs import CancelToken
 from app.types import ComparisonChunk, ConceptVectors, GenerationParams
 
@@ -78,7 +78,7 @@ class RecommendationOps:
         self.library.set_recommendation(concept.strip(), model_key(self.loaded.model_id), rec)
 
 
-class GenerationOps(RecommendationOps, InterventionOps):
+class GenerationOps(RecommendationOps, InterventionOps, LensOps):
     """Requires ``self.jobs``, ``self.loaded``, ``self.library`` and ConceptOps' methods."""
 
     # ---- resolving what to steer with ---------------------------------------------------

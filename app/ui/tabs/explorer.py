@@ -9,6 +9,7 @@ import gradio as gr
 
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import guarded
+from app.ui.present.insight import vector_lens_md
 from app.ui.present import explorer as present
 from app.ui.present.common import empty_figure
 from app.ui.present.concepts import concept_choices
@@ -61,6 +62,7 @@ def build(service: Any, ctx: Any) -> None:
     proj_plot = gr.Plot(value=present.projection_figure(_NoProjection()), label="Concept projection",
                         elem_id="ex-projection", show_label=False)
     gr.Markdown(present.HOWTO["projection"], elem_classes=["howto"])
+    lens_md = gr.Markdown("", elem_id="ex-vector-lens")
 
     with gr.Accordion("Compare two concepts across layers", open=True, elem_id="ex-compare"):
         with gr.Row(equal_height=False):
@@ -86,9 +88,11 @@ def build(service: Any, ctx: Any) -> None:
         ex = service.explore(prompt_v, concept=slug, chat=bool(chat_v))
         progress(0.9, desc="Drawing")
         return (present.explore_summary_md(ex), present.norms_figure(ex), present.norm_heatmap_figure(ex),
-                present.lens_figure(ex), present.lens_last_rows(ex), present.projection_figure(ex))
+                present.lens_figure(ex), present.lens_last_rows(ex), present.projection_figure(ex),
+                vector_lens_md(ex.extra.get("vector_lens"), ex.extra.get("recommended_layers"),
+                               f"Vector lens of {slug}") if slug else "")
 
-    outputs = [summary, norms_plot, norm_heat, lens_plot, lens_table, proj_plot]
+    outputs = [summary, norms_plot, norm_heat, lens_plot, lens_table, proj_plot, lens_md]
     # Progress (and a failed run's "Error" badge) show on the summary line, not over every chart.
     run.click(explore, [prompt, concept, chat], outputs, api_name="explore", show_progress_on=[summary],
               **MODEL_CONCURRENCY)

@@ -87,6 +87,9 @@ def build(service: Any, ctx: Any) -> None:
                 max_tokens = gr.Slider(4, MAX_SWEEP_TOKENS, value=DEFAULT_SWEEP_TOKENS, step=1, label="Max tokens",
                                        elem_id="sw-max-tokens")
                 absolute = gr.Checkbox(value=False, label="Absolute strengths", elem_id="sw-absolute")
+            ops = [o for o in service.operations() if o.hook_point == "residual"]
+            op = gr.Dropdown([(f"{o.name} (sweeps {o.param})", o.name) for o in ops], value="add", label="Operation",
+                             elem_id="sw-op", info="For ablate/cap/clamp/rotate the strengths are its a / t / theta")
     with gr.Row():
         run = gr.Button("Run sweep", variant="primary", elem_id="sw-run", scale=3)
         stop = gr.Button("Stop", variant="stop", elem_id="sw-stop", scale=1)
@@ -119,16 +122,17 @@ def build(service: Any, ctx: Any) -> None:
     kind.input(prefill, [kind], [layers, strengths], api_visibility="private", queue=False)
 
     @guarded
-    def run_sweep(concept, prompt, layers, strengths, max_tokens, absolute, request: gr.Request,
+    def run_sweep(concept, prompt, layers, strengths, max_tokens, absolute, op_v="add", request: gr.Request = None,
                   progress=gr.Progress()):
         from app.service.generation_ops import parse_float_list, parse_int_list  # lazy: no model runtime at import
 
         prompt = check_prompt(prompt)
         concept = check_concept(concept)
         layer_list = parse_int_list(layers, "layers", upper=num_layers(service))
-        strength_list = parse_float_list(strengths, "strengths")
+        op_v = op_v or "add"
+        strength_list = parse_float_list(strengths, "strengths", limit=180.0 if op_v == "rotate" else 100.0)
         lim = 8.0 if absolute else 1.0
-        for s in strength_list:
+        for s in strength_list if op_v == "add" else ():  # other operations: checked against their range by the service
             check_number(s, "strength", -lim, lim)
         mt = int(check_number(max_tokens, "max tokens", 1, MAX_SWEEP_TOKENS, integer=True))
         n_cells = len(layer_list) * len(strength_list)
@@ -141,7 +145,7 @@ def build(service: Any, ctx: Any) -> None:
         try:
             result = service.sweep(prompt, concept, layer_list, strength_list,
                                    params=GenerationParams(max_tokens=mt), relative=not absolute,
-                                   progress=report, token=token)
+                                   progress=report, token=token, op=op_v)
         except Cancelled:
             result = None
         finally:
@@ -171,7 +175,7 @@ def build(service: Any, ctx: Any) -> None:
         )
 
     run.click(guarded(arm_session), None, None, queue=False, show_progress="hidden", api_visibility="private").then(
-        run_sweep, [concept, prompt, layers, strengths, max_tokens, absolute],
+        run_sweep, [concept, prompt, layers, strengths, max_tokens, absolute, op],
         [state, summary, heatmap, lines, table, cell, cell_md, dl_md, dl_json],
         api_name="sweep", show_progress="full", show_progress_on=[heatmap], **MODEL_CONCURRENCY)
 
@@ -205,6 +209,9 @@ def build(service: Any, ctx: Any) -> None:
         if not data or cell_v is None:
             raise gr.Error("Run a sweep and pick a cell first.", print_exception=False)
         concept_v = check_concept(data.get("concept") or concept)
+        if (data.get("op") or "add") != "add":
+            raise gr.Error(f"A recommendation stores a strength for add; this sweep varied {data['op']}'s parameter.",
+                           print_exception=False)
         service.save_recommendation(concept_v, cell_v[0], cell_v[1], relative=bool(data.get("relative", True)),
                                     source="sweep")
         return (f"Saved: **{concept_v}** now recommends layer {cell_v[0]}, strength {cell_v[1]:g} "
@@ -214,7 +221,7 @@ def build(service: Any, ctx: Any) -> None:
 
     ctx.register("sweeps", prompt=prompt, concept=concept, layers=layers, strengths=strengths, run=run,
                  max_tokens=max_tokens, absolute=absolute, kind=kind, state=state, cell=cell, use=use, stop=stop,
-                 heatmap=heatmap, summary=summary)
+                 heatmap=heatmap, summary=summary, op=op)
 
 
 def wire(service: Any, ctx: Any) -> None:
