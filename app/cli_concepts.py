@@ -17,7 +17,10 @@ def register(sub, add) -> None:
 
     sp = add("extract", "extract a concept's vectors for every layer and show their quality", cmd_extract)
     sp.add_argument("slug", help="concept slug (see `concepts list`)")
-    sp.add_argument("--method", choices=["mean_diff", "last_token", "pca"], default="mean_diff")
+    from app.core.methods import METHODS  # the extraction-method registry (numpy only, no model runtime)
+
+    sp.add_argument("--method", choices=list(METHODS), default=None,
+                    help="extraction method (default: the concept's own `method:`, else mean_diff)")
 
     sp = add("export-gguf", "write a concept as a llama.cpp control vector (.gguf)", cmd_export_gguf, json_flag=False)
     sp.add_argument("slug")

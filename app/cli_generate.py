@@ -82,7 +82,8 @@ def _validate_early(args, prompt: str, system=None) -> None:
 
 def cmd_generate(args) -> int:
     from app.cli import _print_json, _service
-    from app.core.steering import check_finite
+    from app.domain.limits import strength_limit
+    from app.domain.parse import parse_float
     from app.service.generation_ops import SteerRequest
 
     _validate_early(args, args.prompt, args.system)
@@ -93,7 +94,7 @@ def cmd_generate(args) -> int:
     if args.op == "add" and (args.op_layers or args.op_param is not None):
         raise CLIError("--op-param and --op-layers are for --op ablate|cap|clamp|rotate; add uses --strength")
     for s in args.strength or []:
-        check_finite(s, "strength")
+        parse_float(s, "strength", strength_limit(args.relative))
     for l in args.layer or []:
         if l < 0:
             raise CLIError(f"layer {l} does not exist: layers are numbered from 0")
@@ -169,19 +170,19 @@ def cmd_generate(args) -> int:
 
 def cmd_sweep(args) -> int:
     from app.cli import _print_json, _service
-    from app.service.generation_ops import parse_float_list, parse_int_list
+    from app.domain.limits import OP_PARAM_LIMIT, SWEEP_CELLS, strength_limit
+    from app.domain.parse import parse_floats, parse_layers
 
     _validate_early(args, args.prompt)
     if args.save_recommendation and args.op != "add":
         raise CLIError("--save-recommendation stores a strength for addition; it cannot be used with --op " + args.op)
-    layers = parse_int_list(args.layers, "layers")
-    strengths = parse_float_list(args.strengths, limit=180.0 if args.op == "rotate" else 100.0)
-    from app.core.sweeps import MAX_CELLS
-
-    if len(layers) * len(strengths) > MAX_CELLS:
-        raise CLIError(f"{len(layers) * len(strengths)} cells is too many for one sweep (at most {MAX_CELLS})")
+    layers = parse_layers(args.layers, what="layers")
+    limit = strength_limit(args.relative) if args.op == "add" else (180.0 if args.op == "rotate" else OP_PARAM_LIMIT)
+    strengths = parse_floats(args.strengths, "strengths", limit)
+    if len(layers) * len(strengths) > SWEEP_CELLS:
+        raise CLIError(f"{len(layers) * len(strengths)} cells is too many for one sweep (at most {SWEEP_CELLS})")
     svc = _service(args)
-    layers = parse_int_list(args.layers, "layers", svc.loaded.num_layers)
+    layers = parse_layers(args.layers, svc.loaded.num_layers, "layers")
 
     def progress(done: int, total: int, msg: str) -> None:
         print(f"\r{msg}: step {done}/{total}", end="", file=sys.stderr, flush=True)

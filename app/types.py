@@ -14,6 +14,8 @@ from typing import Any, Optional
 import numpy as np
 
 CATEGORIES = ("emotion", "style", "persona", "brevity", "custom", "mix", "imported", "control")
+# Extraction methods (the registry with their functions is app.core.methods; the schema checks names here).
+METHOD_NAMES = ("mean_diff", "last_token", "pca", "bipolar", "no_shared", "system_prompt", "unit_mean")
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ class Concept:
     recommended: dict[str, Recommendation] = field(default_factory=dict)  # model key -> rec
     recipe: Optional[list[tuple[str, float]]] = None  # set for concepts saved from a mix
     recipe_options: dict[str, Any] = field(default_factory=dict)
+    method: Optional[str] = None  # extraction method the shipped vectors use (chosen by calibration)
+    opposite: Optional[str] = None  # slug of the opposite concept (for the bipolar method)
     judge: Optional[JudgeSpec] = None  # how its effect is judged; None = the lab's default
 
     def pairs_fingerprint(self) -> str:

@@ -3,8 +3,9 @@
 Every cell is one steered row; one baseline row runs in the first batch. Rows share the
 prompt and the sampling noise, so each cell differs from the baseline only by its steering.
 A cell is scored by the unsteered model (see app.core.scoring): concept score, perplexity
-ratio to the baseline, distinct-2, longest repeat, length. The recommended setting is the
-coherent cell with the highest concept score (ties: the smaller strength).
+ratio to the baseline, distinct-2, longest repeat, length, and a coherence verdict that says
+which rule decided (app.domain.coherence). The recommended setting is the coherent cell with the
+highest concept score (ties: the smaller strength).
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ from app.core.chat import pad_id
 from app.core.generation import run_batch, validate_params
 from app.core.interventions import OPS, check_param, make
 from app.core.models import LoadedModel
-from app.core.scoring import TextScores, is_coherent, score_continuations
+from app.core.scoring import TextScores, score_continuations
 from app.core.steering import Schedule, SteeringEntry, check_finite
+from app.domain import limits
+from app.domain.coherence import coherence_verdict
 from app.errors import InputError
 from app.types import ConceptVectors, GenerationParams
 
-MAX_CELLS = 64
-MEMORY_BUDGET_BYTES = 1_500_000_000
-MAX_ROWS_PER_BATCH = 24
+MAX_CELLS = limits.SWEEP_CELLS
+MEMORY_BUDGET_BYTES = limits.SWEEP_MEMORY_BYTES
+MAX_ROWS_PER_BATCH = limits.SWEEP_ROWS_PER_BATCH
 
 
 @dataclass
@@ -43,6 +46,8 @@ class SweepCell:
     longest_repeat: int
     coherent: bool
     degenerate: bool
+    verdict: str = ""  # which coherence rule decided, in words
+    verdict_rule: str = ""
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -124,7 +129,7 @@ def run_sweep(
     validate_params(params)
     layers = [int(l) for l in layers]
     if op == "add":
-        strengths = [check_finite(s, "strength") for s in strengths]
+        strengths = [check_finite(s, "strength", limits.strength_limit(relative)) for s in strengths]
     else:
         strengths = [check_param(op, s, f"sweep value ({OPS[op].param})") for s in strengths]
         if op in ("cap", "clamp") and typical_projection is None:
@@ -183,6 +188,12 @@ def run_sweep(
     base_scores: TextScores = scores[0]
     tok = lm.tokenizer
     eos = set(getattr(tok, "eos_token_ids", []) or [])
+
+    def visible(ids: Sequence[int]) -> tuple[list[int], list[str]]:
+        kept = [t for t in ids if t not in eos]
+        return kept, [tok.decode([t]) for t in kept]
+
+    base_visible = visible(baseline_tokens)
     result = SweepResult(
         layers=layers,
         strengths=strengths,
@@ -198,12 +209,15 @@ def run_sweep(
         degenerate = finish in ("loop", "nan")
         cs = (sc.projection - base_scores.projection) / norm if norm > 0 else float("nan")
         ppl_ratio = sc.perplexity / base_scores.perplexity if base_scores.perplexity > 0 else float("nan")
+        ids, pieces = visible(toks)
+        v = coherence_verdict(sc.n_tokens, sc.perplexity, sc.distinct2, finish, base_scores.perplexity,
+                              base_scores.distinct2, ids, base_visible[0], pieces, base_visible[1])
         result.cells.append(
             SweepCell(
-                layer=l, strength=s, text=tok.decode([t for t in toks if t not in eos]), n_tokens=len(toks),
+                layer=l, strength=s, text=tok.decode(ids), n_tokens=len(toks),
                 finish=finish, concept_score=float(cs), perplexity=sc.perplexity, ppl_ratio=float(ppl_ratio),
                 distinct2=sc.distinct2, longest_repeat=sc.longest_repeat,
-                coherent=is_coherent(sc, base_scores, degenerate), degenerate=degenerate,
+                coherent=v.coherent, degenerate=degenerate, verdict=v.reason, verdict_rule=v.rule,
             )
         )
     result.recommended = recommend(result.cells)

@@ -10,8 +10,9 @@ import functools
 import math
 from typing import Any
 
+from app.domain import limits
 from app.types import (
-    JUDGE_KINDS, PROBE_MIN_PAIRS, READABILITY_METRICS, ContrastPair, JudgeSpec, Recommendation,
+    JUDGE_KINDS, METHOD_NAMES, PROBE_MIN_PAIRS, READABILITY_METRICS, ContrastPair, JudgeSpec, Recommendation,
 )
 
 from .errors import InvalidSlug
@@ -20,12 +21,12 @@ from .yamlsafe import LineMap
 
 CONCEPT_KEYS = (
     "name", "description", "category", "tags", "judge", "system_prompts", "pairs",
-    "provenance", "recommended", "recipe", "recipe_options",
+    "provenance", "recommended", "recipe", "recipe_options", "method", "opposite",
 )
 MAX_CONCEPT_BYTES = 2 * 1024 * 1024
 MAX_NAME_LEN = 100
-MAX_TEXT_LEN = 4000
-MAX_PAIRS = 512
+MAX_TEXT_LEN = limits.PAIR_TEXT_CHARS
+MAX_PAIRS = limits.PAIRS_PER_CONCEPT
 MAX_TAGS = 32
 MAX_TAG_LEN = 40
 STRENGTH_MODES = ("relative", "absolute")
@@ -223,6 +224,29 @@ def recipe(chk: Checker, value: Any) -> list[tuple[str, float]] | None:
 
 
 
+def method(chk: Checker, value: Any) -> str | None:
+    """The extraction method the shipped vectors use (one of the registry's names)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in METHOD_NAMES:
+        chk.fail(("method",), f"must be one of {', '.join(METHOD_NAMES)}, got {value!r}")
+        return None
+    return value
+
+
+def opposite(chk: Checker, value: Any, own_slug: str) -> str | None:
+    """Slug of the concept whose positives the bipolar method contrasts against."""
+    if value is None:
+        return None
+    try:
+        slug = validate_slug(value)
+    except InvalidSlug as e:
+        chk.fail(("opposite",), str(e))
+        return None
+    if slug == own_slug:
+        chk.fail(("opposite",), f"a concept cannot be its own opposite ({slug!r})")
+        return None
+    return slug
 @functools.lru_cache(maxsize=1)
 def lexicon_categories() -> frozenset[str]:
     """The empath categories a lexicon judge may name (loaded once, only when needed)."""

@@ -64,13 +64,15 @@ def concept_from_data(
         chk.fail(("recipe_options",), f"must be a mapping, got {kind(data['recipe_options'])}")
     recommended = f.recommended(chk, data.get("recommended"))
     tags = f.tags(chk, data.get("tags"))
+    method = f.method(chk, data.get("method"))
+    opposite = f.opposite(chk, data.get("opposite"), slug)
     judge = f.judge(chk, data.get("judge"), len(pairs))
     if chk.problems:
         raise ConceptValidationError("\n".join(chk.problems), chk.problems)
     return Concept(
         slug=slug, name=name, description=description, category=category, pairs=pairs,
         system_prompts=system, tags=tags, provenance=provenance, recommended=recommended,
-        recipe=recipe, recipe_options=options, judge=judge,
+        recipe=recipe, recipe_options=options, judge=judge, method=method, opposite=opposite,
     )
 
 
@@ -97,6 +99,10 @@ def concept_to_dict(concept: Concept) -> dict[str, Any]:
             "positive": concept.system_prompts.positive,
             "negative": concept.system_prompts.negative,
         }
+    if concept.opposite:
+        d["opposite"] = concept.opposite
+    if concept.method:
+        d["method"] = concept.method
     if concept.pairs or concept.recipe is None:
         d["pairs"] = [{"positive": p.positive, "negative": p.negative} for p in concept.pairs]
     if concept.provenance:

@@ -7,16 +7,18 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from app.core.generation import MAX_TOKENS_LIMIT, compare_stream
+from app.core.generation import compare_stream
 from app.core.steering import Schedule, SteeringPlan, plan_from_vectors
-from app.core.sweeps import MAX_CELLS, SweepResult, run_sweep
+from app.core.sweeps import SweepResult, run_sweep
+from app.domain import limits
+from app.domain.parse import RANDOM_PREFIX, looks_like_mix as is_mix
 from app.core.interventions import OPS, op_info
 from app.errors import InputError
 from app.service.intervention_ops import InterventionOps, LensOps
 from app.service.jobs import CancelToken
 from app.types import ComparisonChunk, ConceptVectors, GenerationParams
 
-DEFAULT_RELATIVE_STRENGTH = 0.3
+DEFAULT_RELATIVE_STRENGTH = limits.DEFAULT_STRENGTH["relative"]
 
 
 @dataclass
@@ -60,10 +62,6 @@ class SteerRequest:
         self.threshold = check_finite(self.threshold, "threshold", 10.0)
 
 
-def is_mix(text: str) -> bool:
-    return ":" in text or "," in text
-
-
 class RecommendationOps:
     """Store a sweep's best setting in the concept (a user copy for shipped concepts)."""
 
@@ -71,7 +69,7 @@ class RecommendationOps:
         from app.library.slugs import model_key
         from app.types import Recommendation
 
-        if is_mix(concept) or concept.startswith("random:"):
+        if is_mix(concept) or concept.startswith(RANDOM_PREFIX):
             raise InputError("recommendations can only be saved for a named concept")
         rec = Recommendation(layer=int(layer), strength=float(strength),
                              strength_mode="relative" if relative else "absolute", source=source)
@@ -88,8 +86,8 @@ class GenerationOps(RecommendationOps, InterventionOps, LensOps):
         text = (concept or "").strip()
         if not text:
             raise InputError("choose a concept (or type a mix like happy:0.7, excited:0.3)")
-        if text.startswith("random:"):
-            slug = text.split(":", 1)[1].strip()
+        if text.startswith(RANDOM_PREFIX):
+            slug = text[len(RANDOM_PREFIX):].strip()
             return self.random_control_vectors(slug), f"random control (norms of {slug})"
         if is_mix(text) or normalize or project_out:
             cv, recipe = self.mix_vectors(text, normalize=normalize, project_out=tuple(project_out))
@@ -106,7 +104,7 @@ class GenerationOps(RecommendationOps, InterventionOps, LensOps):
         from app.library.slugs import model_key
 
         text = concept.strip()
-        if not is_mix(text) and not text.startswith("random:"):
+        if not is_mix(text) and not text.startswith(RANDOM_PREFIX):
             try:
                 rec = self.library.get(text).recommended.get(model_key(self.loaded.model_id))
             except Exception:
@@ -219,8 +217,8 @@ class GenerationOps(RecommendationOps, InterventionOps, LensOps):
 
         validate_text(prompt, "prompt")
         op_info(op, "op")
-        if len(layers) * len(strengths) > MAX_CELLS:
-            raise InputError(f"{len(layers) * len(strengths)} cells is too many for one sweep (at most {MAX_CELLS})")
+        if len(layers) * len(strengths) > limits.SWEEP_CELLS:
+            raise InputError(f"{len(layers) * len(strengths)} cells is too many for one sweep (at most {limits.SWEEP_CELLS})")
 
         def job(tok: CancelToken) -> SweepResult:
             cv, _ = self.resolve_vectors(concept, tok)
@@ -230,49 +228,3 @@ class GenerationOps(RecommendationOps, InterventionOps, LensOps):
                              progress=progress, should_stop=tok, op=op, typical_projection=typical)
 
         return self.jobs.run(job, token)
-
-
-def parse_int_list(text: str, what: str = "layers", upper: Optional[int] = None) -> list[int]:
-    """'4-8, 12' -> [4, 5, 6, 7, 8, 12] with clear errors."""
-    out: list[int] = []
-    text = (text or "").strip()
-    if not text:
-        raise InputError(f"no {what} given")
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part[1:]:
-            a, b = part[0] + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1]
-            a_i, b_i = _int(a, part, what), _int(b, part, what)
-            if b_i < a_i:
-                raise InputError(f"{what}: range {part!r} goes backwards; write it low-high, e.g. {b_i}-{a_i}")
-            out.extend(range(a_i, b_i + 1))
-        else:
-            out.append(_int(part, part, what))
-    for v in out:
-        if v < 0 or (upper is not None and v >= upper):
-            raise InputError(f"{what}: {v} is out of range (0-{upper - 1 if upper else '...'})")
-    if len(set(out)) != len(out):
-        raise InputError(f"{what} repeat: {text!r}")
-    return out
-
-
-def _int(text: str, part: str, what: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise InputError(f"{what}: {part!r} is not a whole number or a range like 4-8") from None
-
-
-def parse_float_list(text: str, what: str = "strengths", limit: float = 100.0) -> list[float]:
-    from app.core.steering import check_finite
-
-    parts = [p.strip() for p in (text or "").split(",") if p.strip()]
-    if not parts:
-        raise InputError(f"no {what} given")
-    vals = [check_finite(p, what[:-1] if what.endswith("s") else what, limit) for p in parts]
-    if len(set(vals)) != len(vals):
-        raise InputError(f"{what} repeat: {text!r}")
-    return vals
-

@@ -72,14 +72,14 @@ class InterventionOps:
 
 def op_layers_from_text(text: str, num_layers: int) -> tuple[int, ...]:
     """'all', '8-20' or '4, 12' -> layer numbers for the operation ('' -> none extra)."""
-    from app.service.generation_ops import parse_int_list
+    from app.domain.parse import parse_layers
 
     text = (text or "").strip().lower()
     if not text:
         return ()
     if text == "all":
         return tuple(range(num_layers))
-    return tuple(parse_int_list(text, "operation layers", num_layers))
+    return tuple(parse_layers(text, num_layers, "operation layers"))
 
 
 class LensOps:
