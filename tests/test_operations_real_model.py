@@ -60,3 +60,37 @@ def test_typical_projection_on_demand_matches_the_one_stored_at_extraction(defau
     chunk, settings = svc.compare(SteerRequest(prompt="Tell me about your weekend.", concept="happy", op="cap",
                                                op_param=0.0, params=GenerationParams(max_tokens=8)))
     assert settings["op"] == "cap" and settings["op_units"] == "its positive prompts" and chunk.applied
+
+
+# Settings chosen on other prompts ("Write a short note to your landlord about a broken heater.",
+# "Describe your ideal holiday.", "Explain why people should recycle."; 48 greedy tokens): ablating formal
+# at every layer under a formal system prompt moved the formal judge by -23, -31, -8 (every other layer:
+# loops); rotating happy by 10 degrees at its recommended layer moved VADER by +1.33, -0.01, +0.53
+# (20 degrees: one loop). Judged here on these prompts, which chose nothing.
+VALIDATION = ["Write a message to a colleague asking for a meeting next week.",
+              "Tell me about your favourite book.",
+              "Describe a visit to the dentist.",
+              "Explain how to bake bread."]
+
+
+def _deltas(svc, concept, **kw) -> np.ndarray:
+    judge = build_judge(svc.library.get(concept).judge)
+    out = []
+    for chunk, settings in _runs(svc, VALIDATION, concept, **kw):
+        base, steered = judge_scores(judge, [chunk.baseline_text, chunk.steered_text])
+        out.append(steered - base)
+    return np.array(out)
+
+
+def test_ablating_formal_at_every_layer_lowers_the_formality_judge(default_service):
+    """Even when asked to be formal, the model cannot be once the direction is gone at every layer."""
+    n = default_service.loaded.num_layers
+    d = _deltas(default_service, "formal", op="ablate", op_param=1.0, op_layers=tuple(range(n)),
+                system="Write in a highly formal, professional register.")
+    # the formal judge: minus Flesch reading ease (higher = harder to read = more formal)
+    assert d.mean() < 0 and (d < 0).sum() >= len(d) // 2 + 1, d
+
+
+def test_rotating_towards_happy_raises_vader_sentiment(default_service):
+    d = _deltas(default_service, "happy", op="rotate", op_param=10.0)
+    assert d.mean() > 0.1 and (d > 0).sum() >= len(d) // 2 + 1, d

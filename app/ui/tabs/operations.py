@@ -27,8 +27,8 @@ def operation_widgets(service: Any) -> tuple:
     with gr.Row():
         op = gr.Dropdown([(f"{o.name}: {o.help}", o.name) for o in ops], value="add", label="Operation",
                          elem_id="pg-op", min_width=200, info="What is done with the concept direction at the layer")
-        op_param = gr.Number(value=None, label="Operation parameter", elem_id="pg-op-param", min_width=120,
-                             info="add uses the strength slider")
+        op_param = gr.Textbox(value="", label="Operation parameter", elem_id="pg-op-param", min_width=120,
+                              placeholder="(the operation's default)", info="add uses the strength slider")
     op_layers = gr.Textbox(value="", label="Operation layers (besides the main layer)", elem_id="pg-op-layers",
                            placeholder="all, 8-20 or 4, 12", info="e.g. ablate at every layer: all")
     with gr.Row():
@@ -44,9 +44,9 @@ def op_param_update(service: Any, name: str):
     """Show the chosen operation's parameter, its range and unit; add keeps using the strength slider."""
     info = {o.name: o for o in service.operations()}.get(name)
     if info is None or name == "add":
-        return gr.Number(value=None, label="Operation parameter", info="add uses the strength slider")
-    return gr.Number(value=info.default, label=f"Operation parameter: {info.param}",
-                     info=f"{info.lo:g} to {info.hi:g}, {info.unit}")
+        return gr.Textbox(value="", label="Operation parameter", info="add uses the strength slider")
+    return gr.Textbox(value=f"{info.default:g}", label=f"Operation parameter: {info.param}",
+                      info=f"{info.lo:g} to {info.hi:g}, {info.unit}")
 
 
 def op_fields(service: Any, op, op_param, op_layers, condition, threshold) -> dict:
@@ -58,6 +58,14 @@ def op_fields(service: Any, op, op_param, op_layers, condition, threshold) -> di
     if op not in names:
         raise gr.Error(f"operation must be one of {', '.join(names)}, got {op!r}.", print_exception=False)
     condition = (condition or "").strip() or None
-    return dict(op=op, op_param=None if op == "add" or op_param in (None, "") else op_param,
+    text = "" if op_param is None else str(op_param).strip()
+    if op == "add" or not text:
+        value = None
+    else:
+        try:
+            value = float(text)
+        except ValueError:
+            raise gr.Error(f"op_param (the {op} parameter) must be a number, got {text!r}.", print_exception=False) from None
+    return dict(op=op, op_param=value,
                 op_layers=op_layers_from_text(op_layers if op != "add" else "", _layers(service)),
                 condition=condition, threshold=1.0 if threshold in (None, "") else threshold)

@@ -137,7 +137,7 @@ in other ways:
 - **rotate** turns *h* towards *u* by an angle θ while keeping its length, so the layer sees a vector of the
   size it was trained on (adding makes it longer).
 
-The Try-it fills the playground with **rotate** happy by 20° at layer 12. Press **Generate**, then open
+The Try-it fills the playground with **rotate** happy by 15° at layer 12. Press **Generate**, then open
 **Advanced**, set **Operation** to *add* (strength 0.3) and then to *ablate*, and generate each time.
 **Which one changed the text least while still changing its tone?** Look at the **effect map** under the answers
 (red = where the steered model's next-token guess differs most from the unsteered one) and at **Where it applied**
@@ -145,7 +145,7 @@ in the advanced section.""",
         "playground",
         {"playground.prompt": "Tell me about your weekend.", "playground.concept": "happy",
          "playground.layer": 12, "playground.strength": 0.3, "playground.max_tokens": 48,
-         "playground.op": "rotate", "playground.op_param": 20, "playground.op_layers": "",
+         "playground.op": "rotate", "playground.op_param": "15", "playground.op_layers": "",
          "playground.condition": ""},
         "Generate with rotate, then with add and with ablate, and compare the three steered answers.",
     ),
