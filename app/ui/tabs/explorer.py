@@ -62,7 +62,6 @@ def build(service: Any, ctx: Any) -> None:
     proj_plot = gr.Plot(value=present.projection_figure(_NoProjection()), label="Concept projection",
                         elem_id="ex-projection", show_label=False)
     gr.Markdown(present.HOWTO["projection"], elem_classes=["howto"])
-    lens_md = gr.Markdown("", elem_id="ex-vector-lens")
 
     with gr.Accordion("Compare two concepts across layers", open=True, elem_id="ex-compare"):
         with gr.Row(equal_height=False):
@@ -87,12 +86,15 @@ def build(service: Any, ctx: Any) -> None:
                  if slug else "Reading the prompt through every layer…")
         ex = service.explore(prompt_v, concept=slug, chat=bool(chat_v))
         progress(0.9, desc="Drawing")
-        return (present.explore_summary_md(ex), present.norms_figure(ex), present.norm_heatmap_figure(ex),
-                present.lens_figure(ex), present.lens_last_rows(ex), present.projection_figure(ex),
-                vector_lens_md(ex.extra.get("vector_lens"), ex.extra.get("recommended_layers"),
-                               f"Vector lens of {slug}") if slug else "")
+        lens = vector_lens_md(ex.extra.get("vector_lens"), ex.extra.get("recommended_layers"),
+                              f"Vector lens of {slug}") if slug else ""
+        summary_md = present.explore_summary_md(ex) + (f"\n\n<details><summary>Vector lens of {slug}: what its "
+                                                        f"direction says per layer</summary>\n\n{lens}\n\n</details>"
+                                                        if lens else "")
+        return (summary_md, present.norms_figure(ex), present.norm_heatmap_figure(ex),
+                present.lens_figure(ex), present.lens_last_rows(ex), present.projection_figure(ex))
 
-    outputs = [summary, norms_plot, norm_heat, lens_plot, lens_table, proj_plot, lens_md]
+    outputs = [summary, norms_plot, norm_heat, lens_plot, lens_table, proj_plot]
     # Progress (and a failed run's "Error" badge) show on the summary line, not over every chart.
     run.click(explore, [prompt, concept, chat], outputs, api_name="explore", show_progress_on=[summary],
               **MODEL_CONCURRENCY)

@@ -348,11 +348,11 @@ def build(service: Any, ctx: Any) -> None:
     # ---- events ----
     @guarded
     def run(prompt, system, concept, layer, strength, absolute, positions, schedule, schedule_length, mode, guidance,
-            extra_layers, max_tokens, temperature, top_p, seed, op_v, op_param_v, op_layers_v, condition_v, threshold_v,
+            extra_layers, max_tokens, temperature, top_p, seed, op, op_param, op_layers, condition, threshold,
             request: gr.Request):
         req = build_request(service, prompt, system, concept, layer, strength, absolute, positions, schedule,
                             schedule_length, mode, guidance, extra_layers, max_tokens, temperature, top_p, seed,
-                            op_v, op_param_v, op_layers_v, condition_v, threshold_v)
+                            op, op_param, op_layers, condition, threshold)
         yield from stream_comparison(service, req, request, insight=True)
 
     inputs = [prompt, system, concept, layer, strength, absolute, positions, schedule, schedule_length, mode, guidance,

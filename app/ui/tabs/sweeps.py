@@ -127,14 +127,14 @@ def build(service: Any, ctx: Any) -> None:
     kind.input(prefill, [kind], [layers, strengths], api_visibility="private", queue=False)
 
     @guarded
-    def run_sweep(concept, prompt, layers, strengths, max_tokens, absolute, op_v="add", request: gr.Request = None,
+    def run_sweep(concept, prompt, layers, strengths, max_tokens, absolute, op="add", request: gr.Request = None,
                   progress=gr.Progress()):
         prompt = check_prompt(prompt)
         concept = check_concept(concept)
         layer_list = parse_layers(layers, num_layers(service), "layers")
-        op_v = op_v or "add"
+        op_name = op or "add"
         # other operations: their values are a / t / theta, checked against the operation's range by the service
-        strength_list = parse_floats(strengths, "strengths", limits.strength_limit(not absolute) if op_v == "add" else 180.0)
+        strength_list = parse_floats(strengths, "strengths", limits.strength_limit(not absolute) if op_name == "add" else 180.0)
         mt = int(check_number(max_tokens, "max tokens", limits.SWEEP_MIN_TOKENS, MAX_SWEEP_TOKENS, integer=True))
         n_cells = len(layer_list) * len(strength_list)
         progress(0.0, desc=f"preparing {n_cells} cells…")
@@ -146,7 +146,7 @@ def build(service: Any, ctx: Any) -> None:
         try:
             result = service.sweep(prompt, concept, layer_list, strength_list,
                                    params=GenerationParams(max_tokens=mt), relative=not absolute,
-                                   progress=throttled(report), token=token, op=op_v)
+                                   progress=throttled(report), token=token, op=op_name)
         except Cancelled:
             result = None
         finally:
