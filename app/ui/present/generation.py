@@ -210,6 +210,42 @@ def status_html(stats: Mapping[str, Any], settings: Mapping[str, Any], done: boo
     return f'<div class="run-status">{" ".join(bits)}</div>{settings_part}'
 
 
+def judge_html(judge: Optional[Mapping[str, Any]]) -> str:
+    """The concept's independent judge on each row (higher = more concept) and what steering did."""
+    if not judge:
+        return ""
+    rows = [f"{name} <b>{float(judge[name]):+.3f}</b>" for name in ("baseline", "prompted", "steered")
+            if _finite(judge.get(name)) is not None]
+    change = _finite(judge.get("steered_change"))
+    bits = []
+    if change is not None:
+        if change > 0:
+            bits.append(badge_html("ok", f"judge: steered moved it the right way ({change:+.3f})"))
+        elif change < 0:
+            bits.append(badge_html("bad", f"judge: steered moved it the WRONG way ({change:+.3f})"))
+        else:
+            bits.append(badge_html("warn", "judge: steering did not change it"))
+    pc = _finite(judge.get("prompted_change"))
+    if pc is not None and change is not None:
+        better = "steering beat prompting" if change > pc else "prompting did at least as well as steering"
+        bits.append(f'<span class="stat">{html.escape(better)} (prompted {pc:+.3f})</span>')
+    acc = _finite(judge.get("accuracy"))
+    label = str(judge.get("label") or judge.get("kind") or "judge")
+    acc_txt = f"; held-out accuracy {acc:.2f}" if acc is not None and "accuracy" not in label else ""
+    return (f'<div class="judge-line">{" ".join(bits)}<div class="settings-line">{html.escape(label + acc_txt)}: '
+            f'{" · ".join(rows)}</div></div>')
+
+
+def prompted_html(text: Optional[str], system: Optional[str]) -> str:
+    """The unsteered answer under the concept's own system prompt (steering vs prompting)."""
+    if text is None:
+        return ""
+    sp = f" — system prompt: “{html.escape(system)}”" if system else ""
+    body = html.escape(text) if text else "(no tokens yet)"
+    return (f'<details class="prompted-pane" open><summary>Prompted instead of steered (no steering){sp}</summary>'
+            f'<div class="pane-body">{body}</div></details>')
+
+
 def divergence_text(divergence: Optional[int], done: bool) -> str:
     if divergence is None:
         return "identical so far" if not done else "the answers are identical (no token differs)"
@@ -253,6 +289,8 @@ def render_comparison(chunk: Any, settings: Mapping[str, Any], max_tokens: Optio
     status = status_html(chunk.stats or {}, settings or {}, done, max_tokens, chunk.steered_pieces,
                          chunk.baseline_pieces)
     status += f'<div class="diverge-line">{html.escape(divergence_text(div, done))}</div>{legend_html(read)}'
+    status += judge_html((chunk.stats or {}).get("judge"))
+    status += prompted_html(getattr(chunk, "prompted_text", None), (settings or {}).get("prompted_system"))
     return ComparisonView(base, steer, status)
 
 
@@ -284,6 +322,7 @@ def comparison_record(chunk: Any, settings: Mapping[str, Any], prompt: str, syst
         "settings": dict(settings or {}),
         "baseline": chunk.baseline_text,
         "steered": chunk.steered_text,
+        "prompted": getattr(chunk, "prompted_text", None),
         "divergence": chunk.divergence,
         "baseline_tokens": list(chunk.baseline_pieces),
         "steered_tokens": list(chunk.steered_pieces),
@@ -324,6 +363,12 @@ def comparison_markdown(record: Mapping[str, Any]) -> str:
         lines += ["*System:*", "", _quote_block(record["system"]), ""]
     lines += [_quote_block(record.get("prompt", "")), "", "## Baseline (no steering)", "",
               _quote_block(record.get("baseline", "")), "", "## Steered", "", _quote_block(record.get("steered", "")), ""]
+    if record.get("prompted") is not None:
+        lines += ["## Prompted (no steering, the concept's system prompt)", "", _quote_block(record["prompted"]), ""]
+    judge = stats.get("judge") or {}
+    if judge:
+        scores = ", ".join(f"{k} {judge[k]:+.3f}" for k in ("baseline", "prompted", "steered") if k in judge)
+        lines += ["## Judge", "", f"{judge.get('label', '')}: {scores}", ""]
     return "\n".join(lines)
 
 

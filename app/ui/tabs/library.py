@@ -85,8 +85,13 @@ def card(service: Any, slug: Optional[str]):
         status = lib.vector_status(slug, info.model_id, info.fingerprint, info.hidden_size, info.num_layers)
         if status == "ready":
             cv = lib.load_vectors(slug, info.model_id, info.fingerprint, info.hidden_size, info.num_layers)
+    summary = None
+    try:  # the declared judge, and a trained probe's held-out accuracy (never trains one here)
+        summary = service.judge_summary(slug) if hasattr(service, "judge_summary") else None
+    except Exception:  # noqa: BLE001 - the card still shows the declared judge
+        summary = None
     md = present.concept_card_md(concept, lib.is_shipped(slug), lib.has_user_copy(slug), status,
-                                 info.model_id if info else "")
+                                 info.model_id if info else "", judge=summary)
     if info is not None and concept.pairs:
         md += "\n\n" + present.reliability_md(_calibration(service, slug))
     if cv is not None and cv.quality:

@@ -277,7 +277,7 @@ def build_request(service: Any, prompt, system, concept, layer, strength, absolu
         schedule_length=int(check_number(schedule_length, "schedule length", 1, limits.SCHEDULE_LENGTH_MAX, integer=True)),
         positions=positions, guidance=float(check_number(guidance, "guidance scale", -limits.GUIDANCE_LIMIT, limits.GUIDANCE_LIMIT)),
         system=(system or None) if (system or "").strip() else None,
-        params=gen_params(max_tokens, temperature, top_p, seed),
+        params=gen_params(max_tokens, temperature, top_p, seed), prompted=True,
         effects=True, **op_fields(service, op, op_param, op_layers, condition, threshold),
     )
 
