@@ -27,7 +27,7 @@ from app.core import family
 from app.core.chat import pad_id
 from app.core.generation import run_batch, validate_params
 from app.core.judges import Judge, judge_scores
-from app.core.prompted import joinable
+from app.core.prompted import joinable, run_alone
 from app.core.interventions import OPS, check_param, make
 from app.core.models import LoadedModel
 from app.core.scoring import TextScores, score_continuations
@@ -238,7 +238,7 @@ def run_sweep(
             )
         )
     if prompted is not None and not joint:
-        prompted_tokens = _alone_tokens(lm, prompted, params, should_stop)
+        prompted_tokens = list(run_alone(lm, prompted, params, should_stop).tokens)
     if prompted is not None:
         result.prompted_text = tok.decode([t for t in prompted_tokens if t not in eos])
     if judge is not None:
@@ -253,14 +253,6 @@ def _cell_intervention(cv: ConceptVectors, layer: int, value: float, relative: b
     entry = SteeringEntry(layer, cv.vectors[layer], value, float(cv.typical_norms[layer]), relative,
                           float(typical_projection[layer]) if typical_projection is not None else 0.0)
     return make(op, layer, cv.vectors[layer], entry.op_param(op))
-
-
-def _alone_tokens(lm: LoadedModel, prompt: Sequence[int], params: GenerationParams,
-                  should_stop: Optional[Callable[[], bool]]) -> list[int]:
-    last = None
-    for last in run_batch(lm, prompt, [[]], params, should_stop=should_stop):
-        pass
-    return list(last.rows[0].tokens)
 
 
 def _judge_cells(result: SweepResult, judge: Judge) -> None:
