@@ -1,6 +1,6 @@
 """Every tutorial "Try it", as a newcomer would do it: click it, press the tab's button, see a result, no error.
 
-One test walks steps 1-7 in order on one page (the real model, headless Chromium); screenshots of each
+One test walks every step in order on one page (the real model, headless Chromium); screenshots of each
 result go to tests/output/screenshots/tryit_*.png for a person to look at.
 """
 
@@ -49,6 +49,10 @@ def _run_done(page, prefix: str) -> None:
 
 def test_every_try_it_runs_as_filled(running_lab, browser, shots):
     from playwright.sync_api import expect
+
+    from app.ui.tabs.tutorial import STEPS
+
+    assert len(STEPS) == 8, "a new tutorial step needs its Try it driven in this test"
 
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.set_default_timeout(60_000)
@@ -101,7 +105,7 @@ def test_every_try_it_runs_as_filled(running_lab, browser, shots):
     _shot(page, shots, "4_playground")
 
     # 5-6: sweeps; the kind of sweep follows what was filled
-    for i, kind, cells in ((5, "layer sweep", 7), (6, "strength sweep", 4)):
+    for i, kind, cells in ((5, "layer sweep", 7), (6, "strength sweep", 5)):
         _try(page, i)
         expect(page.locator(f"#sw-kind input[value='{kind}']")).to_be_checked()
         page.locator("#sw-run").click()
@@ -111,8 +115,16 @@ def test_every_try_it_runs_as_filled(running_lab, browser, shots):
         _no_error(page)
         _shot(page, shots, f"{i}_sweep")
 
-    # 7: the mixer, and the one-click comparison with each concept alone
+    # 7: beyond adding (rotate in the playground)
     _try(page, 7)
+    expect(page.locator("#pg-steered .tok")).to_have_count(0)
+    page.locator("#pg-generate").click()
+    _run_done(page, "pg")
+    _no_error(page)
+    _shot(page, shots, "7_playground_rotate")
+
+    # 8: the mixer, and the one-click comparison with each concept alone
+    _try(page, 8)
     expect(page.locator("#mx-text textarea, #mx-text input").first).to_have_value("happy:0.6, pirate:0.4")
     page.locator("#mx-generate").click()
     _run_done(page, "mx")
@@ -121,5 +133,5 @@ def test_every_try_it_runs_as_filled(running_lab, browser, shots):
     expect(page.locator("#mx-alone-out")).to_contain_text("pirate alone:", timeout=WAIT_MS)
     expect(page.locator("#mx-alone-out")).to_contain_text("happy alone:")
     _no_error(page)
-    _shot(page, shots, "7_mixer")
+    _shot(page, shots, "8_mixer")
     page.close()

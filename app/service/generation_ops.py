@@ -14,7 +14,7 @@ from app.domain import limits
 from app.domain.parse import RANDOM_PREFIX, looks_like_mix as is_mix
 from app.core.interventions import OPS, op_info
 from app.errors import InputError
-from app.service.intervention_ops import InterventionOps
+from app.service.intervention_ops import InterventionOps, LensOps
 from app.service.jobs import CancelToken
 from app.service.judge_ops import JudgeOps, concept_slug, prompted_system
 from app.types import ComparisonChunk, ConceptVectors, GenerationParams
@@ -79,7 +79,7 @@ class RecommendationOps:
         self.library.set_recommendation(concept.strip(), model_key(self.loaded.model_id), rec)
 
 
-class GenerationOps(RecommendationOps, InterventionOps, JudgeOps):
+class GenerationOps(RecommendationOps, InterventionOps, LensOps, JudgeOps):
     """Requires ``self.jobs``, ``self.loaded``, ``self.library`` and ConceptOps' methods."""
 
     # ---- resolving what to steer with ---------------------------------------------------

@@ -23,9 +23,9 @@ DEFAULT_REL_STRENGTH = limits.DEFAULT_STRENGTH["relative"]
 DEFAULT_ABS_STRENGTH = limits.DEFAULT_STRENGTH["absolute"]
 
 # Every concept list of the page, refreshed together on each library change; mixer rows offer "(none)".
-CONCEPT_LISTS = ("playground.concept", "sweeps.concept", "explorer.concept", "explorer.cos_a", "explorer.cos_b",
+CONCEPT_LISTS = ("playground.concept", "playground.condition", "sweeps.concept", "explorer.concept", "explorer.cos_a", "explorer.cos_b",
                  "mixer.concept_1", "mixer.concept_2", "mixer.concept_3", "mixer.concept_4", "mixer.project_out")
-_WITH_NONE = ("mixer.", "explorer.concept")
+_WITH_NONE = ("mixer.", "explorer.concept", "playground.condition")
 
 
 # ---- the library, the model ---------------------------------------------------------------------

@@ -12,6 +12,7 @@ from app.types import CATEGORIES
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import guarded
 from app.ui import widgets
+from app.ui.present.insight import vector_lens_md
 from app.ui.header import run_library_hooks
 from app.ui.present import concepts as present
 from app.ui.present.common import empty_figure, md_escape
@@ -187,7 +188,8 @@ def build(service: Any, ctx: Any) -> None:
             if _RUNNING.get(key) is token:
                 del _RUNNING[key]
         title = f"Quality of “{concept.name}” per layer ({cv.method}, {n} pairs)"
-        return (present.quality_summary_md(cv, concept.name, concept.pairs), present.quality_figure(cv, title), cv,
+        lens = vector_lens_md(service.vector_lens(cv), cv.recommended_layers)
+        return (present.quality_summary_md(cv, concept.name, concept.pairs) + "\n\n" + lens, present.quality_figure(cv, title), cv,
                 f"Extracted {n} pairs with `{cv.method}`. Press **Save to library** to keep the concept and its "
                 "vectors.")
 

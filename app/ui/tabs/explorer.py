@@ -9,6 +9,7 @@ import gradio as gr
 
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import guarded
+from app.ui.present.insight import vector_lens_md
 from app.ui.present import explorer as present
 from app.ui.present.common import empty_figure
 from app.ui import widgets
@@ -85,12 +86,16 @@ def build(service: Any, ctx: Any) -> None:
                  if slug else "Reading the prompt through every layer…")
         ex = _explore_cached(service, prompt_v, slug, bool(chat_v), fresh=True)
         progress(0.9, desc="Drawing")
+        lens = vector_lens_md(ex.extra.get("vector_lens"), ex.extra.get("recommended_layers"),
+                              f"Vector lens of {slug}") if slug else ""
         start, stop = present.parse_token_range("", len(ex.tokens))
         win = present.token_window(ex, start, stop)
         note = present.window_note(start, stop, len(ex.tokens))
-        return (present.explore_summary_md(ex) + (f"  \n{note}" if note else ""), present.norms_figure(ex),
-                present.norm_heatmap_figure(win), present.lens_figure(win), present.lens_last_rows(ex),
-                present.projection_figure(win))
+        summary_md = present.explore_summary_md(ex) + (f"  \n{note}" if note else "") + (
+            f"\n\n<details><summary>Vector lens of {slug}: what its direction says per layer</summary>\n\n{lens}"
+            "\n\n</details>" if lens else "")
+        return (summary_md, present.norms_figure(ex), present.norm_heatmap_figure(win), present.lens_figure(win),
+                present.lens_last_rows(ex), present.projection_figure(win))
 
     @guarded
     def show_range(prompt_v: str, concept_v: str, chat_v: bool, range_v: str):

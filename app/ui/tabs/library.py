@@ -13,6 +13,7 @@ from app.library.slugs import slugify
 from app.types import CATEGORIES
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import guarded
+from app.ui.present.insight import vector_lens_md
 from app.ui.header import run_library_hooks
 from app.ui.present import concepts as present
 from app.domain import limits
@@ -98,6 +99,7 @@ def card(service: Any, slug: Optional[str]):
         md += "\n\n" + present.reliability_md(_calibration(service, slug))
     if cv is not None and cv.quality:
         md += "\n\n" + present.quality_brief_md(cv.quality, cv.recommended_layers)
+        md += "\n\n" + vector_lens_md(service.vector_lens(cv, k=5), cv.recommended_layers)
         fig = present.quality_figure(cv, f"Quality of “{concept.name}” on {info.model_id}")
         return md, gr.Plot(value=fig, visible=True)
     return md, gr.Plot(visible=False)

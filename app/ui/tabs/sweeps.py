@@ -123,6 +123,9 @@ def build(service: Any, ctx: Any) -> None:
                 max_tokens = gr.Slider(limits.SWEEP_MIN_TOKENS, MAX_SWEEP_TOKENS, value=DEFAULT_SWEEP_TOKENS, step=1, label="Max tokens",
                                        elem_id="sw-max-tokens")
                 absolute = gr.Checkbox(value=False, label="Absolute strengths", elem_id="sw-absolute")
+            ops = [o for o in service.operations() if o.hook_point == "residual"]
+            op = gr.Dropdown([(f"{o.name} (sweeps {o.param})", o.name) for o in ops], value="add", label="Operation",
+                             elem_id="sw-op", info="For ablate/cap/clamp/rotate the strengths are its a / t / theta")
     with gr.Row():
         run = gr.Button("Run sweep", variant="primary", elem_id="sw-run", scale=3)
         stop = gr.Button("Stop", variant="stop", elem_id="sw-stop", scale=1)
@@ -158,7 +161,7 @@ def build(service: Any, ctx: Any) -> None:
                    show_progress="hidden")
 
     @guarded
-    def run_sweep(concept, prompt, layers, strengths, max_tokens, absolute, request: gr.Request,
+    def run_sweep(concept, prompt, layers, strengths, max_tokens, absolute, op="add", request: gr.Request = None,
                   progress=gr.Progress()):
         """Yields the results; on an error, yields it where the results go (kept until the next run), then raises."""
         try:
@@ -171,7 +174,9 @@ def build(service: Any, ctx: Any) -> None:
         prompt = check_prompt(prompt)
         concept = check_concept(concept)
         layer_list = parse_layers(layers, num_layers(service), "layers")
-        strength_list = parse_floats(strengths, "strengths", limits.strength_limit(not absolute))
+        op_name = op or "add"
+        # other operations: their values are a / t / theta, checked against the operation's range by the service
+        strength_list = parse_floats(strengths, "strengths", limits.strength_limit(not absolute) if op_name == "add" else 180.0)
         mt = int(check_number(max_tokens, "max tokens", limits.SWEEP_MIN_TOKENS, MAX_SWEEP_TOKENS, integer=True))
         n_cells = len(layer_list) * len(strength_list)
         progress(0.0, desc=f"preparing {n_cells} cells…")
@@ -183,7 +188,7 @@ def build(service: Any, ctx: Any) -> None:
         try:
             result = service.sweep(prompt, concept, layer_list, strength_list,
                                    params=GenerationParams(max_tokens=mt), relative=not absolute,
-                                   progress=throttled(report), token=token)
+                                   progress=throttled(report), token=token, op=op_name)
         except Cancelled:
             result = None
         finally:
@@ -213,7 +218,7 @@ def build(service: Any, ctx: Any) -> None:
         )
 
     run.click(guarded(arm_session), None, None, queue=False, show_progress="hidden", api_visibility="private").then(
-        run_sweep, [concept, prompt, layers, strengths, max_tokens, absolute],
+        run_sweep, [concept, prompt, layers, strengths, max_tokens, absolute, op],
         [state, summary, heatmap, lines, table, cell, cell_md, dl_md, dl_json],
         api_name="sweep", show_progress="full", show_progress_on=[heatmap], **MODEL_CONCURRENCY)
 
@@ -249,6 +254,9 @@ def build(service: Any, ctx: Any) -> None:
         if not data or cell_v is None:
             raise gr.Error("Run a sweep and pick a cell first.", print_exception=False)
         concept_v = check_concept(data.get("concept") or concept)
+        if (data.get("op") or "add") != "add":
+            raise gr.Error(f"A recommendation stores a strength for add; this sweep varied {data['op']}'s parameter.",
+                           print_exception=False)
         service.save_recommendation(concept_v, cell_v[0], cell_v[1], relative=bool(data.get("relative", True)),
                                     source="sweep")
         return (f"Saved: **{concept_v}** now recommends layer {cell_v[0]}, strength {cell_v[1]:g} "
@@ -258,7 +266,7 @@ def build(service: Any, ctx: Any) -> None:
 
     ctx.register("sweeps", prompt=prompt, concept=concept, layers=layers, strengths=strengths, run=run,
                  max_tokens=max_tokens, absolute=absolute, kind=kind, state=state, cell=cell, use=use, stop=stop,
-                 heatmap=heatmap, summary=summary)
+                 heatmap=heatmap, summary=summary, op=op)
 
 
 def wire(service: Any, ctx: Any) -> None:
