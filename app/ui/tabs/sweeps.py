@@ -165,12 +165,12 @@ def build(service: Any, ctx: Any) -> None:
                   progress=gr.Progress()):
         """Yields the results; on an error, yields it where the results go (kept until the next run), then raises."""
         try:
-            yield sweep_outputs(concept, prompt, layers, strengths, max_tokens, absolute, request, progress)
+            yield sweep_outputs(concept, prompt, layers, strengths, max_tokens, absolute, op, request, progress)
         except Exception as exc:
             yield error_outputs(exc)
             raise
 
-    def sweep_outputs(concept, prompt, layers, strengths, max_tokens, absolute, request, progress):
+    def sweep_outputs(concept, prompt, layers, strengths, max_tokens, absolute, op, request, progress):
         prompt = check_prompt(prompt)
         concept = check_concept(concept)
         layer_list = parse_layers(layers, num_layers(service), "layers")
