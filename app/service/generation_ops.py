@@ -195,6 +195,7 @@ def parse_int_list(text: str, what: str = "layers", upper: Optional[int] = None)
             a_i, b_i = _int(a, part, what), _int(b, part, what)
             if b_i < a_i:
                 raise InputError(f"{what}: range {part!r} goes backwards; write it low-high, e.g. {b_i}-{a_i}")
+            check_range_size(a_i, b_i, len(out), what, upper)  # before expanding: "0-999999999" is 11 characters
             out.extend(range(a_i, b_i + 1))
         else:
             out.append(_int(part, part, what))
@@ -204,6 +205,18 @@ def parse_int_list(text: str, what: str = "layers", upper: Optional[int] = None)
     if len(set(out)) != len(out):
         raise InputError(f"{what} repeat: {text!r}")
     return out
+
+
+MAX_LIST_ITEMS = 4096  # no model has more layers; bounds the work of any "a-b" a user types
+
+
+def check_range_size(lo: int, hi: int, have: int, what: str, upper: Optional[int] = None) -> None:
+    """Refuse a range ``lo-hi`` that leaves the model (or would be huge) before it is expanded."""
+    if upper is not None and (lo < 0 or hi >= upper):
+        bad = lo if lo < 0 else hi
+        raise InputError(f"{what}: {bad} is out of range (0-{upper - 1})")
+    if hi - lo + 1 + have > MAX_LIST_ITEMS:
+        raise InputError(f"{what}: the range {lo}-{hi} has {hi - lo + 1} values; at most {MAX_LIST_ITEMS} are allowed")
 
 
 def _int(text: str, part: str, what: str) -> int:

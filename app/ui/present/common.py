@@ -102,6 +102,17 @@ def empty_figure(title: str, message: str, height: int = 260) -> go.Figure:
     return fig
 
 
+MAX_SPEC_ITEMS = 4096
+
+
+def _check_span(lo: int, hi: int, have: int, num_layers: Optional[int], what: str) -> None:
+    if num_layers is not None and (lo < 0 or hi >= num_layers):
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"{what}: layer {bad} does not exist (this model has layers 0-{num_layers - 1})")
+    if hi - lo + 1 + have > MAX_SPEC_ITEMS:
+        raise ValueError(f"{what}: the range {lo}-{hi} has {hi - lo + 1} values; at most {MAX_SPEC_ITEMS} are allowed")
+
+
 def parse_layer_spec(text: str, num_layers: Optional[int] = None, what: str = "layers") -> list[int]:
     """'8-20, 24' -> [8, ..., 20, 24]; empty text -> []; clear ValueError messages otherwise."""
     out: list[int] = []
@@ -115,11 +126,12 @@ def parse_layer_spec(text: str, num_layers: Optional[int] = None, what: str = "l
                 lo, hi = int(a), int(b)
                 if hi < lo:
                     raise ValueError(f"{what}: the range {part!r} goes backwards; write it low-high, e.g. 8-20")
+                _check_span(lo, hi, len(out), num_layers, what)  # before expanding: "0-999999999" is 11 characters
                 out.extend(range(lo, hi + 1))
             else:
                 out.append(int(part))
         except ValueError as exc:
-            if "backwards" in str(exc):
+            if "backwards" in str(exc) or "does not exist" in str(exc) or "values; at most" in str(exc):
                 raise
             raise ValueError(f"{what}: {part!r} is not a whole number or a range like 8-20") from None
     for v in out:
