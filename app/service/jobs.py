@@ -137,8 +137,9 @@ class JobRunner:
 def follow(fn: Callable[[], Any], token: CancelToken, poll_s: float = WAIT_POLL_S) -> Iterator[tuple[str, Any]]:
     """Run ``fn()`` (a service call that uses ``token``) on a worker thread.
 
-    Yields ``("wait", n_ahead)`` whenever its place in line changes, ``("tick", None)`` every
-    ``poll_s`` so a generator handler notices a client that left, then ``("done", result)``;
+    Yields ``("tick", None)`` once before starting, then ``("wait", n_ahead)`` whenever its place
+    in line changes, ``("tick", None)`` every ``poll_s`` so a generator handler notices a client
+    that left, then ``("done", result)``;
     an exception from ``fn`` is raised here. Closing the iterator cancels ``token``.
     """
     box: dict[str, Any] = {}
@@ -152,6 +153,8 @@ def follow(fn: Callable[[], Any], token: CancelToken, poll_s: float = WAIT_POLL_
         finally:
             done.set()
 
+    # A first tick before any work: Gradio can only close (cancel) a generator it has seen yield once.
+    yield "tick", None
     thread = threading.Thread(target=worker, name="steering-lab-follow", daemon=True)
     thread.start()
     finished = False
@@ -167,9 +170,8 @@ def follow(fn: Callable[[], Any], token: CancelToken, poll_s: float = WAIT_POLL_
             yield "tick", None
         finished = True
     finally:
-        if not finished:
-            token.cancel()  # the consumer went away: stop the job at its next step
-            thread.join(timeout=60)
+        if not finished:  # the consumer went away: stop the job at its next step. No join: Gradio
+            token.cancel()  # closes generators on its event loop, which must never wait for the model
     if "error" in box:
         raise box["error"]
     yield "done", box.get("result")
