@@ -17,7 +17,10 @@ def register(sub, add) -> None:
 
     sp = add("extract", "extract a concept's vectors for every layer and show their quality", cmd_extract)
     sp.add_argument("slug", help="concept slug (see `concepts list`)")
-    sp.add_argument("--method", choices=["mean_diff", "last_token", "pca"], default="mean_diff")
+    from app.core.methods import METHODS  # the extraction-method registry (numpy only, no model runtime)
+
+    sp.add_argument("--method", choices=list(METHODS), default=None,
+                    help="extraction method (default: the concept's own `method:`, else mean_diff)")
 
     sp = add("export-gguf", "write a concept as a llama.cpp control vector (.gguf)", cmd_export_gguf, json_flag=False)
     sp.add_argument("slug")
@@ -27,6 +30,7 @@ def register(sub, add) -> None:
                     help="bake this strength in (default: write the raw vectors and scale them in llama.cpp)")
     sp.add_argument("--absolute", action="store_true",
                     help="--strength multiplies the raw vector instead of the layer's typical norm")
+    sp.add_argument("--op", default="add", help="only add can be exported; any other operation is refused with the reason")
 
     sp = add("import-gguf", "import a llama.cpp control vector (.gguf) as a concept", cmd_import_gguf, json_flag=False)
     sp.add_argument("file")
@@ -118,12 +122,15 @@ def cmd_extract(args) -> int:
 
 def cmd_export_gguf(args) -> int:
     from app.cli import _service
+    from app.core.interventions import check_exportable
 
+    check_exportable(args.op)  # before loading the model: the refusal is instant
     svc = _service(args)
     layers = parse_layer_range(args.layers, svc.loaded.num_layers) if args.layers else None
     if args.strength is not None and not math.isfinite(args.strength):
         raise CLIError("--strength must be a finite number")
-    res = svc.export_gguf(args.slug, args.out, layers=layers, strength=args.strength, relative=not args.absolute)
+    res = svc.export_gguf(args.slug, args.out, layers=layers, strength=args.strength, relative=not args.absolute,
+                          op=args.op)
     what = "raw vectors" if res.strength is None else \
         f"strength {res.strength:g} ({'relative' if res.relative else 'absolute'}) baked in"
     span = f"{res.layers[0]}-{res.layers[-1]}" if len(res.layers) > 1 else str(res.layers[0])

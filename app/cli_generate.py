@@ -25,6 +25,12 @@ def register(sub, add) -> None:
     sp.add_argument("--schedule-length", type=int, default=16, help="tokens of decay/ramp, or K for a pulse")
     sp.add_argument("--positions", choices=["all", "prompt", "generated"], default="all")
     sp.add_argument("--system", default=None, help="optional system prompt")
+    _op_args(sp)
+    sp.add_argument("--op-layers", default="", help="more layers for a non-add --op: 'all', '8-20' or '4,12'")
+    sp.add_argument("--condition", default=None, help="conditional steering: act only where this concept's projection is high")
+    sp.add_argument("--threshold", type=float, default=1.0,
+                    help="with --condition: open where the projection exceeds THRESHOLD x its typical positive projection")
+    sp.add_argument("--effects", action="store_true", help="with --json: also the per-token effect map (KL, promoted tokens)")
     _sampling(sp, max_tokens=64)
 
     sp = add("sweep", "sweep layers x strengths and score every cell", cmd_sweep)
@@ -36,7 +42,18 @@ def register(sub, add) -> None:
     g.add_argument("--relative", dest="relative", action="store_true", default=True)
     g.add_argument("--absolute", dest="relative", action="store_false")
     sp.add_argument("--save-recommendation", action="store_true", help="store the recommended setting in the concept for this model")
+    _op_args(sp, sweep=True)
     _sampling(sp, max_tokens=32)
+
+
+def _op_args(sp: argparse.ArgumentParser, sweep: bool = False) -> None:
+    from app.core.interventions import OPS, RESIDUAL_OPS
+
+    helps = "; ".join(f"{k}: {OPS[k].help} ({OPS[k].param} in [{OPS[k].lo:g}, {OPS[k].hi:g}])" for k in RESIDUAL_OPS)
+    sp.add_argument("--op", choices=RESIDUAL_OPS, default="add", help=f"the operation at the steered layers. {helps}"
+                    + (". --strengths are then its parameter values" if sweep else ""))
+    if not sweep:
+        sp.add_argument("--op-param", type=float, default=None, help="the operation's parameter (a, t or theta; default per op)")
 
 
 def _sampling(sp: argparse.ArgumentParser, max_tokens: int) -> None:
@@ -65,12 +82,19 @@ def _validate_early(args, prompt: str, system=None) -> None:
 
 def cmd_generate(args) -> int:
     from app.cli import _print_json, _service
-    from app.core.steering import check_finite
+    from app.domain.limits import strength_limit
+    from app.domain.parse import parse_float
     from app.service.generation_ops import SteerRequest
 
     _validate_early(args, args.prompt, args.system)
+    if args.op_param is not None:
+        from app.core.interventions import check_param
+
+        check_param(args.op, args.op_param, "--op-param")
+    if args.op == "add" and (args.op_layers or args.op_param is not None):
+        raise CLIError("--op-param and --op-layers are for --op ablate|cap|clamp|rotate; add uses --strength")
     for s in args.strength or []:
-        check_finite(s, "strength")
+        parse_float(s, "strength", strength_limit(args.relative))
     for l in args.layer or []:
         if l < 0:
             raise CLIError(f"layer {l} does not exist: layers are numbered from 0")
@@ -92,10 +116,14 @@ def cmd_generate(args) -> int:
         from app.service.generation_ops import DEFAULT_RELATIVE_STRENGTH
 
         layers = [(l, DEFAULT_RELATIVE_STRENGTH if s is None else s) for l, s in layers]
+    from app.service.intervention_ops import op_layers_from_text
+
     req = SteerRequest(prompt=args.prompt, concept=args.concept, layers=layers, relative=args.relative,
                        mode=args.mode, guidance=args.guidance, schedule=args.schedule,
                        schedule_length=args.schedule_length, positions=args.positions, system=args.system,
-                       params=_params(args))
+                       params=_params(args), op=args.op, op_param=args.op_param,
+                       op_layers=op_layers_from_text(args.op_layers, svc.loaded.num_layers),
+                       condition=args.condition, threshold=args.threshold, effects=bool(args.effects and args.json))
     if args.json:
         chunk, settings = svc.compare(req)
         _print_json({
@@ -104,6 +132,9 @@ def cmd_generate(args) -> int:
             "divergence": chunk.divergence,
             "settings": settings,
             "stats": chunk.stats,
+            "applied": chunk.applied,
+            "steered_gates": chunk.steered_gates,
+            "effects": chunk.effects,
         })
         return 0
     width = max(30, (shutil.get_terminal_size((100, 20)).columns - 3) // 2)
@@ -119,7 +150,10 @@ def cmd_generate(args) -> int:
     if sys.stdout.isatty():
         sys.stdout.write("\r\033[K")
     layers_txt = ", ".join(f"L{e['layer']}@{e['strength']:g}" for e in settings["layers"])
-    print(f"concept: {settings['label']}   {layers_txt} ({settings['strength_mode']}, {settings['mode']})   source: {settings['source']}")
+    op = "" if settings["op"] == "add" else f"   op: {settings['op']} {settings['op_param_name']}={settings['op_param']:g}"
+    if settings.get("condition"):
+        op += f" when {settings['condition']} > {settings['threshold']:g}"
+    print(f"concept: {settings['label']}   {layers_txt} ({settings['strength_mode']}, {settings['mode']})   source: {settings['source']}{op}")
     left = textwrap.wrap(chunk.baseline_text, width) or [""]
     right = textwrap.wrap(chunk.steered_text, width) or [""]
     print(f"{'BASELINE':<{width}} | STEERED")
@@ -136,22 +170,25 @@ def cmd_generate(args) -> int:
 
 def cmd_sweep(args) -> int:
     from app.cli import _print_json, _service
-    from app.service.generation_ops import parse_float_list, parse_int_list
+    from app.domain.limits import OP_PARAM_LIMIT, SWEEP_CELLS, strength_limit
+    from app.domain.parse import parse_floats, parse_layers
 
     _validate_early(args, args.prompt)
-    layers = parse_int_list(args.layers, "layers")
-    strengths = parse_float_list(args.strengths)
-    from app.core.sweeps import MAX_CELLS
-
-    if len(layers) * len(strengths) > MAX_CELLS:
-        raise CLIError(f"{len(layers) * len(strengths)} cells is too many for one sweep (at most {MAX_CELLS})")
+    if args.save_recommendation and args.op != "add":
+        raise CLIError("--save-recommendation stores a strength for addition; it cannot be used with --op " + args.op)
+    layers = parse_layers(args.layers, what="layers")
+    limit = strength_limit(args.relative) if args.op == "add" else (180.0 if args.op == "rotate" else OP_PARAM_LIMIT)
+    strengths = parse_floats(args.strengths, "strengths", limit)
+    if len(layers) * len(strengths) > SWEEP_CELLS:
+        raise CLIError(f"{len(layers) * len(strengths)} cells is too many for one sweep (at most {SWEEP_CELLS})")
     svc = _service(args)
-    layers = parse_int_list(args.layers, "layers", svc.loaded.num_layers)
+    layers = parse_layers(args.layers, svc.loaded.num_layers, "layers")
 
     def progress(done: int, total: int, msg: str) -> None:
         print(f"\r{msg}: step {done}/{total}", end="", file=sys.stderr, flush=True)
 
-    res = svc.sweep(args.prompt, args.concept, layers, strengths, _params(args), relative=args.relative, progress=progress)
+    res = svc.sweep(args.prompt, args.concept, layers, strengths, _params(args), relative=args.relative, progress=progress,
+                    op=args.op)
     print(file=sys.stderr)
     if args.save_recommendation and res.recommended:
         svc.save_recommendation(args.concept, res.recommended[0], res.recommended[1], args.relative)
@@ -159,7 +196,7 @@ def cmd_sweep(args) -> int:
         _print_json(res.as_dict())
         return 0
     print(f"baseline: {res.baseline_text[:100]!r}")
-    print(f"{'layer':>5} {'strength':>8} {'concept':>8} {'ppl x':>6} {'dist-2':>6} ok  text")
+    print(f"{'layer':>5} {(res.op == 'add' and 'strength' or res.op):>8} {'concept':>8} {'ppl x':>6} {'dist-2':>6} ok  text")
     for c in res.cells:
         print(f"{c.layer:>5} {c.strength:>8g} {c.concept_score:>8.2f} {c.ppl_ratio:>6.2f} {c.distinct2:>6.2f} "
               f"{'yes' if c.coherent else 'no ':<3} {c.text[:60]!r}")

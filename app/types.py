@@ -14,6 +14,8 @@ from typing import Any, Optional
 import numpy as np
 
 CATEGORIES = ("emotion", "style", "persona", "brevity", "custom", "mix", "imported", "control")
+# Extraction methods (the registry with their functions is app.core.methods; the schema checks names here).
+METHOD_NAMES = ("mean_diff", "last_token", "pca", "bipolar", "no_shared", "system_prompt", "unit_mean")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,31 @@ class Recommendation:
     source: str = "sweep"  # how it was found
 
 
+JUDGE_KINDS = ("sentiment", "lexicon", "words", "length", "readability", "probe")
+READABILITY_METRICS = (
+    "flesch_reading_ease", "flesch_kincaid_grade", "gunning_fog", "smog_index",
+    "coleman_liau_index", "automated_readability_index", "dale_chall_readability_score",
+)
+PROBE_MIN_PAIRS = 4
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """How a concept's effect is judged independently of its vector (see app.core.judges).
+
+    ``sign`` says which way is "more of the concept": +1 higher raw score, -1 lower. Only the
+    fields of the chosen ``kind`` are used: ``categories`` (lexicon), ``words`` (words),
+    ``metric`` (readability), ``layer`` (probe; None = the model's middle layer).
+    """
+
+    kind: str
+    sign: int = 1
+    categories: tuple[str, ...] = ()
+    words: tuple[str, ...] = ()
+    metric: str = ""
+    layer: Optional[int] = None
+
+
 @dataclass
 class Concept:
     """A named concept defined by contrast pairs; vectors are stored separately per model."""
@@ -57,6 +84,9 @@ class Concept:
     recommended: dict[str, Recommendation] = field(default_factory=dict)  # model key -> rec
     recipe: Optional[list[tuple[str, float]]] = None  # set for concepts saved from a mix
     recipe_options: dict[str, Any] = field(default_factory=dict)
+    method: Optional[str] = None  # extraction method the shipped vectors use (chosen by calibration)
+    opposite: Optional[str] = None  # slug of the opposite concept (for the bipolar method)
+    judge: Optional[JudgeSpec] = None  # how its effect is judged; None = the lab's default
 
     def pairs_fingerprint(self) -> str:
         """Hash of everything extraction reads; a vector whose fingerprint differs is stale."""
@@ -169,3 +199,6 @@ class ComparisonChunk:
     divergence: Optional[int] = None  # index of the first generated token that differs
     done: bool = False
     stats: dict[str, Any] = field(default_factory=dict)
+    steered_gates: list[float] = field(default_factory=list)  # conditional steering: 1.0 where the gate was open
+    applied: list[dict[str, Any]] = field(default_factory=list)  # where the intervention acted (final chunk)
+    effects: list[dict[str, Any]] = field(default_factory=list)  # per-token KL / promoted tokens (final chunk)

@@ -23,6 +23,7 @@ import app.core  # noqa: E402,F401  (fast BLAS first)
 import numpy as np  # noqa: E402
 
 from app.core.generation import run_batch  # noqa: E402
+from app.core.interventions import additive_rows  # noqa: E402
 from app.core.steering import SteeringEntry  # noqa: E402
 from app.core.sweeps import run_sweep  # noqa: E402
 from app.service.model_service import ModelService  # noqa: E402
@@ -34,7 +35,7 @@ PROMPT = "Write a short story about a lighthouse keeper who finds a message in a
 def timed_run(lm, prompt, vectors, rows, params):
     t0 = time.perf_counter()
     last = None
-    for step in run_batch(lm, prompt, vectors, rows, params, stop_on_loop=False):
+    for step in run_batch(lm, prompt, additive_rows(vectors, rows), params, stop_on_loop=False):
         last = step
     wall = time.perf_counter() - t0
     n = max(len(r.tokens) for r in last.rows)

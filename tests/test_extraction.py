@@ -56,11 +56,23 @@ def lm():
     return tiny_lm()
 
 
+def method_inputs(method: str) -> dict:
+    """What the methods that read more than the pairs need: an opposite, other category vectors."""
+    if method == "bipolar":
+        c = tiny_concept()
+        return {"opposite": Concept(slug="anti", name="Anti", pairs=[ContrastPair(p.negative, p.positive) for p in c.pairs])}
+    if method == "no_shared":
+        rng = np.random.default_rng(0)
+        u = rng.standard_normal((4, 2, 64))
+        return {"category_units": u / np.linalg.norm(u, axis=-1, keepdims=True)}
+    return {}
+
+
 # ---- extraction on a tiny model ------------------------------------------------------------------
 @pytest.mark.parametrize("method", METHODS)
 def test_extraction_is_deterministic(lm, method):
-    a = extract(lm, tiny_concept(), method)
-    b = extract(lm, tiny_concept(), method)
+    a = extract(lm, tiny_concept(), method, **method_inputs(method))
+    b = extract(lm, tiny_concept(), method, **method_inputs(method))
     assert a.vectors.dtype == np.float32 and a.vectors.shape == (4, 64)
     assert np.array_equal(a.vectors, b.vectors)
     assert np.array_equal(a.typical_norms, b.typical_norms)
@@ -72,7 +84,7 @@ def test_extraction_is_deterministic(lm, method):
 
 
 def test_methods_give_different_vectors(lm):
-    vecs = {m: extract(lm, tiny_concept(), m).vectors for m in METHODS}
+    vecs = {m: extract(lm, tiny_concept(), m, **method_inputs(m)).vectors for m in METHODS}
     assert not np.allclose(vecs["mean_diff"], vecs["last_token"])
     assert not np.allclose(vecs["mean_diff"], vecs["pca"])
 

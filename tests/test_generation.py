@@ -8,6 +8,7 @@ import pytest
 import app.core  # noqa: F401
 import mlx.core as mx
 import tiny_models
+from app.core.interventions import additive_rows
 from app.core.generation import compare_stream, first_divergence, run_batch, shared_sample, validate_params
 from app.core.models import from_memory
 from app.core.patching import is_patched
@@ -33,7 +34,7 @@ def vec(lm, layer, seed=3, scale=1.0):
 
 def final_rows(lm, prompt, vectors, rows, params, **kw):
     last = None
-    for step in run_batch(lm, prompt, vectors, rows, params, **kw):
+    for step in run_batch(lm, prompt, additive_rows(vectors, rows), params, **kw):
         last = step
     return last.rows
 

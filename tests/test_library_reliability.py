@@ -136,16 +136,16 @@ HOSTILE_RANGES = ["0-5000000", "0-30000000", "0-999999999", "1-999999999, 3", "5
 def test_layer_ranges_are_checked_before_they_are_expanded():
     from app.cli_concepts import parse_layer_range
     from app.errors import CLIError
-    from app.service.generation_ops import parse_int_list
+    from app.domain.parse import parse_layers
     from app.ui.present.common import parse_layer_spec
 
     gc.collect()
     before = rss_bytes()
     for text in HOSTILE_RANGES:
         with pytest.raises(InputError, match="out of range|at most"):
-            parse_int_list(text, "layers", upper=30)
+            parse_layers(text, 30, "layers")
         with pytest.raises(InputError, match="at most"):
-            parse_int_list(text, "layers")  # no model bound: still bounded
+            parse_layers(text, None, "layers")  # no model bound: still bounded
         with pytest.raises(ValueError, match="does not exist|at most"):
             parse_layer_spec(text, 30, "GGUF layers")
         with pytest.raises(ValueError, match="at most"):
@@ -154,7 +154,7 @@ def test_layer_ranges_are_checked_before_they_are_expanded():
             parse_layer_range(text, 30)
         gc.collect()
         assert rss_bytes() <= before * 1.05, f"{text!r} grew the process to {rss_bytes() / before:.2f}x"
-    assert parse_int_list("4-8, 12", upper=30) == [4, 5, 6, 7, 8, 12]
+    assert parse_layers("4-8, 12", 30) == [4, 5, 6, 7, 8, 12]
     assert parse_layer_spec("8-10", 30) == [8, 9, 10]
 
 

@@ -259,3 +259,34 @@ def test_get_sees_external_edits_and_returns_independent_copies(lib, dirs):
     path.write_text("name: [broken\n", encoding="utf-8")
     with pytest.raises(LibraryError, match="invalid YAML"):
         lib.get("joy")
+
+
+def test_ship_writes_shipped_yaml_and_vectors_and_refuses_user_or_stale(lib, dirs):
+    c = dataclasses.replace(lib.get("happy"), method="bipolar", opposite="pirate",
+                            recommended={KEY: Recommendation(12, 0.2, "relative", "calibration")})
+    cv = vectors(c, seed=3)
+    path = lib.ship(c, MODEL, cv)
+    assert path == dirs[2] / KEY / "happy.safetensors"
+    assert lib.load_vectors("happy", MODEL).vectors.tobytes() == cv.vectors.tobytes()
+    stored = lib.get("happy")
+    assert (stored.method, stored.opposite, stored.recommended) == ("bipolar", "pirate", c.recommended)
+    assert not lib.has_user_copy("happy")
+    before = (dirs[1] / "happy.yaml").read_bytes()
+    with pytest.raises(LibraryError, match="do not match"):
+        lib.ship(dataclasses.replace(c, pairs=c.pairs[:1]), MODEL, cv)
+    with pytest.raises(LibraryError, match="not a shipped concept"):
+        lib.ship(concept("joy"), MODEL, vectors(concept("joy")))
+    assert (dirs[1] / "happy.yaml").read_bytes() == before
+
+
+def test_method_and_opposite_are_validated_with_lines():
+    from app.library.errors import ConceptValidationError
+    from app.library.schema import parse_concept
+
+    text = concept_to_yaml(concept("joy")) + "method: magic\nopposite: joy\n"
+    with pytest.raises(ConceptValidationError) as e:
+        parse_concept(text, "joy")
+    msg = str(e.value)
+    lines = text.splitlines()
+    assert f"line {lines.index('method: magic') + 1}: method: must be one of" in msg
+    assert f"line {lines.index('opposite: joy') + 1}: opposite: a concept cannot be its own opposite" in msg

@@ -298,7 +298,7 @@ def test_library_rows_and_card(tmp_path):
     lib.save(c)
     summaries = lib.list()
     rows = concepts.library_rows(summaries, {"sleepy": "missing"})
-    assert rows == [["Sleepy", "sleepy", "custom", 2, "user", "not extracted"]]
+    assert rows == [["Sleepy", "sleepy", "custom", 2, "user", "not extracted", ""]]
     assert len(rows[0]) == len(concepts.LIBRARY_HEADERS)
     md = concepts.concept_card_md(lib.get("sleepy"), shipped=False, user_copy=True, status="missing", model_id="m")
     assert "Sleepy" in md and "Tired \\| yawning" in md and "| zzz | hello |" in md
@@ -316,3 +316,26 @@ def test_quality_brief():
     line = concepts.quality_brief_md(cv.quality, (2, 3))
     assert "layer 3" in line and "d′ 3.50" in line
     assert concepts.quality_brief_md([], (2, 3)) == ""
+
+
+def _report():
+    val = {"method": "bipolar", "layer": 12, "strength": 0.2, "n_prompts": 10, "right_way": 0.9, "wrong_way": 0.1,
+           "mean_change": -0.41, "spread": 0.3, "coherent_share": 1.0, "clean_share": 1.0}
+    old = {**val, "method": "mean_diff", "layer": 20, "right_way": 0.5, "wrong_way": 0.4, "clean_share": 0.7}
+    return {"method": "bipolar", "layer": 12, "strength": 0.2, "eligible": True, "judge": "VADER <b>sentiment</b>",
+            "validation": val, "pair_consistency": 0.31,
+            "variants": {"mean_diff": {"calibration": {}, "validation": old}, "unit_mean": {"calibration": {}}}}
+
+
+def test_reliability_readouts_on_card_and_in_table(tmp_path):
+    md = concepts.reliability_md(_report())
+    assert "10 validation prompts" in md and "<b>" not in md  # the judge label is escaped
+    assert "| `bipolar` ✓ | 12 | 0.20 | 90% | 10% | -0.410 | 0.300 | 100% |" in md
+    assert "| `mean\\_diff` | 20 | 0.20 | 50% | 40% |" in md
+    assert "unit_mean" not in md  # not validated: not shown as if it were
+    assert "0.31" in md
+    assert "Not calibrated" in concepts.reliability_md(None)
+    lib = ConceptLibrary(tmp_path)
+    lib.save(Concept(slug="sad", name="Sad", pairs=[ContrastPair("a", "b"), ContrastPair("c", "d")]))
+    rows = concepts.library_rows(lib.list(), {"sad": "ready"}, calibration={"sad": _report()})
+    assert rows[0][-1] == "9/10 right way, 100% clean"

@@ -1,88 +1,162 @@
-"""Find a concept's recommended (layer, strength) for a model from sweeps over several prompts.
+"""Recommended settings that generalize: chosen on calibration prompts, reported on others.
 
-One layer x strength grid per prompt (each grid is a few batches, see ``sweeps``); a cell's
-concept score is averaged over prompts, and a cell counts as coherent when it is coherent on
-at least two thirds of the prompts. The recommendation is the coherent cell with the best mean
-concept score (ties: the smaller strength). Used to fill the shipped concepts' settings.
+A cell (vectors, layer, relative strength) is scored on each prompt by the concept's JUDGE
+(steered minus unsteered text, sign applied: > 0 is the right way) and by coherence (the
+rules of app.core.scoring, plus distinct-2 >= 0.5 and no loop). Selection rule, on the
+calibration prompts only: among cells coherent and clean on >= 80% of them, maximise
+right-way fraction x mean judge change; ties -> the smaller strength.
+
+The search is coarse-to-fine so all shipped concepts fit in about half an hour on 2 cores
+(every stage batches the cells of ALL concepts that share a prompt, see ``cellbatch``):
+1. depth: mean_diff at every 2nd layer, one strength, on the first calibration prompts;
+2. methods: each extraction method at the best layers of stage 1, two strengths, same prompts;
+3. fine: the best method at its best layers x five strengths, on every calibration prompt.
+The result is then REPORTED on the validation prompts (64 greedy tokens): right-way and
+wrong-way fractions, mean and spread of the judge change, coherent share; the other methods
+are validated at their own best stage-2 setting for the comparison.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from app.core.cellbatch import Cell, generate_cells
 from app.core.chat import encode, format_chat
-from app.core.models import LoadedModel
-from app.core.sweeps import SweepResult, run_sweep
-from app.types import ConceptVectors, GenerationParams
+from app.errors import InputError
+from app.types import ConceptVectors
 
-CALIBRATION_PROMPTS = (
-    "Tell me about your weekend.",
-    "Describe the town where you live.",
-    "What do you think about Mondays?",
-)
-DEFAULT_STRENGTHS = (0.15, 0.25, 0.35, 0.5)
+PROMPTS_DIR = Path(__file__).resolve().parents[2] / "assets" / "prompts"
+MIN_SHARE = 0.8  # a cell must be coherent and clean on at least this share of prompts
 
 
-def default_layers(num_layers: int, count: int = 5) -> list[int]:
-    """Evenly spaced layers over the middle of the network (20%-70% of the depth)."""
-    lo, hi = max(1, round(num_layers * 0.2)), max(1, round(num_layers * 0.7))
-    return sorted({int(round(x)) for x in np.linspace(lo, hi, count)})
+def load_prompts(name: str, folder: Path = PROMPTS_DIR) -> list[str]:
+    """Prompts of ``assets/prompts/<name>.txt``: one per line, ``#`` comments and blanks skipped."""
+    path = folder / f"{name}.txt"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise InputError(f"cannot read the {name} prompts at {path}: {e.strerror or e}") from None
+    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
 
 
 @dataclass
-class Calibration:
-    layers: list[int]
-    strengths: list[float]
-    mean_score: np.ndarray  # [layers, strengths]
-    coherent_share: np.ndarray  # [layers, strengths]
-    recommended: Optional[tuple[int, float]]
-    sweeps: list[SweepResult] = field(default_factory=list)
+class CellStats:
+    """One cell scored over a prompt set; ``changes[i]`` is the judge change on prompt i."""
 
-    def as_dict(self) -> dict:
-        return {
-            "layers": self.layers,
-            "strengths": self.strengths,
-            "mean_concept_score": np.round(self.mean_score, 3).tolist(),
-            "coherent_share": np.round(self.coherent_share, 3).tolist(),
-            "recommended": {"layer": self.recommended[0], "strength": self.recommended[1]} if self.recommended else None,
-        }
+    key: str
+    layer: int
+    strength: float
+    changes: list[float] = field(default_factory=list)
+    coherent: list[bool] = field(default_factory=list)
+    clean: list[bool] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+
+    @property
+    def right_way(self) -> float:
+        return float(np.mean(np.asarray(self.changes) > 0)) if self.changes else 0.0
+
+    @property
+    def wrong_way(self) -> float:
+        return float(np.mean(np.asarray(self.changes) < 0)) if self.changes else 0.0
+
+    @property
+    def mean_change(self) -> float:
+        return float(np.mean(self.changes)) if self.changes else 0.0
+
+    @property
+    def spread(self) -> float:
+        return float(np.std(self.changes)) if self.changes else 0.0
+
+    @property
+    def coherent_share(self) -> float:
+        return float(np.mean(self.coherent)) if self.coherent else 0.0
+
+    @property
+    def clean_share(self) -> float:
+        return float(np.mean(self.clean)) if self.clean else 0.0
+
+    @property
+    def objective(self) -> float:
+        return self.right_way * self.mean_change
+
+    @property
+    def eligible(self) -> bool:
+        return self.coherent_share >= MIN_SHARE - 1e-9 and self.clean_share >= MIN_SHARE - 1e-9
+
+    def summary(self, with_texts: bool = False) -> dict:
+        d = {"method": self.key.split(":", 1)[-1], "layer": self.layer, "strength": self.strength,
+             "n_prompts": len(self.changes), "right_way": round(self.right_way, 3),
+             "wrong_way": round(self.wrong_way, 3), "mean_change": round(self.mean_change, 4),
+             "spread": round(self.spread, 4), "coherent_share": round(self.coherent_share, 3),
+             "clean_share": round(self.clean_share, 3),
+             "changes": [round(c, 4) for c in self.changes]}
+        if with_texts:
+            d["texts"] = list(self.texts)
+        return d
 
 
-def calibrate(
-    lm: LoadedModel,
-    cv: ConceptVectors,
-    prompts: Sequence[str] = CALIBRATION_PROMPTS,
-    layers: Optional[Sequence[int]] = None,
-    strengths: Sequence[float] = DEFAULT_STRENGTHS,
-    max_tokens: int = 32,
-    progress: Optional[Callable[[int, int, str], None]] = None,
-    should_stop: Optional[Callable[[], bool]] = None,
-) -> Calibration:
-    layers = list(layers) if layers is not None else default_layers(lm.num_layers)
-    strengths = list(strengths)
-    scores = np.zeros((len(layers), len(strengths)))
-    coherent = np.zeros_like(scores)
-    sweeps = []
+def select(stats: Sequence[CellStats]) -> Optional[CellStats]:
+    """The selection rule of the module docstring; None when no cell is eligible."""
+    good = [s for s in stats if s.eligible]
+    if not good:
+        return None
+    return max(good, key=lambda s: (round(s.objective, 6), -abs(s.strength), -s.layer))
+
+
+def rank_layers(stats: Sequence[CellStats], k: int) -> list[int]:
+    """The ``k`` layers whose best cell scores highest (eligible cells first)."""
+    best: dict[int, tuple] = {}
+    for s in stats:
+        score = (s.eligible, round(s.objective, 6))
+        if s.layer not in best or score > best[s.layer]:
+            best[s.layer] = score
+    return [l for l, _ in sorted(best.items(), key=lambda kv: (kv[1], -kv[0]), reverse=True)[:k]]
+
+
+Judges = Mapping[str, Callable[[Sequence[str]], np.ndarray]]  # slug -> texts -> signed scores
+
+
+def evaluate(lm, prompts: Sequence[str], vectors: Mapping[str, ConceptVectors], cells: Sequence[Cell],
+             judges: Judges, max_tokens: int, keep_texts: bool = False,
+             progress: Optional[Callable[[str], None]] = None,
+             should_stop: Optional[Callable[[], bool]] = None) -> dict[Cell, CellStats]:
+    """Every cell on every prompt (one batch of all cells per prompt), judged against the baseline.
+
+    A cell's key is ``"<slug>:<method>"``; ``judges[slug]`` scores its texts (higher = more
+    of the concept).
+    """
+    out = {c: CellStats(c.key, c.layer, c.strength) for c in cells}
+    if not cells:
+        return out
     for i, prompt in enumerate(prompts):
+        if progress is not None:
+            progress(f"prompt {i + 1}/{len(prompts)}: {len(cells)} cells")
         tokens = encode(lm.tokenizer, format_chat(lm.tokenizer, prompt))
+        base, texts = generate_cells(lm, tokens, vectors, cells, max_tokens, should_stop)
+        by_slug: dict[str, list[int]] = {}
+        for j, c in enumerate(cells):
+            by_slug.setdefault(c.key.split(":", 1)[0], []).append(j)
+        for slug, idx in by_slug.items():
+            scores = np.asarray(judges[slug]([base.text] + [texts[j].text for j in idx]), dtype=np.float64)
+            for j, sc in zip(idx, scores[1:]):
+                st = out[cells[j]]
+                st.changes.append(float(sc - scores[0]))
+                st.coherent.append(texts[j].coherent)
+                st.clean.append(texts[j].clean)
+                if keep_texts:
+                    st.texts.append(texts[j].text)
+    return out
 
-        def prog(done: int, total: int, msg: str, i=i) -> None:
-            if progress is not None:
-                progress(i * total + done, total * len(prompts), f"prompt {i + 1}/{len(prompts)}, {msg}")
 
-        res = run_sweep(lm, tokens, cv, layers, strengths, GenerationParams(max_tokens=max_tokens),
-                        progress=prog, should_stop=should_stop)
-        sweeps.append(res)
-        scores += np.nan_to_num(res.grid("concept_score"))
-        coherent += res.grid("coherent")
-    scores /= len(prompts)
-    coherent /= len(prompts)
-    ok = (coherent >= 2 / 3 - 1e-9) & (scores > 0)
-    rec = None
-    if ok.any():
-        best = max(((scores[a, b], -strengths[b], a, b) for a in range(len(layers)) for b in range(len(strengths)) if ok[a, b]))
-        rec = (layers[best[2]], strengths[best[3]])
-    return Calibration(layers, strengths, scores, coherent, rec, sweeps)
+def pair_consistency(pos: np.ndarray, neg: np.ndarray, layer: int) -> float:
+    """Mean pairwise cosine of the per-pair differences at ``layer`` (1 = every pair agrees)."""
+    d = np.asarray(pos[layer], np.float64) - np.asarray(neg[layer], np.float64)
+    n = np.linalg.norm(d, axis=1, keepdims=True)
+    u = np.divide(d, n, out=np.zeros_like(d), where=n > 0)
+    g = u @ u.T
+    m = len(u)
+    return float((g.sum() - np.trace(g)) / (m * (m - 1))) if m > 1 else float("nan")

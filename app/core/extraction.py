@@ -9,14 +9,8 @@ model together, and the residual stream after every ``model.layers[i]`` is poole
   mean-difference norms ~10x); it carries no information about the prompt's content.
 * **last feature** - the residual at the prompt's last real token.
 
-Methods (``METHODS``):
-
-* ``mean_diff`` - mean over pairs of (positive mean feature - negative mean feature).
-* ``last_token`` - the same with last-token features (contrastive activation addition, CAA).
-* ``pca`` - the first principal component of the paired differences of mean features, from
-  the uncentered SVD of the difference matrix (= PCA of the symmetric set {d_i, -d_i}); its
-  sign is chosen so positives project higher than negatives, and it is scaled so its norm is
-  the mean projection of the differences on it.
+Methods are registered in ``app.core.methods`` (mean_diff, last_token, pca, bipolar,
+no_shared, system_prompt, unit_mean); this module captures the features a method needs.
 
 **Relative strength.** Residual norms differ by an order of magnitude across layers, so a
 raw multiple of the vector means something different at every layer. A relative strength s
@@ -36,13 +30,15 @@ import numpy as np
 
 from app import __version__
 from app.core.capture import CaptureResult, capture
+from app.core.methods import METHODS, Features, get_method, pca_direction, run_method  # noqa: F401 (re-exported)
 from app.core.chat import encode, format_chat, pad_id
 from app.core.quality import layer_quality, recommend_layers
+from app.core.steering import mean_projection
 from app.errors import Cancelled, InputError
 from app.types import Concept, ConceptVectors
 
-METHODS = ("mean_diff", "last_token", "pca")
 BATCH_SIZE = 16  # rows per forward pass inside ``capture``
+SYSTEM_CONTRAST_TEXTS = 8  # user texts the system-prompt contrast averages over
 CAPTURE_BUDGET_BYTES = 512 * 1024 * 1024  # residual-stream floats held at once (prompts are captured in blocks)
 
 # Neutral prompts whose typical residual norms give imported vectors a relative scale.
@@ -163,24 +159,47 @@ def typical_norms_for(lm: Any, prompts: Sequence[str] = NEUTRAL_PROMPTS, should_
 
 def method_vectors(pos: np.ndarray, neg: np.ndarray, method: str) -> np.ndarray:
     """Vectors [L, H] from paired features [L, N, H] (the method's features already chosen)."""
-    diffs = np.asarray(pos, dtype=np.float64) - np.asarray(neg, dtype=np.float64)
-    if method in ("mean_diff", "last_token"):
-        return diffs.mean(axis=1).astype(np.float32)
-    if method == "pca":
-        return pca_direction(diffs).astype(np.float32)
-    raise InputError(f"unknown extraction method {method!r}; choose one of {', '.join(METHODS)}")
+    if method == "last_token":
+        return run_method(method, Features(pos=pos, neg=neg, pos_last=pos, neg_last=neg))
+    return run_method(method, Features(pos=pos, neg=neg))
 
 
-def pca_direction(diffs: np.ndarray) -> np.ndarray:
-    """First PC of the uncentered differences [L, N, H], sign- and length-fixed (see module doc)."""
-    diffs = np.asarray(diffs, dtype=np.float64)
-    _, _, vt = np.linalg.svd(diffs, full_matrices=False)
-    u = vt[:, 0, :]  # [L, H], unit rows
-    proj = np.einsum("lnh,lh->ln", diffs, u).mean(axis=1)  # mean projection per layer
-    # Sign: positives above negatives; an exact tie picks the sign making the largest |component| positive.
-    tie_sign = np.sign(u[np.arange(u.shape[0]), np.argmax(np.abs(u), axis=1)])
-    sign = np.where(proj > 0, 1.0, np.where(proj < 0, -1.0, tie_sign))
-    return u * (sign * np.abs(proj))[:, None]
+def concept_features(lm: Any, concept: Concept, progress: Progress = None, should_stop: ShouldStop = None,
+                     ) -> tuple[Features, np.ndarray, int]:
+    """(mean + last-token features of the pairs, typical norms [L], token count): one batched pass."""
+    token_lists, n_pairs = concept_prompts(lm.tokenizer, concept)
+    mean, last, typical = capture_pooled(lm, token_lists, progress, should_stop)
+    feats = Features(pos=mean[:, :n_pairs], neg=mean[:, n_pairs:], pos_last=last[:, :n_pairs], neg_last=last[:, n_pairs:])
+    return feats, typical, int(sum(len(t) for t in token_lists))
+
+
+def system_prompt_diffs(lm: Any, concept: Concept, max_texts: int = SYSTEM_CONTRAST_TEXTS,
+                        should_stop: ShouldStop = None) -> np.ndarray:
+    """[L, U, H]: per user text, positive-system minus negative-system residuals, averaged over
+    every position after the system prompt (position 0 never counts).
+
+    The two prompts share the whole user turn; aligning them from the end lines up each token
+    of it with itself, which is what padding the shorter system prompt achieves (rotary
+    attention depends on relative positions only).
+    """
+    sp = concept.system_prompts
+    if sp is None:
+        raise InputError(f"the system_prompt method needs the concept's system_prompts; {concept.slug!r} has none")
+    texts = list(dict.fromkeys([p.negative for p in concept.pairs] + [p.positive for p in concept.pairs]))[:max_texts]
+    tok = lm.tokenizer
+    pos = [encode(tok, format_chat(tok, t, sp.positive)) for t in texts]
+    neg = [encode(tok, format_chat(tok, t, sp.negative)) for t in texts]
+    cr = capture(lm.model, pos + neg, pad=pad_id(tok), batch_size=BATCH_SIZE, should_stop=should_stop)
+    h, n = cr.hidden, len(texts)
+    out = np.zeros((h.shape[0], n, h.shape[3]), dtype=np.float64)
+    for i in range(n):
+        a, b = pos[i], neg[i]
+        shared = 0
+        while shared < min(len(a), len(b)) - 1 and a[len(a) - 1 - shared] == b[len(b) - 1 - shared]:
+            shared += 1
+        la, lb = len(a), len(b)
+        out[:, i] = (h[:, i, la - shared:la].astype(np.float64) - h[:, n + i, lb - shared:lb]).mean(axis=1)
+    return out.astype(np.float32)
 
 
 def extract(
@@ -190,20 +209,56 @@ def extract(
     progress: Progress = None,
     should_stop: ShouldStop = None,
     others: Optional[Mapping[str, ConceptVectors]] = None,
+    opposite: Optional[Concept] = None,
+    category_units: Optional[np.ndarray] = None,
 ) -> ConceptVectors:
-    """Concept vectors for every layer of ``lm`` (a ``LoadedModel``) from ``concept``'s pairs."""
-    if method not in METHODS:
-        raise InputError(f"unknown extraction method {method!r}; choose one of {', '.join(METHODS)}")
+    """Concept vectors for every layer of ``lm`` (a ``LoadedModel``) from ``concept``'s pairs.
+
+    ``opposite`` (bipolar) and ``category_units`` ([L, K, H], no_shared) feed the methods
+    that need them; see ``app.core.methods``.
+    """
+    get_method(method)
     if len(concept.pairs) < 2:
         raise InputError(f"concept {concept.slug!r} has {len(concept.pairs)} pair(s); extraction needs at least 2")
     t0 = time.perf_counter()
-    token_lists, n_pairs = concept_prompts(lm.tokenizer, concept)
-    mean, last, typical = capture_pooled(lm, token_lists, progress, should_stop)
+    feats, typical, n_tokens = concept_features(lm, concept, progress, should_stop)
+    needs = METHODS[method].needs
+    if "opposite_pos" in needs:
+        if opposite is None:
+            raise InputError(f"the bipolar method needs an opposite concept; set `opposite:` in {concept.slug}.yaml")
+        feats.opposite_pos = concept_features(lm, opposite, should_stop=should_stop)[0].pos
+    if "category_units" in needs:
+        feats.category_units = category_with_self(feats, category_units)
+    if "system_diffs" in needs:
+        feats.system_diffs = system_prompt_diffs(lm, concept, should_stop=should_stop)
     if should_stop is not None and should_stop():
         raise Cancelled("extraction cancelled")
-    feats = last if method == "last_token" else mean
-    pos, neg = feats[:, :n_pairs, :], feats[:, n_pairs:, :]
-    vectors = method_vectors(pos, neg, method)
+    extra = {"n_pairs": len(concept.pairs), "num_prompts": 2 * len(concept.pairs), "num_tokens": n_tokens,
+             "seconds": round(time.perf_counter() - t0, 3)}
+    return vectors_from_features(lm, concept, method, feats, typical, others, extra)
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each layer's vector scaled to length 1 (zero rows stay zero)."""
+    v = np.asarray(vectors, np.float64)
+    n = np.linalg.norm(v, axis=-1, keepdims=True)
+    return np.divide(v, n, out=np.zeros_like(v), where=n > 0)
+
+
+def category_with_self(feats: Features, others: Optional[np.ndarray]) -> np.ndarray:
+    """[L, K+1, H]: unit vectors of the category's other concepts plus this concept's mean_diff."""
+    if others is None or np.asarray(others).size == 0:
+        raise InputError("the no_shared method needs the vectors of at least one other concept of the same category")
+    own = unit_rows(run_method("mean_diff", feats))[:, None, :]
+    return np.concatenate([np.asarray(others, np.float64), own], axis=1)
+
+
+def vectors_from_features(lm: Any, concept: Concept, method: str, feats: Features, typical: np.ndarray,
+                          others: Optional[Mapping[str, ConceptVectors]] = None,
+                          extra: Optional[dict] = None) -> ConceptVectors:
+    """Run ``method`` on already-captured features and wrap the result with its quality card."""
+    vectors = run_method(method, feats)
+    pos, neg = (feats.pos_last, feats.neg_last) if method == "last_token" else (feats.pos, feats.neg)
     quality = layer_quality(pos, neg, vectors, typical, others)
     info = lm.info()
     return ConceptVectors(
@@ -218,10 +273,10 @@ def extract(
         created_at=utc_now(),
         lab_version=__version__,
         extra={
-            "n_pairs": n_pairs,
-            "num_prompts": len(token_lists),
-            "num_tokens": int(sum(len(t) for t in token_lists)),
-            "seconds": round(time.perf_counter() - t0, 3),
+            **(extra or {}),
+            # cap/clamp targets and condition thresholds are given in units of these
+            "typical_projection": [round(float(x), 5) for x in mean_projection(feats.pos, vectors)],
+            "typical_projection_negative": [round(float(x), 5) for x in mean_projection(feats.neg, vectors)],
         },
     )
 

@@ -80,3 +80,37 @@ def explore(lm: LoadedModel, token_ids: Sequence[int], unit_vectors: Optional[np
     if unit_vectors is not None:
         projections = np.einsum("lth,lh->lt", hidden, unit_vectors)
     return Exploration(tokens=[piece(int(t)) for t in token_ids], norms=norms, lens_top=lens, projections=projections)
+
+
+@dataclass
+class VectorLens:
+    """What a concept vector says in token space at each layer (the logit lens of the direction)."""
+
+    layers: list[int]
+    top: list[list[tuple[str, float]]]  # per layer: tokens the direction promotes most (token, logit)
+    bottom: list[list[tuple[str, float]]]  # ... and suppresses most
+
+
+def vector_lens(lm: LoadedModel, vectors: np.ndarray, layers: Optional[Sequence[int]] = None,
+                k: int = 8) -> VectorLens:
+    """Top/bottom ``k`` tokens of unembed(final_norm(unit(vectors[l]))) for each chosen layer.
+
+    The direction is normed like a final residual (so its scale does not matter) and read by
+    the output head: tokens it promotes are what adding it pushes the next-token guess towards.
+    """
+    layers = list(range(vectors.shape[0])) if layers is None else [int(l) for l in layers]
+    norm, unembed = final_norm_and_unembed(lm.model)
+    v = np.asarray(vectors, dtype=np.float32)[layers]
+    n = np.linalg.norm(v, axis=1, keepdims=True)
+    u = mx.array(np.where(n > 0, v / np.where(n > 0, n, 1.0), 0.0).astype(np.float32))
+    logits = unembed(norm(u[:, None, :].astype(lm.dtype)))[:, 0, :].astype(mx.float32)  # [L, V]
+    k = max(1, min(int(k), logits.shape[-1] // 2))
+    order = mx.argsort(logits, axis=-1)
+    top_i, bot_i = order[:, ::-1][:, :k], order[:, :k]
+    top_v, bot_v = mx.take_along_axis(logits, top_i, axis=-1), mx.take_along_axis(logits, bot_i, axis=-1)
+    mx.eval(top_i, bot_i, top_v, bot_v)
+    tok = lm.tokenizer
+    dec = lambda t: tok.decode([int(t)])
+    top = [[(dec(t), float(x)) for t, x in zip(ti, tv)] for ti, tv in zip(np.array(top_i), np.array(top_v))]
+    bottom = [[(dec(t), float(x)) for t, x in zip(bi, bv)] for bi, bv in zip(np.array(bot_i), np.array(bot_v))]
+    return VectorLens(layers=layers, top=top, bottom=bottom)

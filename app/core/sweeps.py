@@ -3,8 +3,9 @@
 Every cell is one steered row; one baseline row runs in the first batch. Rows share the
 prompt and the sampling noise, so each cell differs from the baseline only by its steering.
 A cell is scored by the unsteered model (see app.core.scoring): concept score, perplexity
-ratio to the baseline, distinct-2, longest repeat, length. The recommended setting is the
-coherent cell with the highest concept score (ties: the smaller strength).
+ratio to the baseline, distinct-2, longest repeat, length, and a coherence verdict that says
+which rule decided (app.domain.coherence). The recommended setting is the coherent cell with the
+highest concept score (ties: the smaller strength).
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ import numpy as np
 
 from app.core.chat import pad_id
 from app.core.generation import run_batch, validate_params
+from app.core.interventions import OPS, check_param, make
 from app.core.models import LoadedModel
-from app.core.scoring import TextScores, is_coherent, score_continuations
+from app.core.scoring import TextScores, score_continuations
 from app.core.steering import Schedule, SteeringEntry, check_finite
+from app.domain import limits
+from app.domain.coherence import coherence_verdict
 from app.errors import InputError
 from app.types import ConceptVectors, GenerationParams
 
-MAX_CELLS = 64
-MEMORY_BUDGET_BYTES = 1_500_000_000
-MAX_ROWS_PER_BATCH = 24
+MAX_CELLS = limits.SWEEP_CELLS
+MEMORY_BUDGET_BYTES = limits.SWEEP_MEMORY_BYTES
+MAX_ROWS_PER_BATCH = limits.SWEEP_ROWS_PER_BATCH
 
 
 @dataclass
@@ -42,6 +46,8 @@ class SweepCell:
     longest_repeat: int
     coherent: bool
     degenerate: bool
+    verdict: str = ""  # which coherence rule decided, in words
+    verdict_rule: str = ""
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -59,6 +65,7 @@ class SweepResult:
     recommended: Optional[tuple[int, float]] = None
     seconds: float = 0.0
     batches: int = 0
+    op: str = "add"  # the strengths are this operation's parameter values (a, t, theta)
 
     def cell(self, layer: int, strength: float) -> SweepCell:
         for c in self.cells:
@@ -78,6 +85,7 @@ class SweepResult:
             "layers": self.layers,
             "strengths": self.strengths,
             "relative": self.relative,
+            "op": self.op,
             "read_layer": self.read_layer,
             "baseline_text": self.baseline_text,
             "baseline": self.baseline,
@@ -114,10 +122,18 @@ def run_sweep(
     positions: str = "all",
     progress: Optional[Callable[[int, int, str], None]] = None,
     should_stop: Optional[Callable[[], bool]] = None,
+    op: str = "add",
+    typical_projection: Optional[np.ndarray] = None,
 ) -> SweepResult:
+    """Sweep layers x values of ``op``'s parameter (strength for add, a, t or theta otherwise)."""
     validate_params(params)
     layers = [int(l) for l in layers]
-    strengths = [check_finite(s, "strength") for s in strengths]
+    if op == "add":
+        strengths = [check_finite(s, "strength", limits.strength_limit(relative)) for s in strengths]
+    else:
+        strengths = [check_param(op, s, f"sweep value ({OPS[op].param})") for s in strengths]
+        if op in ("cap", "clamp") and typical_projection is None:
+            raise InputError(f"a {op} sweep needs the concept's typical projection")
     if not layers or not strengths:
         raise InputError("a sweep needs at least one layer and one strength")
     if len(set(layers)) != len(layers) or len(set(strengths)) != len(strengths):
@@ -147,13 +163,11 @@ def run_sweep(
     done_steps = 0
     generated: dict[tuple[int, float], tuple[list[int], str]] = {}
     baseline_tokens: list[int] = []
-    vectors = {l: cv.vectors[l] for l in layers}
     for bi, batch in enumerate(batches):
-        rows: list[dict[int, float]] = [{}] if bi == 0 else []
-        for l, s in batch:
-            rows.append({l: SteeringEntry(l, cv.vectors[l], s, float(cv.typical_norms[l]), relative).coefficient})
+        rows = ([[]] if bi == 0 else []) + [[_cell_intervention(cv, l, s, relative, op, typical_projection)]
+                                              for l, s in batch]
         last = None
-        for step in run_batch(lm, prompt, vectors, rows, params, schedule, positions, True,
+        for step in run_batch(lm, prompt, rows, params, schedule, positions, True,
                               should_stop=should_stop):
             last = step
             if progress is not None:
@@ -174,6 +188,12 @@ def run_sweep(
     base_scores: TextScores = scores[0]
     tok = lm.tokenizer
     eos = set(getattr(tok, "eos_token_ids", []) or [])
+
+    def visible(ids: Sequence[int]) -> tuple[list[int], list[str]]:
+        kept = [t for t in ids if t not in eos]
+        return kept, [tok.decode([t]) for t in kept]
+
+    base_visible = visible(baseline_tokens)
     result = SweepResult(
         layers=layers,
         strengths=strengths,
@@ -182,23 +202,34 @@ def run_sweep(
         baseline_text=tok.decode([t for t in baseline_tokens if t not in eos]),
         baseline={**base_scores.as_dict(), "finish": baseline_finish},
         batches=len(batches),
+        op=op,
     )
     for (l, s), sc in zip(cells_spec, scores[1:]):
         toks, finish = generated[(l, s)]
         degenerate = finish in ("loop", "nan")
         cs = (sc.projection - base_scores.projection) / norm if norm > 0 else float("nan")
         ppl_ratio = sc.perplexity / base_scores.perplexity if base_scores.perplexity > 0 else float("nan")
+        ids, pieces = visible(toks)
+        v = coherence_verdict(sc.n_tokens, sc.perplexity, sc.distinct2, finish, base_scores.perplexity,
+                              base_scores.distinct2, ids, base_visible[0], pieces, base_visible[1])
         result.cells.append(
             SweepCell(
-                layer=l, strength=s, text=tok.decode([t for t in toks if t not in eos]), n_tokens=len(toks),
+                layer=l, strength=s, text=tok.decode(ids), n_tokens=len(toks),
                 finish=finish, concept_score=float(cs), perplexity=sc.perplexity, ppl_ratio=float(ppl_ratio),
                 distinct2=sc.distinct2, longest_repeat=sc.longest_repeat,
-                coherent=is_coherent(sc, base_scores, degenerate), degenerate=degenerate,
+                coherent=v.coherent, degenerate=degenerate, verdict=v.reason, verdict_rule=v.rule,
             )
         )
     result.recommended = recommend(result.cells)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _cell_intervention(cv: ConceptVectors, layer: int, value: float, relative: bool, op: str,
+                       typical_projection: Optional[np.ndarray]):
+    entry = SteeringEntry(layer, cv.vectors[layer], value, float(cv.typical_norms[layer]), relative,
+                          float(typical_projection[layer]) if typical_projection is not None else 0.0)
+    return make(op, layer, cv.vectors[layer], entry.op_param(op))
 
 
 def recommend(cells: Sequence[SweepCell]) -> Optional[tuple[int, float]]:

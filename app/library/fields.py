@@ -6,27 +6,38 @@ Kept apart from ``schema`` so the parse/dump entry points stay short and readabl
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import math
 from typing import Any
 
-from app.types import ContrastPair, Recommendation
+from app.domain import limits
+from app.types import (
+    JUDGE_KINDS, METHOD_NAMES, PROBE_MIN_PAIRS, READABILITY_METRICS, ContrastPair, JudgeSpec, Recommendation,
+)
 
 from .errors import InvalidSlug
 from .slugs import validate_model_key, validate_slug
 from .yamlsafe import LineMap, not_unicode
 
 CONCEPT_KEYS = (
-    "name", "description", "category", "tags", "system_prompts", "pairs",
-    "provenance", "recommended", "recipe", "recipe_options",
+    "name", "description", "category", "tags", "judge", "system_prompts", "pairs",
+    "provenance", "recommended", "recipe", "recipe_options", "method", "opposite",
 )
 MAX_CONCEPT_BYTES = 2 * 1024 * 1024
 MAX_NAME_LEN = 100
-MAX_TEXT_LEN = 4000
-MAX_PAIRS = 512
+MAX_TEXT_LEN = limits.PAIR_TEXT_CHARS
+MAX_PAIRS = limits.PAIRS_PER_CONCEPT
 MAX_TAGS = 32
 MAX_TAG_LEN = 40
 STRENGTH_MODES = ("relative", "absolute")
 _REC_KEYS = ("layer", "strength", "strength_mode", "source")
+# The keys each judge kind reads besides 'kind' and 'sign'.
+JUDGE_KIND_KEYS = {
+    "sentiment": (), "length": (), "lexicon": ("categories",), "words": ("words",),
+    "readability": ("metric",), "probe": ("layer",),
+}
+MAX_JUDGE_WORDS = 500
+MAX_WORD_LEN = 60
 
 
 def kind(value: Any) -> str:
@@ -221,3 +232,101 @@ def recipe(chk: Checker, value: Any) -> list[tuple[str, float]] | None:
     return out
 
 
+
+
+def method(chk: Checker, value: Any) -> str | None:
+    """The extraction method the shipped vectors use (one of the registry's names)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in METHOD_NAMES:
+        chk.fail(("method",), f"must be one of {', '.join(METHOD_NAMES)}, got {value!r}")
+        return None
+    return value
+
+
+def opposite(chk: Checker, value: Any, own_slug: str) -> str | None:
+    """Slug of the concept whose positives the bipolar method contrasts against."""
+    if value is None:
+        return None
+    try:
+        slug = validate_slug(value)
+    except InvalidSlug as e:
+        chk.fail(("opposite",), str(e))
+        return None
+    if slug == own_slug:
+        chk.fail(("opposite",), f"a concept cannot be its own opposite ({slug!r})")
+        return None
+    return slug
+@functools.lru_cache(maxsize=1)
+def lexicon_categories() -> frozenset[str]:
+    """The empath categories a lexicon judge may name (loaded once, only when needed)."""
+    from empath import Empath
+
+    return frozenset(Empath().cats)
+
+
+def _text_list(chk: Checker, value: Any, path: tuple, what: str) -> tuple[str, ...] | None:
+    if not isinstance(value, list) or not value:
+        chk.fail(path, f"must be a non-empty list of {what}, like [a, b], got {kind(value) if value != [] else 'an empty list'}")
+        return None
+    if len(value) > MAX_JUDGE_WORDS:
+        chk.fail(path, f"has {len(value)} entries; the maximum is {MAX_JUDGE_WORDS}")
+        return None
+    out = [chk.text(v, path + (i,), MAX_WORD_LEN) for i, v in enumerate(value)]
+    return None if None in out else tuple(out)
+
+
+def judge(chk: Checker, value: Any, n_pairs: int) -> JudgeSpec | None:
+    """A concept's ``judge:`` block (see app.core.judges); ``n_pairs`` gates the probe."""
+    path = ("judge",)
+    if value is None:
+        return None
+    allowed = ("kind", "sign") + tuple(k for ks in JUDGE_KIND_KEYS.values() for k in ks)
+    m = chk.mapping(value, path, tuple(dict.fromkeys(allowed)))
+    if m is None:
+        return None
+    k = m.get("kind")
+    if k not in JUDGE_KINDS:
+        chk.fail(path + ("kind",), f"must be one of {', '.join(JUDGE_KINDS)}, got {k!r}")
+        return None
+    ok = True
+    for key in m:
+        if key not in ("kind", "sign") + JUDGE_KIND_KEYS[k]:
+            chk.fail(path + (key,), f"is not used by a {k} judge (it reads: kind, sign{''.join(', ' + x for x in JUDGE_KIND_KEYS[k])})", key=True)
+            ok = False
+    sign = m.get("sign", 1)
+    if isinstance(sign, bool) or sign not in (1, -1):
+        chk.fail(path + ("sign",), f"must be 1 (higher score = more of the concept) or -1 (lower = more), got {sign!r}")
+        ok = False
+    fields: dict[str, Any] = {}
+    if k == "lexicon":
+        cats = _text_list(chk, m.get("categories"), path + ("categories",), "lexical categories")
+        if cats is not None:
+            known = lexicon_categories()
+            for i, c in enumerate(cats):
+                if c not in known:
+                    close = sorted(x for x in known if x[:3] == c[:3])[:5]
+                    hint = f" (similar: {', '.join(close)})" if close else ""
+                    chk.fail(path + ("categories", i), f"unknown lexical category {c!r}{hint}; the categories are empath's")
+                    cats = None
+        fields["categories"] = cats
+    elif k == "words":
+        fields["words"] = _text_list(chk, m.get("words"), path + ("words",), "words")
+    elif k == "readability":
+        metric = m.get("metric", "flesch_reading_ease")
+        if metric not in READABILITY_METRICS:
+            chk.fail(path + ("metric",), f"must be one of {', '.join(READABILITY_METRICS)}, got {metric!r}")
+            metric = None
+        fields["metric"] = metric
+    elif k == "probe":
+        layer = m.get("layer")
+        if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
+            chk.fail(path + ("layer",), f"must be a whole number >= 0 (or left out for the middle layer), got {layer!r}")
+            ok = False
+        if n_pairs < PROBE_MIN_PAIRS:
+            chk.fail(path + ("kind",), f"a probe judge is trained on the concept's pairs and needs at least {PROBE_MIN_PAIRS}; this concept has {n_pairs}")
+            ok = False
+        fields["layer"] = layer
+    if not ok or any(v is None for key, v in fields.items() if key != "layer"):
+        return None
+    return JudgeSpec(kind=k, sign=int(sign), **fields)

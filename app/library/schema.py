@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.types import CATEGORIES, Concept, SystemPromptPair
+from app.types import CATEGORIES, Concept, JudgeSpec, SystemPromptPair
 
 from . import fields as f
 from .errors import ConceptValidationError
@@ -16,7 +16,10 @@ from .fields import CONCEPT_KEYS, MAX_CONCEPT_BYTES, MAX_NAME_LEN, Checker, kind
 from .slugs import validate_slug
 from .yamlsafe import FlowDict, FlowList, LineMap, dump_yaml, load_yaml
 
-__all__ = ["CONCEPT_KEYS", "MAX_CONCEPT_BYTES", "concept_from_data", "concept_to_dict", "concept_to_yaml", "parse_concept"]
+__all__ = [
+    "CONCEPT_KEYS", "MAX_CONCEPT_BYTES", "concept_from_data", "concept_to_dict", "concept_to_yaml",
+    "judge_to_dict", "parse_concept",
+]
 
 
 def concept_from_data(
@@ -61,12 +64,15 @@ def concept_from_data(
         chk.fail(("recipe_options",), f"must be a mapping, got {kind(data['recipe_options'])}")
     recommended = f.recommended(chk, data.get("recommended"))
     tags = f.tags(chk, data.get("tags"))
+    method = f.method(chk, data.get("method"))
+    opposite = f.opposite(chk, data.get("opposite"), slug)
+    judge = f.judge(chk, data.get("judge"), len(pairs))
     if chk.problems:
         raise ConceptValidationError("\n".join(chk.problems), chk.problems)
     return Concept(
         slug=slug, name=name, description=description, category=category, pairs=pairs,
         system_prompts=system, tags=tags, provenance=provenance, recommended=recommended,
-        recipe=recipe, recipe_options=options,
+        recipe=recipe, recipe_options=options, judge=judge, method=method, opposite=opposite,
     )
 
 
@@ -86,11 +92,17 @@ def concept_to_dict(concept: Concept) -> dict[str, Any]:
     d["category"] = concept.category
     if concept.tags:
         d["tags"] = list(concept.tags)
+    if concept.judge is not None:
+        d["judge"] = judge_to_dict(concept.judge)
     if concept.system_prompts is not None:
         d["system_prompts"] = {
             "positive": concept.system_prompts.positive,
             "negative": concept.system_prompts.negative,
         }
+    if concept.opposite:
+        d["opposite"] = concept.opposite
+    if concept.method:
+        d["method"] = concept.method
     if concept.pairs or concept.recipe is None:
         d["pairs"] = [{"positive": p.positive, "negative": p.negative} for p in concept.pairs]
     if concept.provenance:
@@ -107,6 +119,21 @@ def concept_to_dict(concept: Concept) -> dict[str, Any]:
     return d
 
 
+def judge_to_dict(spec: JudgeSpec) -> dict[str, Any]:
+    """Only the fields the judge's kind reads, in a readable order."""
+    d: dict[str, Any] = {"kind": spec.kind}
+    if spec.kind == "lexicon":
+        d["categories"] = list(spec.categories)
+    elif spec.kind == "words":
+        d["words"] = list(spec.words)
+    elif spec.kind == "readability":
+        d["metric"] = spec.metric
+    elif spec.kind == "probe" and spec.layer is not None:
+        d["layer"] = spec.layer
+    d["sign"] = spec.sign
+    return d
+
+
 def concept_to_yaml(concept: Concept) -> str:
     """Readable YAML in the schema above (SafeDumper: plain data only, tags/recommendations inline)."""
     d = concept_to_dict(concept)
@@ -114,6 +141,8 @@ def concept_to_yaml(concept: Concept) -> str:
         d["tags"] = FlowList(d["tags"])
     if "recommended" in d:
         d["recommended"] = {k: FlowDict(v) for k, v in d["recommended"].items()}
+    if "judge" in d:
+        d["judge"] = FlowDict({k: FlowList(v) if isinstance(v, list) else v for k, v in d["judge"].items()})
     try:
         return dump_yaml(d)
     except Exception as e:  # e.g. a provenance value YAML cannot represent

@@ -347,6 +347,25 @@ class ConceptLibrary:
             concept.recommended = {**concept.recommended, model_key(model): rec}
             return self.save(concept, overwrite=True)
 
+    def ship(self, concept: Concept, model_id: str, vectors: ConceptVectors) -> Path:
+        """(Maintainers) write a SHIPPED concept's YAML and its vectors for a model, validated first.
+
+        Used by ``calibrate --ship``: the vectors are written before the YAML, so a crash in
+        between leaves at most new vectors beside the old settings, never settings without them.
+        """
+        slug = validate_slug(concept.slug)
+        target = self._shipped_yaml(slug)
+        if target is None or self.shipped_vectors is None or not target.is_file():
+            raise LibraryError(f"{slug!r} is not a shipped concept; only shipped concepts can be shipped")
+        text = concept_to_yaml(concept)
+        parse_concept(text, slug, source=str(target))  # refuse anything the loader would refuse
+        if vectors.concept_fingerprint != concept.pairs_fingerprint():
+            raise StaleVectors(f"vectors for {slug!r} do not match its pairs; extract them again before shipping")
+        path = self.shipped_vectors / validate_model_key(model_key(model_id)) / f"{slug}{VECTOR_SUFFIX}"
+        atomic_write_bytes(path, encode_vectors(vectors, label=slug))
+        atomic_write_text(target, text)
+        return path
+
     # -- vectors -----------------------------------------------------------
     def save_vectors(self, slug: str, model_id: str, vectors: ConceptVectors) -> Path:
         """Store vectors for an existing concept; an empty concept_fingerprint is filled in."""

@@ -19,18 +19,20 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from app.core.extraction import METHODS, extract, random_control, typical_norms_for, utc_now
+from app.core.extraction import METHODS, extract, random_control, typical_norms_for, unit_rows, utc_now
+from app.core.methods import method_choices
 from app.core.gguf_io import ExportResult, export_control_vector, import_control_vector
 from app.core.mixing import blend, cosine_matrix, mix_concept, parse_mix
+from app.domain import limits
 from app.errors import InputError
 from app.types import Concept, ConceptVectors
 
 log = logging.getLogger("steering_lab.concepts")
 
-MAX_PAIR_TEXT = 4000
-MAX_PAIRS = 512
+MAX_PAIR_TEXT = limits.PAIR_TEXT_CHARS
+MAX_PAIRS = limits.PAIRS_PER_CONCEPT
+MAX_RECIPE_DEPTH = limits.MIX_DEPTH
 MAX_EXTRACT_TOKENS = 32_768  # all prompts of one extraction together: minutes on a laptop CPU, not hours
-MAX_RECIPE_DEPTH = 8
 
 Progress = Optional[Callable[[int, int], None]]
 
@@ -134,20 +136,26 @@ class ConceptOps:
     def extract_concept(
         self,
         slug_or_concept: str | Concept,
-        method: str = "mean_diff",
+        method: Optional[str] = None,
         progress: Progress = None,
         token: Any = None,
         save: bool = True,
     ) -> ConceptVectors:
-        """Extract vectors for every layer; with ``save`` store them when the concept is in the
-        library unchanged (a Concept edited but not yet saved is extracted, not stored)."""
+        """Extract vectors for every layer (``method`` None: the concept's own ``method:``, else
+        mean_diff); with ``save`` store them when the concept is in the library unchanged (a
+        Concept edited but not yet saved is extracted, not stored)."""
         concept = self.library.get(slug_or_concept) if isinstance(slug_or_concept, str) else slug_or_concept
+        method = method or concept.method or "mean_diff"
         validate_for_extraction(concept, method)
         self._check_extraction_size(concept)
         others = self._other_vectors(concept.slug)
+        needs = METHODS[method].needs
+        opposite = self._opposite(concept) if "opposite_pos" in needs else None
+        category = self._category_units(concept, others) if "category_units" in needs else None
 
         def job(tok) -> ConceptVectors:
-            return extract(self.loaded, concept, method, progress=progress, should_stop=tok, others=others)
+            return extract(self.loaded, concept, method, progress=progress, should_stop=tok, others=others,
+                           opposite=opposite, category_units=category)
 
         cv = self.jobs.run(job, token)
         if save:
@@ -158,6 +166,35 @@ class ConceptOps:
                 log.info("vectors for %r not stored: the concept is not saved in the library as extracted",
                          concept.slug)
         return cv
+
+    def _opposite(self, concept: Concept) -> Concept:
+        if not concept.opposite:
+            raise InputError(f"the bipolar method needs an opposite concept: set `opposite:` for {concept.slug!r}")
+        return self.library.get(concept.opposite)
+
+    def _category_units(self, concept: Concept, others: dict[str, ConceptVectors]) -> np.ndarray:
+        """[L, K, H] unit vectors of the other concepts of the same category (for no_shared)."""
+        mates = [cv for s, cv in others.items()
+                 if self.library.get(s).category == concept.category and cv.num_layers == self.loaded.num_layers]
+        if not mates:
+            raise InputError(f"the no_shared method needs vectors of another {concept.category!r} concept "
+                             "for this model; extract one first")
+        return np.stack([unit_rows(cv.vectors) for cv in mates], axis=1)
+
+    def extraction_methods(self) -> list[tuple[str, str]]:
+        """(name, one-line help) of every registered extraction method, for pickers."""
+        return method_choices()
+
+    def calibration_report(self, slug: str) -> Optional[dict]:
+        """The stored calibration of ``slug`` for the loaded model (assets/calibration), or None."""
+        return self.calibration_reports().get(slug)
+
+    def calibration_reports(self) -> dict:
+        """slug -> stored calibration report for the loaded model ({} when none)."""
+        from app.library.calibration import load_calibration
+        from app.library.slugs import model_key
+
+        return load_calibration(model_key(self.loaded.model_id))
 
     def concept_vectors(self, slug: str, progress: Progress = None, token: Any = None,
                         _depth: int = 0) -> ConceptVectors:
@@ -264,12 +301,14 @@ class ConceptOps:
 
     # ---- llama.cpp control vectors ---------------------------------------------------------
     def export_gguf(self, slug: str, path: str | Path, layers: Optional[Sequence[int]] = None,
-                    strength: Optional[float] = None, relative: bool = True) -> ExportResult:
+                    strength: Optional[float] = None, relative: bool = True, op: str = "add") -> ExportResult:
         """Write ``slug``'s vectors as a llama.cpp control vector (strength None: raw vectors)."""
+        from app.core.interventions import check_exportable
         from app.core.steering import check_finite
 
+        check_exportable(op)
         if strength is not None:
-            strength = check_finite(strength, "strength")
+            strength = check_finite(strength, "strength", limits.strength_limit(relative))
         cv = self.concept_vectors(slug)
         hint = self.loaded.info().family
         return export_control_vector(cv, path, layers=layers, strength=strength, relative=relative, model_hint=hint)

@@ -7,14 +7,18 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from app.core.generation import MAX_TOKENS_LIMIT, compare_stream
+from app.core.generation import compare_stream
 from app.core.steering import Schedule, SteeringPlan, plan_from_vectors
-from app.core.sweeps import MAX_CELLS, SweepResult, run_sweep
+from app.core.sweeps import SweepResult, run_sweep
+from app.domain import limits
+from app.domain.parse import RANDOM_PREFIX, looks_like_mix as is_mix
+from app.core.interventions import OPS, op_info
 from app.errors import InputError
+from app.service.intervention_ops import InterventionOps
 from app.service.jobs import CancelToken
 from app.types import ComparisonChunk, ConceptVectors, GenerationParams
 
-DEFAULT_RELATIVE_STRENGTH = 0.3
+DEFAULT_RELATIVE_STRENGTH = limits.DEFAULT_STRENGTH["relative"]
 
 
 @dataclass
@@ -34,10 +38,28 @@ class SteerRequest:
     params: GenerationParams = field(default_factory=GenerationParams)
     normalize: bool = False  # mixes: rescale each layer to the weighted mean norm
     project_out: tuple[str, ...] = ()  # mixes: remove these concepts' directions
+    op: str = "add"  # add | ablate | cap | clamp | rotate (app.core.interventions.OPS)
+    op_param: Optional[float] = None  # a / t / theta; None: the operation's default (add uses the strengths)
+    op_layers: tuple[int, ...] = ()  # more layers for the operation (e.g. every layer for ablation)
+    condition: Optional[str] = None  # conditional steering: only where this concept's projection is high
+    threshold: float = 1.0  # ... above threshold x its typical positive projection
+    effects: bool = False  # also compute the per-token effect map at the end
 
+    def __post_init__(self):
+        """Validate the operation fields once, naming the field (the rest is checked where it is used)."""
+        from app.core.interventions import check_param, op_info
+        from app.core.steering import check_finite
 
-def is_mix(text: str) -> bool:
-    return ":" in text or "," in text
+        op_info(self.op, "op")
+        if self.op_param is not None:
+            self.op_param = check_param(self.op, self.op_param, "op_param")
+        if not isinstance(self.op_layers, (tuple, list)) or any(
+                isinstance(l, bool) or not isinstance(l, (int, np.integer)) or l < 0 for l in self.op_layers):
+            raise InputError(f"op_layers must be layer numbers >= 0, got {self.op_layers!r}")
+        self.op_layers = tuple(int(l) for l in self.op_layers)
+        if self.condition is not None and (not isinstance(self.condition, str) or not self.condition.strip()):
+            raise InputError("condition must be a concept name (or left out)")
+        self.threshold = check_finite(self.threshold, "threshold", 10.0)
 
 
 class RecommendationOps:
@@ -47,14 +69,14 @@ class RecommendationOps:
         from app.library.slugs import model_key
         from app.types import Recommendation
 
-        if is_mix(concept) or concept.startswith("random:"):
+        if is_mix(concept) or concept.startswith(RANDOM_PREFIX):
             raise InputError("recommendations can only be saved for a named concept")
         rec = Recommendation(layer=int(layer), strength=float(strength),
                              strength_mode="relative" if relative else "absolute", source=source)
         self.library.set_recommendation(concept.strip(), model_key(self.loaded.model_id), rec)
 
 
-class GenerationOps(RecommendationOps):
+class GenerationOps(RecommendationOps, InterventionOps):
     """Requires ``self.jobs``, ``self.loaded``, ``self.library`` and ConceptOps' methods."""
 
     # ---- resolving what to steer with ---------------------------------------------------
@@ -64,8 +86,8 @@ class GenerationOps(RecommendationOps):
         text = (concept or "").strip()
         if not text:
             raise InputError("choose a concept (or type a mix like happy:0.7, excited:0.3)")
-        if text.startswith("random:"):
-            slug = text.split(":", 1)[1].strip()
+        if text.startswith(RANDOM_PREFIX):
+            slug = text[len(RANDOM_PREFIX):].strip()
             return self.random_control_vectors(slug), f"random control (norms of {slug})"
         if is_mix(text) or normalize or project_out:
             cv, recipe = self.mix_vectors(text, normalize=normalize, project_out=tuple(project_out))
@@ -82,7 +104,7 @@ class GenerationOps(RecommendationOps):
         from app.library.slugs import model_key
 
         text = concept.strip()
-        if not is_mix(text) and not text.startswith("random:"):
+        if not is_mix(text) and not text.startswith(RANDOM_PREFIX):
             try:
                 rec = self.library.get(text).recommended.get(model_key(self.loaded.model_id))
             except Exception:
@@ -101,10 +123,14 @@ class GenerationOps(RecommendationOps):
         if not layers:
             layer, strength, relative, source = self.recommended_setting(req.concept, cv)
             layers = [(layer, strength)]
+        layers, op_param = self._op_layers(req, layers)
+        typical = self.typical_projection(req.concept, cv) if req.op in ("cap", "clamp") else None
         plan = plan_from_vectors(
-            cv, [(int(l), s) for l, s in layers], relative=relative, mode=req.mode,
+            cv, layers, relative=relative, mode=req.mode,
             schedule=Schedule(req.schedule, int(req.schedule_length)), positions=req.positions,
-            guidance=req.guidance, label=label,
+            guidance=req.guidance, label=label, op=req.op,
+            typical_projection=typical[0] if typical else None,
+            condition=self.build_condition(req.condition, req.threshold, [int(l) for l, _ in layers], token),
         )
         settings = {
             "concept": req.concept,
@@ -118,6 +144,12 @@ class GenerationOps(RecommendationOps):
             "positions": req.positions,
             "normalize": req.normalize,
             "project_out": list(req.project_out),
+            "op": req.op,
+            "op_param": op_param,
+            "op_param_name": OPS[req.op].param,
+            "op_units": typical[1] if typical else OPS[req.op].unit,
+            "condition": req.condition,
+            "threshold": req.threshold if req.condition else None,
             "source": source,
             "model": self.loaded.model_id,
             "max_tokens": req.params.max_tokens,
@@ -126,6 +158,20 @@ class GenerationOps(RecommendationOps):
             "seed": req.params.seed,
         }
         return plan, settings
+
+    def _op_layers(self, req: SteerRequest, layers: Sequence[tuple[int, float]]) -> tuple[list[tuple[int, float]], Optional[float]]:
+        """For add: the layers as given. Otherwise every layer (plus op_layers) carries the op's parameter."""
+        layers = [(int(l), s) for l, s in layers]
+        if req.op == "add":
+            if req.op_layers:
+                raise InputError("op_layers is for ablate/cap/clamp/rotate; for add give layer:strength pairs")
+            return layers, None
+        param = OPS[req.op].default if req.op_param is None else req.op_param
+        chosen = list(dict.fromkeys([l for l, _ in layers] + list(req.op_layers)))
+        for l in chosen:
+            if l >= self.loaded.num_layers:
+                raise InputError(f"op_layers: layer {l} does not exist (layers 0-{self.loaded.num_layers - 1})")
+        return [(l, param) for l in chosen], param
 
     # ---- side by side ------------------------------------------------------------------
     def compare_stream(self, req: SteerRequest, token: Optional[CancelToken] = None) -> Iterator[tuple[ComparisonChunk, dict]]:
@@ -139,7 +185,7 @@ class GenerationOps(RecommendationOps):
         def job(emit: Callable[[Any], None], tok: CancelToken) -> None:
             plan, settings = self.build_plan(req, tok)
             prompt = self.tokenize_chat(req.prompt, req.system)
-            for chunk in compare_stream(self.loaded, prompt, plan, req.params, should_stop=tok):
+            for chunk in compare_stream(self.loaded, prompt, plan, req.params, should_stop=tok, effects=req.effects):
                 emit((chunk, settings))
 
         return self.jobs.stream(job, token)
@@ -164,76 +210,21 @@ class GenerationOps(RecommendationOps):
         system: Optional[str] = None,
         progress: Optional[Callable[[int, int, str], None]] = None,
         token: Optional[CancelToken] = None,
+        op: str = "add",
     ) -> SweepResult:
+        """Sweep layers x strengths; for another ``op`` the strengths are its parameter (a, t, theta)."""
         from app.service.model_service import validate_text
 
         validate_text(prompt, "prompt")
-        if len(layers) * len(strengths) > MAX_CELLS:
-            raise InputError(f"{len(layers) * len(strengths)} cells is too many for one sweep (at most {MAX_CELLS})")
+        op_info(op, "op")
+        if len(layers) * len(strengths) > limits.SWEEP_CELLS:
+            raise InputError(f"{len(layers) * len(strengths)} cells is too many for one sweep (at most {limits.SWEEP_CELLS})")
 
         def job(tok: CancelToken) -> SweepResult:
             cv, _ = self.resolve_vectors(concept, tok)
             tokens = self.tokenize_chat(prompt, system)
+            typical = self.typical_projection(concept, cv)[0] if op in ("cap", "clamp") else None
             return run_sweep(self.loaded, tokens, cv, layers, strengths, params, relative=relative,
-                             progress=progress, should_stop=tok)
+                             progress=progress, should_stop=tok, op=op, typical_projection=typical)
 
         return self.jobs.run(job, token)
-
-
-def parse_int_list(text: str, what: str = "layers", upper: Optional[int] = None) -> list[int]:
-    """'4-8, 12' -> [4, 5, 6, 7, 8, 12] with clear errors."""
-    out: list[int] = []
-    text = (text or "").strip()
-    if not text:
-        raise InputError(f"no {what} given")
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part[1:]:
-            a, b = part[0] + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1]
-            a_i, b_i = _int(a, part, what), _int(b, part, what)
-            if b_i < a_i:
-                raise InputError(f"{what}: range {part!r} goes backwards; write it low-high, e.g. {b_i}-{a_i}")
-            check_range_size(a_i, b_i, len(out), what, upper)  # before expanding: "0-999999999" is 11 characters
-            out.extend(range(a_i, b_i + 1))
-        else:
-            out.append(_int(part, part, what))
-    for v in out:
-        if v < 0 or (upper is not None and v >= upper):
-            raise InputError(f"{what}: {v} is out of range (0-{upper - 1 if upper else '...'})")
-    if len(set(out)) != len(out):
-        raise InputError(f"{what} repeat: {text!r}")
-    return out
-
-
-MAX_LIST_ITEMS = 4096  # no model has more layers; bounds the work of any "a-b" a user types
-
-
-def check_range_size(lo: int, hi: int, have: int, what: str, upper: Optional[int] = None) -> None:
-    """Refuse a range ``lo-hi`` that leaves the model (or would be huge) before it is expanded."""
-    if upper is not None and (lo < 0 or hi >= upper):
-        bad = lo if lo < 0 else hi
-        raise InputError(f"{what}: {bad} is out of range (0-{upper - 1})")
-    if hi - lo + 1 + have > MAX_LIST_ITEMS:
-        raise InputError(f"{what}: the range {lo}-{hi} has {hi - lo + 1} values; at most {MAX_LIST_ITEMS} are allowed")
-
-
-def _int(text: str, part: str, what: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise InputError(f"{what}: {part!r} is not a whole number or a range like 4-8") from None
-
-
-def parse_float_list(text: str, what: str = "strengths") -> list[float]:
-    from app.core.steering import check_finite
-
-    parts = [p.strip() for p in (text or "").split(",") if p.strip()]
-    if not parts:
-        raise InputError(f"no {what} given")
-    vals = [check_finite(p, what[:-1] if what.endswith("s") else what) for p in parts]
-    if len(set(vals)) != len(vals):
-        raise InputError(f"{what} repeat: {text!r}")
-    return vals
-

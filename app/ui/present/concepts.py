@@ -20,14 +20,6 @@ PAIR_HEADERS = ["positive", "negative"]
 MIN_PAIRS = 2
 RECOMMENDED_FILL = "rgba(251, 191, 36, 0.22)"  # amber band behind the recommended layers
 
-METHOD_HELP = {
-    "mean_diff": "mean_diff — average of (positive − negative) activations over all tokens except position 0. "
-                 "Robust; the default.",
-    "last_token": "last_token — the same, but only at each prompt's last token (CAA-style). Sharper, noisier "
-                  "with few pairs.",
-    "pca": "pca — the main shared direction of the pair differences (first principal component). Ignores "
-           "pair-specific quirks; needs several varied pairs.",
-}
 
 
 # ---- the pair table ------------------------------------------------------------------------
@@ -292,7 +284,7 @@ def quality_summary_md(cv: ConceptVectors, name: str = "") -> str:
 
 # ---- library ---------------------------------------------------------------------------------
 
-LIBRARY_HEADERS = ["name", "slug", "category", "pairs", "source", "vectors"]
+LIBRARY_HEADERS = ["name", "slug", "category", "pairs", "source", "vectors", "validated"]
 
 STATUS_TEXT = {
     "ready": "ready",
@@ -303,8 +295,10 @@ STATUS_TEXT = {
 }
 
 
-def library_rows(summaries: Iterable[Any], statuses: Mapping[str, str], user_copies: Iterable[str] = ()) -> list[list[Any]]:
-    """Table rows for concept summaries (``ConceptSummary``-like) with their vector status."""
+def library_rows(summaries: Iterable[Any], statuses: Mapping[str, str], user_copies: Iterable[str] = (),
+                 calibration: Optional[Mapping[str, Mapping]] = None) -> list[list[Any]]:
+    """Table rows for concept summaries (``ConceptSummary``-like) with their vector status and
+    how reliably the calibrated setting steered on the validation prompts."""
     shadowing = set(user_copies)
     rows = []
     for s in summaries:
@@ -315,8 +309,54 @@ def library_rows(summaries: Iterable[Any], statuses: Mapping[str, str], user_cop
         else:
             source = "user"
         st = statuses.get(s.slug, "")
-        rows.append([s.name, s.slug, s.category, int(s.n_pairs), source, STATUS_TEXT.get(st, st)])
+        rows.append([s.name, s.slug, s.category, int(s.n_pairs), source, STATUS_TEXT.get(st, st),
+                     efficacy_cell((calibration or {}).get(s.slug))])
     return rows
+
+
+def _val(report: Optional[Mapping]) -> Optional[Mapping]:
+    v = report.get("validation") if isinstance(report, Mapping) else None
+    return v if isinstance(v, Mapping) and v.get("n_prompts") else None
+
+
+def efficacy_cell(report: Optional[Mapping]) -> str:
+    """'9/10 right way, 100% clean' for the library table ('' when not calibrated)."""
+    v = _val(report)
+    if v is None:
+        return ""
+    n = int(v["n_prompts"])
+    right = int(round(float(v.get("right_way", 0)) * n))
+    return f"{right}/{n} right way, {pct(v.get('clean_share'))} clean"
+
+
+def reliability_md(report: Optional[Mapping]) -> str:
+    """How the calibrated setting (and each extraction method) did on the VALIDATION prompts."""
+    v = _val(report)
+    if v is None:
+        return "_Not calibrated for this model yet: `steering-lab calibrate <slug> --save` measures it._"
+    judge = md_escape(str(report.get("judge", "the concept's judge")))
+    lines = [f"**Reliability on {int(v['n_prompts'])} validation prompts** (never used to choose the setting; "
+             f"judged by {judge}, steered minus unsteered):",
+             "", "| method | layer | strength | right way | wrong way | mean change | spread | clean |",
+             "|---|---|---|---|---|---|---|---|"]
+    variants = report.get("variants") or {}
+    shown = {str(report.get("method")): v}
+    for name, data in variants.items():
+        if isinstance(data, Mapping) and _val(data) is not None and name not in shown:
+            shown[name] = data["validation"]
+    for name, row in shown.items():
+        mark = " ✓" if name == report.get("method") else ""
+        lines.append(f"| `{md_escape(name)}`{mark} | {row.get('layer', '')} | {fmt(row.get('strength'))} | "
+                     f"{pct(row.get('right_way'))} | {pct(row.get('wrong_way'))} | {fmt(row.get('mean_change'), 3)} | "
+                     f"{fmt(row.get('spread'), 3)} | {pct(row.get('clean_share'))} |")
+    cons = finite(report.get("pair_consistency"))
+    if cons is not None:
+        lines += ["", f"Consistency of the pairs at layer {report.get('layer')}: mean pairwise cosine of the per-pair "
+                      f"differences **{fmt(cons, 2)}** (1 = every pair points the same way)."]
+    if report.get("eligible") is False:
+        lines += ["", "⚠ No setting was coherent on 80% of the calibration prompts; this one is the least broken."]
+    lines += ["", "✓ = the shipped method (chosen on the calibration prompts). *Clean* = distinct-2 ≥ 0.5 and no loop."]
+    return "\n".join(lines)
 
 
 def recommendations_md(concept: Concept) -> str:

@@ -13,6 +13,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
+from app.domain.parse import parse_mix as parse_mix_text  # noqa: F401  (the one mix parser)
+from app.domain.repetition import blame_steering, find_repetition, repeating_tail  # noqa: F401
+
 # Diverging colours: blue = less of the concept than the baseline's average, amber = more.
 NEG_RGB = (59, 130, 246)
 POS_RGB = (245, 158, 11)
@@ -119,34 +122,9 @@ def empty_panes(message: str = "Press Generate to see the answers here.") -> tup
 
 
 # ---- badges and summaries ----------------------------------------------------------------
-def repeating_tail(pieces: Sequence[str], max_period: int = 8) -> int:
-    """How many tokens at the end are a short cycle repeated at least 3 times (0 if none)."""
-    toks = list(pieces)
-    best = 0
-    for period in range(1, max_period + 1):
-        cycle = toks[-period:]
-        if len(cycle) < period:
-            break
-        reps, i = 0, len(toks)
-        while i - period >= 0 and toks[i - period:i] == cycle:
-            reps += 1
-            i -= period
-        if reps >= 3:
-            best = max(best, reps * period)
-    return best
-
-
-def distinct2(pieces: Sequence[str]) -> float:
-    bigrams = list(zip(pieces, pieces[1:]))
-    return len(set(bigrams)) / len(bigrams) if bigrams else 1.0
-
-
 def looks_repetitive(pieces: Sequence[str]) -> bool:
-    """A cheap second opinion on visible repetition the engine's loop check let through."""
-    toks = [p for p in pieces if p]
-    if len(toks) < 9:
-        return False
-    return repeating_tail(toks) >= 9 or (len(toks) >= 16 and distinct2(toks) < 0.5)
+    """The lab's one repetition rule (app.domain.repetition) on a pane's token pieces."""
+    return find_repetition(pieces) is not None
 
 
 def finish_badge(stats: Mapping[str, Any], done: bool = True, steered_pieces: Sequence[str] = (),
@@ -155,8 +133,11 @@ def finish_badge(stats: Mapping[str, Any], done: bool = True, steered_pieces: Se
     finish = str(stats.get("steered_finish") or "")
     if not done and finish in ("", "length"):
         return "warn", "generating…"
-    if finish in ("eos", "length") and looks_repetitive(steered_pieces) and not looks_repetitive(baseline_pieces):
-        return "warn", "repetitive — strength too high?"
+    if finish in ("eos", "length"):
+        rep = find_repetition(steered_pieces)
+        if blame_steering(rep, find_repetition(baseline_pieces)):
+            assert rep is not None
+            return "warn", f"repetitive — {rep.reason()}; strength too high?"
     if finish in FINISH_BADGES:
         return FINISH_BADGES[finish]
     if stats.get("steered_degenerate"):
@@ -258,6 +239,25 @@ def render_comparison(chunk: Any, settings: Mapping[str, Any], max_tokens: Optio
     return ComparisonView(base, steer, status)
 
 
+def streaming_pane_html(title: str, pieces: Sequence[str], pane_id: str = "") -> str:
+    """A pane as plain escaped text that only ever grows at its end (closing tags left to the
+    browser's parser), so each streaming update sends just the new text; see app.ui.streaming."""
+    ident = f' id="{html.escape(pane_id, quote=True)}"' if pane_id else ""
+    body = "".join(html.escape(p, quote=True) for p in pieces) if pieces else ""
+    return (f'<div class="pane-wrap"{ident}><div class="pane-title">{html.escape(title)}</div>'
+            f'<div class="pane pane-streaming">{body}')
+
+
+def streaming_view(chunk: Any, settings: Mapping[str, Any], max_tokens: Optional[int] = None) -> ComparisonView:
+    """While tokens arrive: both answers as plain text and the status line (colours come at the end)."""
+    done = bool(chunk.done)
+    status = status_html(chunk.stats or {}, settings or {}, done, max_tokens, chunk.steered_pieces,
+                         chunk.baseline_pieces)
+    status += f'<div class="diverge-line">{html.escape(divergence_text(chunk.divergence, done))}</div>'
+    return ComparisonView(streaming_pane_html("Baseline (no steering)", chunk.baseline_pieces),
+                          streaming_pane_html("Steered", chunk.steered_pieces), status)
+
+
 # ---- downloads ---------------------------------------------------------------------------
 def comparison_record(chunk: Any, settings: Mapping[str, Any], prompt: str, system: Optional[str] = None) -> dict:
     """Everything needed to reproduce and read a run, as plain JSON-able data."""
@@ -333,35 +333,6 @@ def parse_layer_plan(text: str) -> list[tuple[int, float]]:
 
 
 # ---- concept mixes as text ---------------------------------------------------------------------
-MAX_MIX_TERMS = 8
-
-
-def parse_mix_text(text: str) -> list[tuple[str, float]]:
-    """'happy:0.7, excited:-0.3' -> [('happy', 0.7), ('excited', -0.3)]; a bare slug weighs 1.
-
-    ValueError with a clear message for anything else (the service re-validates the slugs).
-    """
-    out: list[tuple[str, float]] = []
-    for part in (text or "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        slug, _, w = part.partition(":")
-        slug = slug.strip()
-        if not slug:
-            raise ValueError(f"mix: {part!r} has no concept name before the ':'")
-        try:
-            weight = float(w) if w.strip() else 1.0
-        except ValueError:
-            raise ValueError(f"mix: the weight of {slug!r} must be a number, got {w.strip()!r}") from None
-        if not math.isfinite(weight):
-            raise ValueError(f"mix: the weight of {slug!r} must be a finite number")
-        out.append((slug, weight))
-    if len(out) > MAX_MIX_TERMS:
-        raise ValueError(f"mix: at most {MAX_MIX_TERMS} concepts, got {len(out)}")
-    return out
-
-
 def format_mix_text(terms: Sequence[tuple[str, Any]]) -> str:
     """[('happy', 0.7), ('', 0.5), ('excited', 0.3)] -> 'happy:0.7, excited:0.3' (blank slugs dropped)."""
     parts = []

@@ -13,10 +13,12 @@ from typing import Any, Mapping, Optional, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from app.ui.present.common import md_escape as md_text
+
 METRICS: dict[str, tuple[str, str]] = {
     # cell field -> (title, colorscale); the titles say which way is good
     "concept_score": ("Concept score (higher = more concept)", "RdBu_r"),
-    "ppl_ratio": ("Perplexity ratio to baseline (≈1 = fluent)", "YlOrRd"),
+    "ppl_ratio": ("Perplexity ratio to baseline (≈1 = as plausible; ≪1 often = looping)", "YlOrRd"),
     "distinct2": ("Distinct-2 (low = repetitive)", "Viridis"),
 }
 
@@ -76,8 +78,16 @@ def _hover(data: Mapping[str, Any]) -> list[list[str]]:
         text = text[:90] + ("…" if len(text) > 90 else "")
         h[i][j] = (f"concept {(_num(c.get('concept_score')) or 0):+.3f} · ppl× {(_num(c.get('ppl_ratio')) or 0):.2f}"
                    f" · d2 {(_num(c.get('distinct2')) or 0):.2f} · {'coherent' if c.get('coherent') else 'INCOHERENT'}"
-                   f"<br>{_html_text(text)}")
+                   f"<br>{_html_text(verdict_text(c))}<br>{_html_text(text)}")
     return h
+
+
+def verdict_text(c: Mapping[str, Any]) -> str:
+    """Which coherence rule decided this cell, in words (older results carry only the yes/no)."""
+    reason = str(c.get("verdict") or "").strip()
+    if reason:
+        return reason
+    return "coherent" if c.get("coherent") else "incoherent (this result was saved before verdicts had reasons)"
 
 
 def _html_text(s: str) -> str:
@@ -253,6 +263,8 @@ def cell_markdown(data: Mapping[str, Any], layer: Any, strength: Any) -> str:
         f"concept score **{(_num(c.get('concept_score')) or 0):+.3f}** · perplexity ratio "
         f"{(_num(c.get('ppl_ratio')) or 0):.2f} · distinct-2 {(_num(c.get('distinct2')) or 0):.2f} · longest repeat "
         f"{c.get('longest_repeat', 0)} · finish {c.get('finish', '?')} · {verdict}",
+        "",
+        f"**Verdict:** {md_text(verdict_text(c))}.",
         "",
         "**Steered:**",
         "",

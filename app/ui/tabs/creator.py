@@ -93,9 +93,10 @@ def build(service: Any, ctx: Any) -> None:
             sys_neg = gr.Textbox(label="Negative system prompt", placeholder="e.g. Act as if you are wide awake.",
                                  elem_id="cr-sys-neg")
     with gr.Row(equal_height=False):
-        method = gr.Radio(["mean_diff", "last_token", "pca"], value="mean_diff", label="Extraction method",
+        methods = service.extraction_methods()  # the registry in app.core.methods, through the service
+        method = gr.Radio([name for name, _ in methods], value="mean_diff", label="Extraction method",
                           elem_id="cr-method", scale=1, min_width=260)
-        gr.Markdown("\n".join(f"- {t}" for t in present.METHOD_HELP.values()), elem_classes=["howto"])
+        gr.Markdown("\n".join(f"- {help_}" for _, help_ in methods), elem_classes=["howto"])
     with gr.Row():
         extract = gr.Button("Extract vectors", variant="primary", elem_id="cr-extract", scale=3)
         stop = gr.Button("Stop", variant="stop", elem_id="cr-stop", scale=1, min_width=80)

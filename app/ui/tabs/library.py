@@ -15,12 +15,13 @@ from app.ui.downloads import out_dir, remove_upload
 from app.ui.errors import guarded
 from app.ui.header import run_library_hooks
 from app.ui.present import concepts as present
+from app.domain import limits
 from app.ui.present.common import finite, md_escape, parse_layer_spec, rows_or_placeholder
 
 log = logging.getLogger("steering_lab.ui")
 
 ALL = "all"
-MAX_IMPORT_BYTES = 64 * 1024 * 1024
+MAX_IMPORT_BYTES = limits.IMPORT_BYTES
 INTRO = ("Every concept you can steer with: the shipped ones (read-only) and yours. Click a row to see its card. "
          "Vectors are stored per model; “not extracted” means they will be computed the first time you use it.")
 NOTHING_SELECTED = "_Select a concept in the table (or the dropdown) to see its card._"
@@ -51,7 +52,7 @@ def listing(service: Any, search: str = "", category: str = ALL) -> tuple[list[l
     lib = service.library
     summaries = lib.list(category=None if category in (None, "", ALL) else category, text=(search or "").strip() or None)
     shadowing = [s.slug for s in summaries if not s.shipped and lib.is_shipped(s.slug)]
-    rows = present.library_rows(summaries, statuses(service, summaries), shadowing)
+    rows = present.library_rows(summaries, statuses(service, summaries), shadowing, _calibration(service))
     return rows, [s.slug for s in summaries]
 
 
@@ -64,6 +65,17 @@ def problems_note(service: Any) -> str:
     items = "\n".join(f"- `{md_escape(shown(path))}`: {md_escape(str(msg).splitlines()[0])}" for path, msg in problems[:10])
     more = f"\n- … and {len(problems) - 10} more" if len(problems) > 10 else ""
     return f"**Skipped {len(problems)} file(s) that could not be read:**\n{items}{more}"
+
+
+def _calibration(service: Any, slug: Optional[str] = None) -> Any:
+    """The loaded model's calibration reports (all, or one concept's); {} / None without a model."""
+    if _model(service) is None:
+        return {} if slug is None else None
+    try:
+        return service.calibration_reports() if slug is None else service.calibration_report(slug)
+    except Exception:  # a broken report must not hide the library
+        log.exception("reading the calibration report failed")
+        return {} if slug is None else None
 
 
 def all_slug_choices(service: Any) -> list[tuple[str, str]]:
@@ -85,6 +97,8 @@ def card(service: Any, slug: Optional[str]):
             cv = lib.load_vectors(slug, info.model_id, info.fingerprint, info.hidden_size, info.num_layers)
     md = present.concept_card_md(concept, lib.is_shipped(slug), lib.has_user_copy(slug), status,
                                  info.model_id if info else "")
+    if info is not None and concept.pairs:
+        md += "\n\n" + present.reliability_md(_calibration(service, slug))
     if cv is not None and cv.quality:
         md += "\n\n" + present.quality_brief_md(cv.quality, cv.recommended_layers)
         fig = present.quality_figure(cv, f"Quality of “{concept.name}” on {info.model_id}")
@@ -106,7 +120,7 @@ def build(service: Any, ctx: Any) -> None:
         refresh = gr.Button("Refresh", scale=0, min_width=90, elem_id="lib-refresh", elem_classes=["btn-end"])
     table = gr.Dataframe(value=rows0, headers=present.LIBRARY_HEADERS, type="array", interactive=False,
                          max_height=360, elem_id="lib-table", wrap=True,
-                         column_widths=["22%", "18%", "12%", "8%", "20%", "20%"])
+                         column_widths=["18%", "14%", "10%", "7%", "16%", "15%", "20%"])
     problems_md = gr.Markdown(problems_note(service), elem_id="lib-problems")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=320):

@@ -14,19 +14,21 @@ from typing import Any, Iterator, Optional
 
 import gradio as gr
 
+from app.domain import limits
 from app.types import GenerationParams
 from app.ui import urlstate
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.downloads import out_dir
 from app.ui.errors import guarded
 from app.ui.present import generation as present
+from app.ui.streaming import Coalesced
 
-MAX_TOKENS_UI = 512
-DEFAULT_MAX_TOKENS = 80
-REL_RANGE = 1.0
-ABS_RANGE = 8.0
-DEFAULT_REL_STRENGTH = 0.3
-DEFAULT_ABS_STRENGTH = 1.5
+MAX_TOKENS_UI = limits.MAX_TOKENS
+DEFAULT_MAX_TOKENS = limits.DEFAULT_MAX_TOKENS
+REL_RANGE = limits.STRENGTH_LIMITS["relative"]
+ABS_RANGE = limits.STRENGTH_LIMITS["absolute"]
+DEFAULT_REL_STRENGTH = limits.DEFAULT_STRENGTH["relative"]
+DEFAULT_ABS_STRENGTH = limits.DEFAULT_STRENGTH["absolute"]
 DEFAULT_PROMPT = "Tell me about your weekend."
 
 HOWTO = (
@@ -163,9 +165,9 @@ def check_layer(service: Any, layer: Any, what: str = "layer") -> int:
 def gen_params(max_tokens: Any, temperature: Any = 0.0, top_p: Any = 1.0, seed: Any = 0) -> GenerationParams:
     return GenerationParams(
         max_tokens=int(check_number(max_tokens, "max tokens", 1, MAX_TOKENS_UI, integer=True)),
-        temperature=float(check_number(temperature, "temperature", 0.0, 2.0)),
-        top_p=float(check_number(top_p, "top-p", 0.01, 1.0)),
-        seed=int(check_number(seed if seed not in (None, "") else 0, "seed", 0, 2**32 - 1, integer=True)),
+        temperature=float(check_number(temperature, "temperature", 0.0, limits.TEMPERATURE_MAX)),
+        top_p=float(check_number(top_p, "top-p", limits.TOP_P_MIN, 1.0)),
+        seed=int(check_number(seed if seed not in (None, "") else 0, "seed", 0, limits.SEED_MAX, integer=True)),
     )
 
 
@@ -190,11 +192,10 @@ def stream_comparison(service: Any, req: Any, request: Optional[gr.Request]) -> 
     waiting = present.empty_panes("Waiting for the model…")
     yield (*waiting, present.badge_html("warn", "preparing the concept and the prompt…"),
            gr.DownloadButton(value=None, interactive=False), gr.DownloadButton(value=None, interactive=False))
-    last = None
+    stream = Coalesced(service.compare_stream(req, token=token))  # <= 10 updates/s, plain text until done
     try:
-        for chunk, settings in service.compare_stream(req, token=token):
-            last = (chunk, settings)
-            view = present.render_comparison(chunk, settings, max_tokens)
+        for chunk, settings in stream:
+            view = present.streaming_view(chunk, settings, max_tokens)
             yield view.baseline_html, view.steered_html, view.status_html, gr.update(), gr.update()
     except Exception as exc:  # leave no "preparing…" behind; @guarded turns exc into the message toast
         from app.errors import user_message
@@ -206,6 +207,7 @@ def stream_comparison(service: Any, req: Any, request: Optional[gr.Request]) -> 
         raise
     finally:
         SESSION_JOBS.finish(request, token)
+    last = stream.last
     if last is None:
         yield (*present.empty_panes("Stopped before the first token."), present.badge_html("warn", "stopped"),
                gr.update(), gr.update())
@@ -255,8 +257,8 @@ def build_request(service: Any, prompt, system, concept, layer, strength, absolu
         raise gr.Error(f"mechanism must be add or logits, got {mode!r}.", print_exception=False)
     return SteerRequest(
         prompt=prompt, concept=concept, layers=plan, relative=not bool(absolute), mode=mode, schedule=schedule,
-        schedule_length=int(check_number(schedule_length, "schedule length", 1, 4096, integer=True)),
-        positions=positions, guidance=float(check_number(guidance, "guidance scale", -20, 20)),
+        schedule_length=int(check_number(schedule_length, "schedule length", 1, limits.SCHEDULE_LENGTH_MAX, integer=True)),
+        positions=positions, guidance=float(check_number(guidance, "guidance scale", -limits.GUIDANCE_LIMIT, limits.GUIDANCE_LIMIT)),
         system=(system or None) if (system or "").strip() else None,
         params=gen_params(max_tokens, temperature, top_p, seed),
     )
@@ -280,12 +282,12 @@ def build(service: Any, ctx: Any) -> None:
             # slider's range); the page narrows it to the relative range on load (see urlstate).
             strength = gr.Slider(-ABS_RANGE, ABS_RANGE, value=DEFAULT_REL_STRENGTH, step=0.01, label="Strength",
                                  elem_id="pg-strength", info=strength_info(False))
-            absolute = gr.Checkbox(value=False, label="Absolute strength (multiplies the raw vector; range -8..8)",
+            absolute = gr.Checkbox(value=False, label=f"Absolute strength (multiplies the raw vector; range -{ABS_RANGE:g}..{ABS_RANGE:g})",
                                    elem_id="pg-absolute")
             with gr.Row():
                 max_tokens = gr.Slider(1, MAX_TOKENS_UI, value=DEFAULT_MAX_TOKENS, step=1, label="Max tokens",
                                        elem_id="pg-max-tokens", min_width=140)
-                temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature", info="0 = greedy",
+                temperature = gr.Slider(0.0, limits.TEMPERATURE_MAX, value=0.0, step=0.05, label="Temperature", info="0 = greedy",
                                         elem_id="pg-temperature", min_width=140)
             with gr.Accordion("Advanced: where, when and how to steer", open=False, elem_id="pg-advanced"):
                 system = gr.Textbox(value="", label="System prompt (optional)", lines=1, max_lines=6,
@@ -295,18 +297,18 @@ def build(service: Any, ctx: Any) -> None:
                 with gr.Row():
                     schedule = gr.Dropdown(["constant", "linear_decay", "ramp_up", "pulse"], value="constant",
                                            label="Schedule over generated tokens", min_width=140)
-                    schedule_length = gr.Number(value=16, precision=0, minimum=1, label="Schedule length",
+                    schedule_length = gr.Number(value=16, precision=0, minimum=1, maximum=limits.SCHEDULE_LENGTH_MAX, label="Schedule length",
                                                 info="Decay/ramp length, or K for a pulse", min_width=120)
                 mode = gr.Radio([("add to the residual stream", "add"), ("contrast in logit space", "logits")],
                                 value="add", label="Mechanism")
-                guidance = gr.Slider(-4, 8, value=1.0, step=0.1, label="Guidance scale (logits mode)",
+                guidance = gr.Slider(-limits.GUIDANCE_LIMIT, limits.GUIDANCE_LIMIT, value=1.0, step=0.1, label="Guidance scale (logits mode)",
                                      info="base + scale × (steered − base)")
                 extra_layers = gr.Textbox(value="", label="Extra layers (multi-layer plan)",
                                           placeholder="e.g. 16:0.2, 20:0.1",
                                           info="layer:strength pairs steered together with the main layer")
                 with gr.Row():
-                    seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="pg-seed", min_width=100)
-                    top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p", min_width=140)
+                    seed = gr.Number(value=0, precision=0, minimum=0, maximum=limits.SEED_MAX, label="Seed", elem_id="pg-seed", min_width=100)
+                    top_p = gr.Slider(limits.TOP_P_MIN, 1.0, value=1.0, step=0.05, label="Top-p", min_width=140)
         with gr.Column(scale=3, min_width=360, elem_id="pg-results"):
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id="pg-generate", scale=3)

@@ -7,23 +7,28 @@ from typing import Any, Optional
 
 import gradio as gr
 
+from app.domain import limits
+from app.domain.parse import parse_floats, parse_layers
 from app.errors import Cancelled
 from app.types import GenerationParams
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.downloads import out_dir
 from app.ui.errors import guarded
 from app.ui.present import sweeps as present
+from app.ui.streaming import throttled
 from app.ui.tabs.playground import (SESSION_JOBS, arm_session, check_concept, check_number, check_prompt, file_stem,
                                     concept_choices, default_concept, default_layer, num_layers, stop_session)
 
-MAX_SWEEP_TOKENS = 128
-DEFAULT_SWEEP_TOKENS = 32
+MAX_SWEEP_TOKENS = limits.SWEEP_MAX_TOKENS
+DEFAULT_SWEEP_TOKENS = limits.DEFAULT_SWEEP_TOKENS
 KINDS = ("layer sweep", "strength sweep", "grid")
 
 HOWTO = (
     "A sweep runs one steered answer per cell (layer × strength) in a few batches and scores each with the unsteered "
-    "model: **concept score** (how far the text moved toward the concept), **perplexity ratio** (≈1 means as fluent "
-    "as the baseline) and **distinct-2** (low means repetition). ✕ marks incoherent cells, ★ the recommended one. "
+    "model: **concept score** (how far the text moved toward the concept), **perplexity ratio** (≈1 means as plausible "
+    "as the baseline; far below 1 usually means the text repeats itself, which is easy to predict) and **distinct-2** "
+    "(low means repetition). ✕ marks incoherent cells (click one: its verdict says which rule decided), ★ the "
+    "recommended one. "
     "Pick a cell below to read its text, then send it to the playground or save it as the concept's recommendation."
 )
 
@@ -84,7 +89,7 @@ def build(service: Any, ctx: Any) -> None:
             kind = gr.Radio(list(KINDS), value="grid", label="Kind of sweep",
                             info="Fills in sensible layers and strengths", elem_id="sw-kind")
             with gr.Row():
-                max_tokens = gr.Slider(4, MAX_SWEEP_TOKENS, value=DEFAULT_SWEEP_TOKENS, step=1, label="Max tokens",
+                max_tokens = gr.Slider(limits.SWEEP_MIN_TOKENS, MAX_SWEEP_TOKENS, value=DEFAULT_SWEEP_TOKENS, step=1, label="Max tokens",
                                        elem_id="sw-max-tokens")
                 absolute = gr.Checkbox(value=False, label="Absolute strengths", elem_id="sw-absolute")
     with gr.Row():
@@ -121,16 +126,11 @@ def build(service: Any, ctx: Any) -> None:
     @guarded
     def run_sweep(concept, prompt, layers, strengths, max_tokens, absolute, request: gr.Request,
                   progress=gr.Progress()):
-        from app.service.generation_ops import parse_float_list, parse_int_list  # lazy: no model runtime at import
-
         prompt = check_prompt(prompt)
         concept = check_concept(concept)
-        layer_list = parse_int_list(layers, "layers", upper=num_layers(service))
-        strength_list = parse_float_list(strengths, "strengths")
-        lim = 8.0 if absolute else 1.0
-        for s in strength_list:
-            check_number(s, "strength", -lim, lim)
-        mt = int(check_number(max_tokens, "max tokens", 1, MAX_SWEEP_TOKENS, integer=True))
+        layer_list = parse_layers(layers, num_layers(service), "layers")
+        strength_list = parse_floats(strengths, "strengths", limits.strength_limit(not absolute))
+        mt = int(check_number(max_tokens, "max tokens", limits.SWEEP_MIN_TOKENS, MAX_SWEEP_TOKENS, integer=True))
         n_cells = len(layer_list) * len(strength_list)
         progress(0.0, desc=f"preparing {n_cells} cells…")
 
@@ -144,7 +144,7 @@ def build(service: Any, ctx: Any) -> None:
         try:  # a generator: a client that leaves closes it, which cancels the sweep
             for step, value in follow(lambda: service.sweep(
                     prompt, concept, layer_list, strength_list, params=GenerationParams(max_tokens=mt),
-                    relative=not absolute, progress=report, token=token), token):
+                    relative=not absolute, progress=throttled(report), token=token), token):
                 if step == "wait":
                     progress(0.0, desc=f"waiting: {value} job{'s' if value != 1 else ''} ahead")
                 if step == "done":

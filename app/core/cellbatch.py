@@ -1,0 +1,158 @@
+"""Many steering cells of one prompt in one batch, each cell with its own vector.
+
+A calibration tries several concepts, extraction methods, layers and strengths on the same
+prompt. Each cell is one row of ``run_batch`` with one ``Add`` intervention (rows with the
+same vector and layer share a hook), so ANY mix of cells shares one batch with one unsteered
+baseline row (batching is nearly free on CPU up to dozens of rows). Greedy decoding; a row
+stops at EOS or when it loops (the same rule as the playground).
+Coherence uses the unsteered model's perplexity of each text, read with a gather on the
+device so only [B, T] numbers are copied out (not the full-vocabulary log-probabilities).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional, Sequence
+
+import mlx.core as mx
+import numpy as np
+
+from app.core.capture import pad_right
+from app.core.chat import eos_ids, pad_id
+from app.core.generation import run_batch
+from app.core.interventions import Add
+from app.core.scoring import TextScores, distinct_n, is_coherent, longest_repeat
+from app.types import ConceptVectors, GenerationParams
+
+MAX_ROWS = 192  # rows per batch: per-row cost keeps falling with batch size on CPU
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One steered row: the vectors under ``key`` at ``layer``, relative ``strength``."""
+
+    key: str
+    layer: int
+    strength: float
+
+
+@dataclass
+class CellText:
+    text: str
+    tokens: list[int]
+    finish: str  # "eos" | "length" | "loop"
+    scores: TextScores
+    coherent: bool  # the existing rules of app.core.scoring (perplexity, distinct-2, repeats)
+    clean: bool  # distinct-2 >= 0.5 and no loop (the efficacy targets' measure)
+
+
+def generate_cells(lm, prompt: Sequence[int], vectors: Mapping[str, ConceptVectors], cells: Sequence[Cell],
+                   max_tokens: int, should_stop: Optional[Callable[[], bool]] = None,
+                   ) -> tuple[CellText, list[CellText]]:
+    """The baseline and every cell's greedy continuation of ``prompt``, scored."""
+    rows: list[Optional[Cell]] = [None] + list(cells)
+    out: list[tuple[list[int], str]] = []
+    for start in range(0, len(rows), MAX_ROWS):
+        chunk = rows[start:start + MAX_ROWS]
+        if start and chunk[0] is not None:
+            chunk = [None] + chunk  # every batch carries a baseline row (cheap, keeps rows comparable)
+            out.extend(_generate(lm, prompt, vectors, chunk, max_tokens, should_stop)[1:])
+        else:
+            out.extend(_generate(lm, prompt, vectors, chunk, max_tokens, should_stop))
+    texts = _score(lm, prompt, out)
+    return texts[0], texts[1:]
+
+
+def _rows(vectors: Mapping[str, ConceptVectors], rows: Sequence[Optional[Cell]]) -> list[list[Add]]:
+    """Per-row interventions: rows with the same (vector, layer) share one fused hook."""
+    plan: list[list[Add]] = []
+    for cell in rows:
+        if cell is None or cell.strength == 0:
+            plan.append([])
+            continue
+        cv = vectors[cell.key]
+        coef = cell.strength * float(cv.typical_norms[cell.layer])
+        plan.append([Add(cell.layer, cv.unit(cell.layer).astype(np.float32), coef)])
+    return plan
+
+
+def _generate(lm, prompt, vectors, rows, max_tokens, should_stop) -> list[tuple[list[int], str]]:
+    last = None
+    for step in run_batch(lm, prompt, _rows(vectors, rows), GenerationParams(max_tokens=max_tokens),
+                          should_stop=should_stop):
+        last = step
+    assert last is not None
+    return [(list(r.tokens), r.finish) for r in last.rows]
+
+
+def token_nll(model, prompt: Sequence[int], conts: Sequence[Sequence[int]], pad: int, batch: int = 16) -> list[np.ndarray]:
+    """Negative log-likelihood of each continuation's tokens under the (unpatched) model."""
+    P, out = len(prompt), []
+    for s in range(0, len(conts), batch):
+        chunk = [list(c) for c in conts[s:s + batch]]
+        tokens, _ = pad_right([list(prompt) + c for c in chunk], pad)
+        logits = model(tokens)[:, P - 1:-1, :].astype(mx.float32)
+        T = logits.shape[1]
+        target = np.full((len(chunk), T), pad, dtype=np.int32)
+        for b, c in enumerate(chunk):
+            target[b, :len(c)] = c[:T]
+        picked = mx.take_along_axis(logits, mx.array(target)[..., None], axis=-1)[..., 0]
+        nll = mx.logsumexp(logits, axis=-1) - picked
+        arr = np.array(nll)
+        out.extend(arr[b, :len(c)].astype(np.float64) for b, c in enumerate(chunk))
+    return out
+
+
+def _score(lm, prompt, generated: list[tuple[list[int], str]]) -> list[CellText]:
+    eos = eos_ids(lm.tokenizer)
+    visible = [[t for t in toks if t not in eos] for toks, _ in generated]
+    nlls = token_nll(lm.model, prompt, [v or [pad_id(lm.tokenizer)] for v in visible], pad_id(lm.tokenizer))
+    scores = []
+    for v, nll in zip(visible, nlls):
+        ppl = float(np.exp(np.clip(nll.mean(), 0, 50))) if v else float("nan")
+        scores.append(TextScores(len(v), distinct_n(v, 2), longest_repeat(v), ppl, float("nan")))
+    base = scores[0]
+    out = []
+    for (toks, fin), v, sc in zip(generated, visible, scores):
+        degenerate = fin in ("loop", "nan")
+        out.append(CellText(text=lm.tokenizer.decode(v), tokens=toks, finish=fin, scores=sc,
+                            coherent=is_coherent(sc, base, degenerate, v, visible[0]),
+                            clean=(not degenerate) and bool(v) and sc.distinct2 >= 0.5))
+    return out
+
+
+def generate_plain(lm, prompts: Sequence[Sequence[int]], max_tokens: int) -> list[tuple[list[int], str]]:
+    """Greedy, unsteered continuations of DIFFERENT prompts in one left-padded batch.
+
+    For reference rows such as "prompted" (the concept's system prompt, no steering): each row
+    has its own prompt, so rows are left-padded and mlx-lm's ``BatchKVCache`` masks the padding
+    and offsets the rotary positions per row.
+    """
+    from mlx_lm.models.cache import BatchKVCache
+
+    from app.core.models import layers_of
+    from app.core.scoring import detect_loop
+
+    model, eos, pad = lm.model, eos_ids(lm.tokenizer), pad_id(lm.tokenizer)
+    T = max(len(p) for p in prompts)
+    left = [T - len(p) for p in prompts]
+    cache = [BatchKVCache(left) for _ in layers_of(model)]
+    logits = model(mx.array([[pad] * l + list(p) for l, p in zip(left, prompts)]), cache=cache)[:, -1, :]
+    toks: list[list[int]] = [[] for _ in prompts]
+    finish = [""] * len(prompts)
+    for _ in range(max_tokens):
+        nxt = mx.argmax(logits, axis=-1)
+        mx.eval(nxt)
+        for r, t in enumerate(nxt.tolist()):
+            if finish[r]:
+                continue
+            toks[r].append(int(t))
+            if t in eos:
+                finish[r] = "eos"
+            elif detect_loop(toks[r]) is not None:
+                finish[r] = "loop"
+        if all(finish):
+            break
+        feed = [toks[r][-1] if not finish[r] else pad for r in range(len(prompts))]
+        logits = model(mx.array(feed)[:, None], cache=cache)[:, -1, :]
+    return [(t, f or "length") for t, f in zip(toks, finish)]
