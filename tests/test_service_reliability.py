@@ -147,3 +147,15 @@ def test_a_huge_extraction_is_refused_at_once_even_while_the_model_is_busy(defau
     worker.join(600)
     assert finished_while_busy, "the extraction waited for the model instead of being refused"
     assert isinstance(out["result"], InputError) and "tokens" in str(out["result"]), out
+
+
+def test_bundle_and_gguf_imports_are_not_queued_behind_the_model(monkeypatch, tmp_path):
+    """A bundle is parsed and checked without the model: its event is not in the model queue."""
+    monkeypatch.setenv("STEERING_LAB_LIBRARY", str(tmp_path / "lib"))
+    from app.service.model_service import ModelService
+    from app.ui.server import build_app
+
+    demo = build_app(ModelService())
+    fns = {fn.api_name: fn for fn in demo.fns.values()}
+    assert fns["library_import"].concurrency_id != "model"
+    assert fns["extract"].concurrency_id == "model"  # model work still queues
