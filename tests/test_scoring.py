@@ -82,3 +82,20 @@ def test_a_wrong_token_changes_the_perplexity():
     ref = reference_scores(model, prompt, [cont], None, None)[0]
     assert np.isclose(a.perplexity, ref.perplexity, rtol=1e-4)
     assert not np.isclose(a.perplexity, shifted.perplexity, rtol=1e-3)
+
+
+def test_one_token_continuations_and_the_path_for_other_caches(monkeypatch):
+    from app.core import scoring
+
+    model, config = tiny_models.build("gemma3_text")
+    prompt = tiny_models.prompt_tokens(8)
+    unit = np.ones(config["hidden_size"], np.float32) / np.sqrt(config["hidden_size"])
+    conts = [[7], [9], []]
+    ref = reference_scores(model, prompt, conts, 2, unit)
+    assert all(_close(g, r) for g, r in zip(score_continuations(model, prompt, conts, 2, unit), ref))
+    # a cache type the shared prompt pass does not know: one whole pass per row, same numbers
+    monkeypatch.setattr(scoring, "KVCache", type("Other", (), {}))
+    monkeypatch.setattr(scoring, "RotatingKVCache", type("Other2", (), {}))
+    conts = [[5, 6, 7, 8], [9, 10]]
+    ref = reference_scores(model, prompt, conts, 5, unit)
+    assert all(_close(g, r) for g, r in zip(score_continuations(model, prompt, conts, 5, unit), ref))

@@ -20,8 +20,10 @@ from typing import Optional, Sequence
 import mlx.core as mx
 import numpy as np
 
+from mlx_lm.models.cache import KVCache, RotatingKVCache, make_prompt_cache
+
 from app.core.models import layers_of
-from app.core.patching import Recorder, patch_layers
+from app.core.patching import ForwardState, Recorder, patch_layers
 from app.domain.repetition import tail_cycle as detect_loop  # noqa: F401  (the engine's early stop)
 
 
@@ -107,25 +109,55 @@ def _score_chunk(model, prompt, chunk, read_layer, unit, pad, P, G):
     """([rows, G] log-probabilities of the generated tokens, [rows, G] projections or None)."""
     if G == 0:
         return np.zeros((len(chunk), 0), np.float32), None
+    conts = mx.array([list(c) + [pad] * (G - len(c)) for c in chunk])  # [rows, G]
+    cache = make_prompt_cache(model)
+    if not all(type(c) in (KVCache, RotatingKVCache) for c in cache):
+        return _score_chunk_whole(model, prompt, chunk, read_layer, unit, pad, P, G, conts)
+    last = len(layers_of(model)) - 1
+    rec = Recorder()
+    hooks: dict[int, list] = {read_layer: [rec]} if read_layer is not None else {}
+    hooks.setdefault(last, []).append(_last_prompt_position)
+    state = ForwardState(phase="prompt")
+    with patch_layers(model, hooks, state):
+        # The model is unsteered, so every row shares the prompt: run it once, copy its KV cache
+        # to all rows, then run the continuations on top (causal attention: the same numbers).
+        first = model(mx.array([list(prompt)]), cache=cache)[0, -1, :].astype(mx.float32)  # predicts token 0
+        rec.outputs.clear()
+        for c in cache:
+            c.keys = mx.repeat(c.keys, len(chunk), axis=0)
+            c.values = mx.repeat(c.values, len(chunk), axis=0)
+        state.phase = "generated"
+        logits = model(conts, cache=cache)[:, : G - 1, :].astype(mx.float32)  # position i predicts token i + 1
+        lp = (first[conts[:, 0]] - mx.logsumexp(first))[:, None]
+        if G > 1:
+            rest = mx.take_along_axis(logits, conts[:, 1:, None], axis=-1)[..., 0] - mx.logsumexp(logits, axis=-1)
+            lp = mx.concatenate([lp, rest], axis=1)
+        proj = None
+        if read_layer is not None and unit is not None:
+            proj = rec.outputs[0].astype(mx.float32) @ unit  # [rows, G]: the continuation's own positions
+        mx.eval(lp, *([proj] if proj is not None else []))
+    return np.array(lp), (np.array(proj) if proj is not None else None)
+
+
+def _last_prompt_position(h, state):
+    """The prompt pass needs only its last position's logits (the unembedding is skipped elsewhere)."""
+    return h[:, -1:, :] if state.phase == "prompt" else None
+
+
+def _score_chunk_whole(model, prompt, chunk, read_layer, unit, pad, P, G, conts):
+    """Other cache types: prompt + continuation in one pass per row, unembedding only where it predicts."""
     seqs = [list(prompt) + list(c) + [pad] * (G - len(c)) for c in chunk]
-    targets = mx.array([list(c) + [pad] * (G - len(c)) for c in chunk])
-    layers = layers_of(model)
-    last = len(layers) - 1
+    last = len(layers_of(model)) - 1
 
     def predicting_positions(h, _state):
-        # logits at position t predict token t + 1: positions P-1 .. P+G-2 predict the continuation
-        return h[:, P - 1 : P - 1 + G, :]
+        return h[:, P - 1 : P - 1 + G, :]  # logits at position t predict token t + 1
 
     rec = Recorder()
-    hooks: dict[int, list] = {}
-    if read_layer is not None:
-        hooks[read_layer] = [rec]
+    hooks: dict[int, list] = {read_layer: [rec]} if read_layer is not None else {}
     hooks.setdefault(last, []).append(predicting_positions)
     with patch_layers(model, hooks):
         logits = model(mx.array(seqs)).astype(mx.float32)  # [rows, G, V]
-        lse = mx.logsumexp(logits, axis=-1)
-        picked = mx.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-        lp = picked - lse
+        lp = mx.take_along_axis(logits, conts[..., None], axis=-1)[..., 0] - mx.logsumexp(logits, axis=-1)
         proj = None
         if read_layer is not None and unit is not None:
             proj = rec.outputs[0][:, P : P + G, :].astype(mx.float32) @ unit

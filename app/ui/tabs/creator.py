@@ -11,6 +11,7 @@ from app.service.jobs import CancelToken, follow  # plain threading; no model ru
 from app.types import CATEGORIES
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import guarded
+from app.ui.present.insight import vector_lens_md
 from app.ui.header import run_library_hooks
 from app.ui.present import concepts as present
 from app.ui.present.common import empty_figure, md_escape
@@ -193,7 +194,8 @@ def build(service: Any, ctx: Any) -> None:
             if _RUNNING.get(key) is token:
                 del _RUNNING[key]
         title = f"Quality of “{concept.name}” per layer ({cv.method}, {n} pairs)"
-        yield (present.quality_summary_md(cv, concept.name), present.quality_figure(cv, title), cv,
+        lens = vector_lens_md(service.vector_lens(cv), cv.recommended_layers)
+        yield (present.quality_summary_md(cv, concept.name) + "\n\n" + lens, present.quality_figure(cv, title), cv,
                f"Extracted {n} pairs with `{cv.method}`. Press **Save to library** to keep the concept and its "
                "vectors.")
 

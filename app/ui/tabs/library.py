@@ -13,6 +13,7 @@ from app.types import CATEGORIES
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.downloads import out_dir, remove_upload
 from app.ui.errors import guarded
+from app.ui.present.insight import vector_lens_md
 from app.ui.header import run_library_hooks
 from app.ui.present import concepts as present
 from app.domain import limits
@@ -95,12 +96,18 @@ def card(service: Any, slug: Optional[str]):
         status = lib.vector_status(slug, info.model_id, info.fingerprint, info.hidden_size, info.num_layers)
         if status == "ready":
             cv = lib.load_vectors(slug, info.model_id, info.fingerprint, info.hidden_size, info.num_layers)
+    summary = None
+    try:  # the declared judge, and a trained probe's held-out accuracy (never trains one here)
+        summary = service.judge_summary(slug) if hasattr(service, "judge_summary") else None
+    except Exception:  # noqa: BLE001 - the card still shows the declared judge
+        summary = None
     md = present.concept_card_md(concept, lib.is_shipped(slug), lib.has_user_copy(slug), status,
-                                 info.model_id if info else "")
+                                 info.model_id if info else "", judge=summary)
     if info is not None and concept.pairs:
         md += "\n\n" + present.reliability_md(_calibration(service, slug))
     if cv is not None and cv.quality:
         md += "\n\n" + present.quality_brief_md(cv.quality, cv.recommended_layers)
+        md += "\n\n" + vector_lens_md(service.vector_lens(cv, k=5), cv.recommended_layers)
         fig = present.quality_figure(cv, f"Quality of “{concept.name}” on {info.model_id}")
         return md, gr.Plot(value=fig, visible=True)
     return md, gr.Plot(visible=False)
