@@ -85,4 +85,4 @@ def test_concept_card_names_the_judge_and_probe_accuracy():
     assert "**Judge:** share of the answer's words in a list: arr, matey — higher = more pirate." in md
     probe = Concept(slug="x", name="X", pairs=pairs, judge=JudgeSpec("probe"))
     assert "Held-out accuracy **91%**" in pc.concept_card_md(probe, False, False, "", judge={"accuracy": 0.91})
-    assert "trains a probe" in pc.judge_md(Concept(slug="y", name="Y", pairs=pairs))
+    assert "none declared" in pc.judge_md(Concept(slug="y", name="Y", pairs=pairs))

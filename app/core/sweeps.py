@@ -23,10 +23,11 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from app.core import family
 from app.core.chat import pad_id
 from app.core.generation import run_batch, validate_params
 from app.core.judges import Judge, judge_scores
-from app.core.prompted import joinable
+from app.core.prompted import joinable, run_alone
 from app.core.interventions import OPS, check_param, make
 from app.core.models import LoadedModel
 from app.core.scoring import TextScores, score_continuations
@@ -113,10 +114,8 @@ class SweepResult:
 def rows_per_batch(lm: LoadedModel, prompt_len: int, max_tokens: int) -> int:
     """How many rows fit the memory budget (KV cache + logits per row), capped for CPU speed."""
     cfg = lm.config
-    heads = int(cfg.get("num_key_value_heads") or cfg.get("num_attention_heads") or 1)
-    head_dim = int(cfg.get("head_dim") or lm.hidden_size // max(int(cfg.get("num_attention_heads", 1)), 1))
     bytes_per = 4
-    kv = 2 * lm.num_layers * heads * head_dim * (prompt_len + max_tokens) * bytes_per
+    kv = family.kv_geometry(cfg, lm.num_layers, lm.hidden_size).cache_bytes(prompt_len + max_tokens, bytes_per)
     logits = int(cfg.get("vocab_size", 32000)) * bytes_per * 4
     act = (prompt_len * lm.hidden_size * 8) * bytes_per
     per_row = kv + logits + act
@@ -239,7 +238,7 @@ def run_sweep(
             )
         )
     if prompted is not None and not joint:
-        prompted_tokens = _alone_tokens(lm, prompted, params, should_stop)
+        prompted_tokens = list(run_alone(lm, prompted, params, should_stop).tokens)
     if prompted is not None:
         result.prompted_text = tok.decode([t for t in prompted_tokens if t not in eos])
     if judge is not None:
@@ -254,14 +253,6 @@ def _cell_intervention(cv: ConceptVectors, layer: int, value: float, relative: b
     entry = SteeringEntry(layer, cv.vectors[layer], value, float(cv.typical_norms[layer]), relative,
                           float(typical_projection[layer]) if typical_projection is not None else 0.0)
     return make(op, layer, cv.vectors[layer], entry.op_param(op))
-
-
-def _alone_tokens(lm: LoadedModel, prompt: Sequence[int], params: GenerationParams,
-                  should_stop: Optional[Callable[[], bool]]) -> list[int]:
-    last = None
-    for last in run_batch(lm, prompt, [[]], params, should_stop=should_stop):
-        pass
-    return list(last.rows[0].tokens)
 
 
 def _judge_cells(result: SweepResult, judge: Judge) -> None:

@@ -47,10 +47,12 @@ class JudgeOps:
             return None
         return default_spec(self.library.get(slug))
 
-    def judge_for(self, concept: str, train: bool = True) -> Optional[Judge]:
+    def judge_for(self, concept: str, train: Optional[bool] = None) -> Optional[Judge]:
         """The concept's judge on the loaded model (None for mixes and judge-less concepts).
 
-        ``train=False`` returns a probe only if it was already trained (never waits)."""
+        A probe is trained when the concept declares one (or ``train=True``); the default probe
+        of a concept that declares no judge is only used once trained, so an ordinary run never
+        waits for it. ``train=False`` never trains."""
         slug = concept_slug(concept)
         if slug is None:
             return None
@@ -60,6 +62,8 @@ class JudgeOps:
             return None
         key = (self.loaded.info().fingerprint if spec.kind == "probe" else "", slug, c.pairs_fingerprint(), spec)
         cache = self._judge_cache()
+        if train is None:
+            train = c.judge is not None
         if key not in cache:
             if spec.kind == "probe" and not train:
                 return None

@@ -385,8 +385,8 @@ def judge_md(concept: Concept, summary: Optional[Mapping[str, Any]] = None) -> s
     spec = concept.judge
     if spec is None:
         if len(concept.pairs) >= 4:
-            return ("**Judge:** none declared — the lab trains a probe (one vs rest) the first time it needs one. "
-                    "Declare one with `judge:` in the concept's YAML.")
+            return ("**Judge:** none declared — add `judge:` to the concept's YAML, e.g. `{kind: probe}` for a "
+                    "probe trained one vs rest on the model (sentiment, lexicon, words, length and readability also exist).")
         return "**Judge:** none (add a `judge:` block, or at least 4 pairs for a probe)."
     what = JUDGE_TEXT.get(spec.kind, spec.kind)
     detail = ""
