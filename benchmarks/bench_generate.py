@@ -6,7 +6,8 @@
 Variants, each one whole run (prompt + ``--tokens`` greedy tokens), in rounds whose order
 alternates (see benchmarks/_harness.py); medians of the per-round ratios:
 - ``lab_1row``: the lab's ``run_batch``, one unsteered row;  ``lab_1row_steered``: one Add at layer L;
-- ``side_by_side``: baseline + steered rows in ONE batch;  ``sweep16``: 4 layers x 4 strengths
+- ``side_by_side``: baseline + steered rows in ONE batch;  ``side_by_side_prompted``: the same plus
+  the prompted row (unsteered, under a system prompt, its own prompt length) in that batch;  ``sweep16``: 4 layers x 4 strengths
   + baseline, generated and scored (``run_sweep``);
 - ``mlx_lm``: plain mlx-lm ``generate_step`` on the same float32 weights (the reference loop);
 - ``torch_1row`` / ``torch_side``: PyTorch + transformers + a forward hook, same model and prompt,
@@ -14,6 +15,7 @@ alternates (see benchmarks/_harness.py); medians of the per-round ratios:
   OpenBLAS preload must not interpose on PyTorch's BLAS); skipped when no PyTorch is found.
 Targets (issue 13): sweep16 / one run <= 3.0; side-by-side / one run <= 1.15; steered / unsteered
 decode >= 0.98; lab one-row decode / mlx-lm generate_step >= 1.0; side-by-side decode lab / torch >= 1.2.
+Issue 11: side-by-side with the prompted row / side-by-side < 1.15. ``--variants a,b`` runs only those.
 """
 
 from __future__ import annotations
@@ -42,19 +44,21 @@ from app.types import ConceptVectors, GenerationParams  # noqa: E402
 from benchmarks._harness import emit, interleaved_rounds, load_note, median, paired_ratio, stderr_log  # noqa: E402
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+PROMPTED_SYSTEM = "Act as if you are deeply sad."
 TARGETS = {
     "ratio_sweep16_over_single": ("<=", 3.0),
     "ratio_side_by_side_over_single": ("<=", 1.15),
     "ratio_steered_over_unsteered_decode": (">=", 0.98),
     "ratio_lab_over_mlx_lm_decode": (">=", 1.0),
     "ratio_side_by_side_decode_lab_over_torch": (">=", 1.2),
+    "ratio_prompted_row_over_side_by_side": ("<", 1.15),
 }
 
 
-def lab_run(lm, prompt, vectors, rows, params) -> dict:
+def lab_run(lm, prompt, vectors, rows, params, prompted=None) -> dict:
     t0 = time.perf_counter()
     last = None
-    for step in run_batch(lm, prompt, additive_rows(vectors, rows), params, stop_on_loop=False):
+    for step in run_batch(lm, prompt, additive_rows(vectors, rows), params, stop_on_loop=False, prompted=prompted):
         last = step
     wall = time.perf_counter() - t0
     n = max(len(r.tokens) for r in last.rows)
@@ -142,12 +146,14 @@ def summarize(runs: dict, have_torch: bool) -> dict:
     out = {name: {"wall_s": round(median(r["wall"] for r in rs), 3),
                   **({"decode_tok_s": round(median(r["decode_tok_s"] for r in rs), 2)} if "decode_tok_s" in rs[0] else {})}
            for name, rs in runs.items()}
-    ratios = {
-        "ratio_sweep16_over_single": paired_ratio(runs, "sweep16", "lab_1row", "wall"),
-        "ratio_side_by_side_over_single": paired_ratio(runs, "side_by_side", "lab_1row", "wall"),
-        "ratio_steered_over_unsteered_decode": paired_ratio(runs, "lab_1row_steered", "lab_1row", "decode_tok_s"),
-        "ratio_lab_over_mlx_lm_decode": paired_ratio(runs, "lab_1row", "mlx_lm", "decode_tok_s"),
+    pairs = {
+        "ratio_sweep16_over_single": ("sweep16", "lab_1row", "wall"),
+        "ratio_side_by_side_over_single": ("side_by_side", "lab_1row", "wall"),
+        "ratio_steered_over_unsteered_decode": ("lab_1row_steered", "lab_1row", "decode_tok_s"),
+        "ratio_lab_over_mlx_lm_decode": ("lab_1row", "mlx_lm", "decode_tok_s"),
+        "ratio_prompted_row_over_side_by_side": ("side_by_side_prompted", "side_by_side", "wall"),
     }
+    ratios = {k: paired_ratio(runs, a, b, key) for k, (a, b, key) in pairs.items() if a in runs and b in runs}
     if have_torch:
         ratios["ratio_side_by_side_decode_lab_over_torch"] = paired_ratio(runs, "side_by_side", "torch_side", "decode_tok_s")
         ratios["ratio_1row_decode_lab_over_torch"] = paired_ratio(runs, "lab_1row", "torch_1row", "decode_tok_s")
@@ -155,7 +161,7 @@ def summarize(runs: dict, have_torch: bool) -> dict:
     verdict = {}
     for k, (op, limit) in TARGETS.items():
         if k in ratios:
-            ok = ratios[k] <= limit if op == "<=" else ratios[k] >= limit
+            ok = {"<=": ratios[k] <= limit, "<": ratios[k] < limit, ">=": ratios[k] >= limit}[op]
             verdict[k] = f"{op} {limit:g}: {'OK' if ok else 'MISSED'}"
     return {"variants": out, **ratios, "targets": verdict}
 
@@ -167,18 +173,20 @@ def main(argv=None) -> int:
     ap.add_argument("--torch-python", default=os.environ.get("STEERING_LAB_TORCH_PYTHON", ""),
                     help="a Python with torch + transformers (default: this one if it has torch)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--variants", default="", help="comma-separated subset of the variants to run (default: all)")
     args = ap.parse_args(argv)
     note = load_note()
     svc = ModelService()
     info = svc.load("")
     lm = svc.loaded
     prompt = svc.tokenize_chat(PROMPT)
+    prompted = svc.tokenize_chat(PROMPT, PROMPTED_SYSTEM)
     L, vectors, cv, coef = setup(svc, args.tokens)
     params = GenerationParams(max_tokens=args.tokens, temperature=0.0, seed=0)
     worker = None
     tp, gguf = torch_python(args.torch_python), bundled_gguf()
     torch_note = "PyTorch not found (pass --torch-python)" if not tp else ("bundled GGUF not found" if not gguf else "")
-    if tp and gguf:
+    if tp and gguf and (not args.variants or "torch" in args.variants):
         try:
             worker = TorchWorker(tp, args.tokens, gguf)
         except Exception as exc:  # no torch/transformers there: the other rows still run
@@ -187,6 +195,7 @@ def main(argv=None) -> int:
         "lab_1row": lambda: lab_run(lm, prompt, {}, [{}], params),
         "lab_1row_steered": lambda: lab_run(lm, prompt, {L: vectors[L]}, [{L: coef}], params),
         "side_by_side": lambda: lab_run(lm, prompt, {L: vectors[L]}, [{}, {L: coef}], params),
+        "side_by_side_prompted": lambda: lab_run(lm, prompt, {L: vectors[L]}, [{}, {L: coef}], params, prompted),
         "mlx_lm": lambda: mlx_lm_run(lm.model, prompt, args.tokens),
         "sweep16": lambda: {"wall": _timed(lambda: run_sweep(lm, prompt, cv, [L - 4, L - 2, L, L + 2],
                                                               [0.1, 0.2, 0.3, 0.5], params))},
@@ -194,6 +203,12 @@ def main(argv=None) -> int:
     if worker is not None:
         variants["torch_1row"] = lambda: worker("b1")
         variants["torch_side"] = lambda: worker("side")
+    if args.variants:
+        keep = [v.strip() for v in args.variants.split(",") if v.strip()]
+        unknown = sorted(set(keep) - set(variants))
+        if unknown:
+            ap.error(f"unknown variants {unknown}; choose from {', '.join(variants)}")
+        variants = {k: v for k, v in variants.items() if k in keep}
     for fn in variants.values():  # warm-up (first calls compile kernels, fill caches)
         fn()
     try:
@@ -204,7 +219,7 @@ def main(argv=None) -> int:
     result = {"model": info.model_id, "blas": info.blas, "tokens": args.tokens, "rounds": args.rounds,
               "prompt_tokens": len(prompt), "layer": L, **note, "date": time.strftime("%Y-%m-%d %H:%M %Z"),
               "torch": (worker.info if worker is not None else {"skipped": torch_note}),
-              **summarize(runs, worker is not None)}
+              **summarize(runs, "torch_side" in runs and "torch_1row" in runs and "side_by_side" in runs)}
     lines = [f"{k:>44}: {v}" for k, v in result.items() if k not in ("variants", "targets")]
     lines += [f"{n:>44}: {v}" for n, v in result["variants"].items()]
     lines += [f"{'target ' + k:>44}: {v}" for k, v in result["targets"].items()]

@@ -120,36 +120,58 @@ def rank_layers(stats: Sequence[CellStats], k: int) -> list[int]:
 Judges = Mapping[str, Callable[[Sequence[str]], np.ndarray]]  # slug -> texts -> signed scores
 
 
+Runner = Callable[[Sequence[int], Callable[[int], list]], list]  # (items, fn) -> [fn(item) ...]
+
+
+def _in_order(items: Sequence[int], fn: Callable[[int], list]) -> list:
+    return [fn(i) for i in items]
+
+
 def evaluate(lm, prompts: Sequence[str], vectors: Mapping[str, ConceptVectors], cells: Sequence[Cell],
              judges: Judges, max_tokens: int, keep_texts: bool = False,
              progress: Optional[Callable[[str], None]] = None,
-             should_stop: Optional[Callable[[], bool]] = None) -> dict[Cell, CellStats]:
+             should_stop: Optional[Callable[[], bool]] = None,
+             runner: Optional[Runner] = None) -> dict[Cell, CellStats]:
     """Every cell on every prompt (one batch of all cells per prompt), judged against the baseline.
 
     A cell's key is ``"<slug>:<method>"``; ``judges[slug]`` scores its texts (higher = more
-    of the concept).
+    of the concept). ``runner`` maps the per-prompt work over prompt indices: in order here, or
+    split over the ranks of a distributed job (``app.core.distributed.run_json_items``).
     """
     out = {c: CellStats(c.key, c.layer, c.strength) for c in cells}
     if not cells:
         return out
-    for i, prompt in enumerate(prompts):
+
+    def one_prompt(i: int) -> list:
         if progress is not None:
             progress(f"prompt {i + 1}/{len(prompts)}: {len(cells)} cells")
-        tokens = encode(lm.tokenizer, format_chat(lm.tokenizer, prompt))
-        base, texts = generate_cells(lm, tokens, vectors, cells, max_tokens, should_stop)
-        by_slug: dict[str, list[int]] = {}
-        for j, c in enumerate(cells):
-            by_slug.setdefault(c.key.split(":", 1)[0], []).append(j)
-        for slug, idx in by_slug.items():
-            scores = np.asarray(judges[slug]([base.text] + [texts[j].text for j in idx]), dtype=np.float64)
-            for j, sc in zip(idx, scores[1:]):
-                st = out[cells[j]]
-                st.changes.append(float(sc - scores[0]))
-                st.coherent.append(texts[j].coherent)
-                st.clean.append(texts[j].clean)
-                if keep_texts:
-                    st.texts.append(texts[j].text)
+        return _judge_prompt(lm, prompts[i], vectors, cells, judges, max_tokens, should_stop)
+
+    for rows in (runner or _in_order)(list(range(len(prompts))), one_prompt):
+        for cell, (change, coherent, clean, text) in zip(cells, rows):
+            st = out[cell]
+            st.changes.append(change)
+            st.coherent.append(coherent)
+            st.clean.append(clean)
+            if keep_texts:
+                st.texts.append(text)
     return out
+
+
+def _judge_prompt(lm, prompt: str, vectors: Mapping[str, ConceptVectors], cells: Sequence[Cell],
+                  judges: Judges, max_tokens: int, should_stop) -> list:
+    """[change, coherent, clean, text] per cell for one prompt (plain values: they travel as JSON)."""
+    tokens = encode(lm.tokenizer, format_chat(lm.tokenizer, prompt))
+    base, texts = generate_cells(lm, tokens, vectors, cells, max_tokens, should_stop)
+    rows: list = [None] * len(cells)
+    by_slug: dict[str, list[int]] = {}
+    for j, c in enumerate(cells):
+        by_slug.setdefault(c.key.split(":", 1)[0], []).append(j)
+    for slug, idx in by_slug.items():
+        scores = np.asarray(judges[slug]([base.text] + [texts[j].text for j in idx]), dtype=np.float64)
+        for j, sc in zip(idx, scores[1:]):
+            rows[j] = [float(sc - scores[0]), bool(texts[j].coherent), bool(texts[j].clean), texts[j].text]
+    return rows
 
 
 def pair_consistency(pos: np.ndarray, neg: np.ndarray, layer: int) -> float:

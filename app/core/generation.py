@@ -22,6 +22,7 @@ from app.core.chat import eos_ids, pad_id
 from app.core.models import LoadedModel, layers_of
 from app.core.effects import effect_map, where_applied
 from app.core.interventions import Intervention
+from app.core.prompted import add_prompted, join, joinable, prefill_alone, run_alone
 from app.core.patching import ForwardState, Hook, Recorder, build_hooks, patch_layers
 from app.core.scoring import detect_loop
 from app.core.steering import Schedule, SteeringPlan
@@ -89,13 +90,15 @@ def run_batch(
     guided_pairs: Sequence[tuple[int, int, float]] = (),
     should_stop: Optional[Callable[[], bool]] = None,
     stop_on_loop: bool = True,
+    prompted: Optional[Sequence[int]] = None,
 ) -> Iterator[BatchStep]:
     """Generate all rows together, yielding after every step.
 
     ``rows_plan[r]`` lists row r's interventions (each knows its layer; an empty list is a
     baseline row); rows using the same operation and vector share one hook. ``guided_pairs`` holds
     (base_row, cond_row, scale) for logits-mode rows: both rows then sample from
-    ``base + scale * (cond - base)`` and so share their tokens.
+    ``base + scale * (cond - base)`` and so share their tokens. ``prompted`` adds one more,
+    unsteered row LAST with its own prompt (see app.core.prompted; needs ``joinable``).
 
     Two things make it cheaper than B separate runs without changing the result: the prompt
     runs once for the blocks that see identical input in every row (``_SharedPrefill``), and
@@ -103,8 +106,14 @@ def run_batch(
     mlx-lm's ``generate_step`` does.
     """
     validate_params(params)
-    if not prompt:
+    if not prompt or (prompted is not None and not prompted):
         raise InputError("the prompt is empty")
+    alone = None
+    if prompted is not None:
+        if not joinable(lm.model):
+            raise InputError("this model's cache cannot hold rows of different prompts in one batch")
+        rows_plan = list(rows_plan) + [[]]
+        alone = prefill_alone(lm.model, prompted)  # before any hook: this row is never steered
     B = len(rows_plan)
     model = lm.model
     hooks: dict[int, list[Hook]] = {}
@@ -130,10 +139,13 @@ def run_batch(
     pending = None
     try:
         with patch_layers(model, hooks, state):
-            tokens = mx.array([list(prompt)] * (1 if share is not None else B))
+            tokens = mx.array([list(prompt)] * (1 if share is not None else B))  # a prompted row: stand-in
             logits = model(tokens, cache=cache)[:, -1, :].astype(mx.float32)
             if share is not None:
                 share.expand(cache)
+            if alone is not None:
+                cache = join(cache, len(prompt), alone[0], len(prompted))
+                logits = mx.concatenate([logits[:-1], alone[1]], axis=0)
             pending, key = _dispatch(logits, reads.take(), guided_pairs, params, key)
             prefill = None
             for step in range(params.max_tokens):
@@ -360,11 +372,14 @@ def compare_stream(
     params: GenerationParams,
     should_stop: Optional[Callable[[], bool]] = None,
     effects: bool = False,
+    prompted: Optional[Sequence[int]] = None,
 ) -> Iterator[ComparisonChunk]:
     """Baseline and steered continuations of one prompt, side by side, token by token.
 
     The final chunk also says where the intervention acted (from the hooks' traces) and, with
-    ``effects``, the per-token effect map of the steered text (add-to-residual plans only)."""
+    ``effects``, the per-token effect map of the steered text (add-to-residual plans only).
+    ``prompted`` (another prompt, e.g. under the concept's system prompt) adds an unsteered
+    row to the same batch, or, where the model's cache cannot join it, a batch of its own after."""
     vectors = {e.layer: e.vector for e in plan.entries}
     steered = plan.interventions()
     if plan.mode == "add":
@@ -382,18 +397,25 @@ def compare_stream(
         n = float(np.linalg.norm(v))
         unit = v / n if n > 0 else None
     eos = eos_ids(lm.tokenizer)
-    base_pieces, steer_pieces = _Pieces(lm.tokenizer, eos), _Pieces(lm.tokenizer, eos)
+    base_pieces, steer_pieces, p_pieces = (_Pieces(lm.tokenizer, eos) for _ in range(3))
+    joint = prompted is not None and joinable(lm.model)
     last: Optional[BatchStep] = None
     for step in run_batch(lm, prompt, rows, params, plan.schedule, plan.positions, plan.skip_first,
-                          read, unit, guided, should_stop):
+                          read, unit, guided, should_stop, prompted=prompted if joint else None):
         last = step
         b, s = step.rows[0], step.rows[steered_row]
         base_pieces.update(b.tokens)
         steer_pieces.update(s.tokens)
-        yield _chunk(step, b, s, base_pieces, steer_pieces, done=False, n_prompt=len(prompt), rows=len(rows))
+        chunk = _chunk(step, b, s, base_pieces, steer_pieces, done=False, n_prompt=len(prompt), rows=len(step.rows))
+        if joint:
+            add_prompted(chunk, step.rows[-1], p_pieces, len(prompted), "same batch")
+        yield chunk
     if last is not None:
         b, s = last.rows[0], last.rows[steered_row]
-        final = _chunk(last, b, s, base_pieces, steer_pieces, done=True, n_prompt=len(prompt), rows=len(rows))
+        final = _chunk(last, b, s, base_pieces, steer_pieces, done=True, n_prompt=len(prompt), rows=len(last.rows))
+        if prompted is not None:
+            p_row = last.rows[-1] if joint else run_alone(lm, prompted, params, should_stop)
+            add_prompted(final, p_row, p_pieces, len(prompted), "same batch" if joint else "own batch")
         final.applied = where_applied(last.hooks, len(rows) - 1, len(prompt))
         if effects and plan.mode == "add" and s.tokens:
             fx = effect_map(lm, prompt, s.tokens, steered, plan.positions, plan.skip_first, plan.schedule.value)

@@ -14,8 +14,9 @@ from app.domain import limits
 from app.domain.parse import RANDOM_PREFIX, looks_like_mix as is_mix
 from app.core.interventions import OPS, op_info
 from app.errors import InputError
-from app.service.intervention_ops import InterventionOps
+from app.service.intervention_ops import InterventionOps, LensOps
 from app.service.jobs import CancelToken
+from app.service.judge_ops import JudgeOps, concept_slug, prompted_system
 from app.types import ComparisonChunk, ConceptVectors, GenerationParams
 
 DEFAULT_RELATIVE_STRENGTH = limits.DEFAULT_STRENGTH["relative"]
@@ -44,6 +45,8 @@ class SteerRequest:
     condition: Optional[str] = None  # conditional steering: only where this concept's projection is high
     threshold: float = 1.0  # ... above threshold x its typical positive projection
     effects: bool = False  # also compute the per-token effect map at the end
+    prompted: bool = False  # add the unsteered row under the concept's system prompt
+    judge: bool = True  # score baseline / prompted / steered with the concept's judge at the end
 
     def __post_init__(self):
         """Validate the operation fields once, naming the field (the rest is checked where it is used)."""
@@ -76,7 +79,7 @@ class RecommendationOps:
         self.library.set_recommendation(concept.strip(), model_key(self.loaded.model_id), rec)
 
 
-class GenerationOps(RecommendationOps, InterventionOps):
+class GenerationOps(RecommendationOps, InterventionOps, LensOps, JudgeOps):
     """Requires ``self.jobs``, ``self.loaded``, ``self.library`` and ConceptOps' methods."""
 
     # ---- resolving what to steer with ---------------------------------------------------
@@ -185,10 +188,27 @@ class GenerationOps(RecommendationOps, InterventionOps):
         def job(emit: Callable[[Any], None], tok: CancelToken) -> None:
             plan, settings = self.build_plan(req, tok)
             prompt = self.tokenize_chat(req.prompt, req.system)
-            for chunk in compare_stream(self.loaded, prompt, plan, req.params, should_stop=tok, effects=req.effects):
+            prompted = self._prompted_tokens(req.concept, req.prompt, req.system) if req.prompted else None
+            settings["prompted_system"] = prompted[1] if prompted else None
+            for chunk in compare_stream(self.loaded, prompt, plan, req.params, should_stop=tok, effects=req.effects,
+                                        prompted=prompted[0] if prompted else None):
+                if chunk.done and req.judge:
+                    judge = self.judge_for(req.concept)
+                    if judge is not None:
+                        chunk.stats["judge"] = self.judge_texts(judge, {
+                            "baseline": chunk.baseline_text, "prompted": chunk.prompted_text,
+                            "steered": chunk.steered_text})
                 emit((chunk, settings))
 
         return self.jobs.stream(job, token)
+
+    def _prompted_tokens(self, concept: str, prompt: str, system: Optional[str]) -> Optional[tuple[list[int], str]]:
+        """(tokens, system prompt) of the prompted row; None for mixes (no single concept)."""
+        slug = concept_slug(concept)
+        if slug is None:
+            return None
+        sp = prompted_system(self.library.get(slug), system)
+        return self.tokenize_chat(prompt, sp), sp
 
     def compare(self, req: SteerRequest, token: Optional[CancelToken] = None) -> tuple[ComparisonChunk, dict]:
         last = None
@@ -211,6 +231,8 @@ class GenerationOps(RecommendationOps, InterventionOps):
         progress: Optional[Callable[[int, int, str], None]] = None,
         token: Optional[CancelToken] = None,
         op: str = "add",
+        prompted: bool = True,
+        judge: bool = True,
     ) -> SweepResult:
         """Sweep layers x strengths; for another ``op`` the strengths are its parameter (a, t, theta)."""
         from app.service.model_service import validate_text
@@ -224,7 +246,10 @@ class GenerationOps(RecommendationOps, InterventionOps):
             cv, _ = self.resolve_vectors(concept, tok)
             tokens = self.tokenize_chat(prompt, system)
             typical = self.typical_projection(concept, cv)[0] if op in ("cap", "clamp") else None
+            p_tokens = self._prompted_tokens(concept, prompt, system) if prompted else None
             return run_sweep(self.loaded, tokens, cv, layers, strengths, params, relative=relative,
-                             progress=progress, should_stop=tok, op=op, typical_projection=typical)
+                             progress=progress, should_stop=tok, op=op, typical_projection=typical,
+                             judge=self.judge_for(concept) if judge else None,
+                             prompted=p_tokens[0] if p_tokens else None)
 
         return self.jobs.run(job, token)

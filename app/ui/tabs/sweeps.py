@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,6 +12,7 @@ from app.domain.parse import parse_floats, parse_layers
 from app.errors import Cancelled
 from app.types import GenerationParams
 from app.ui.context import MODEL_CONCURRENCY
+from app.ui.downloads import out_dir
 from app.ui.errors import guarded
 from app.ui.present import sweeps as present
 from app.ui.streaming import throttled
@@ -92,6 +92,9 @@ def build(service: Any, ctx: Any) -> None:
                 max_tokens = gr.Slider(limits.SWEEP_MIN_TOKENS, MAX_SWEEP_TOKENS, value=DEFAULT_SWEEP_TOKENS, step=1, label="Max tokens",
                                        elem_id="sw-max-tokens")
                 absolute = gr.Checkbox(value=False, label="Absolute strengths", elem_id="sw-absolute")
+            ops = [o for o in service.operations() if o.hook_point == "residual"]
+            op = gr.Dropdown([(f"{o.name} (sweeps {o.param})", o.name) for o in ops], value="add", label="Operation",
+                             elem_id="sw-op", info="For ablate/cap/clamp/rotate the strengths are its a / t / theta")
     with gr.Row():
         run = gr.Button("Run sweep", variant="primary", elem_id="sw-run", scale=3)
         stop = gr.Button("Stop", variant="stop", elem_id="sw-stop", scale=1)
@@ -124,12 +127,14 @@ def build(service: Any, ctx: Any) -> None:
     kind.input(prefill, [kind], [layers, strengths], api_visibility="private", queue=False)
 
     @guarded
-    def run_sweep(concept, prompt, layers, strengths, max_tokens, absolute, request: gr.Request,
+    def run_sweep(concept, prompt, layers, strengths, max_tokens, absolute, op="add", request: gr.Request = None,
                   progress=gr.Progress()):
         prompt = check_prompt(prompt)
         concept = check_concept(concept)
         layer_list = parse_layers(layers, num_layers(service), "layers")
-        strength_list = parse_floats(strengths, "strengths", limits.strength_limit(not absolute))
+        op_name = op or "add"
+        # other operations: their values are a / t / theta, checked against the operation's range by the service
+        strength_list = parse_floats(strengths, "strengths", limits.strength_limit(not absolute) if op_name == "add" else 180.0)
         mt = int(check_number(max_tokens, "max tokens", limits.SWEEP_MIN_TOKENS, MAX_SWEEP_TOKENS, integer=True))
         n_cells = len(layer_list) * len(strength_list)
         progress(0.0, desc=f"preparing {n_cells} cells…")
@@ -137,28 +142,38 @@ def build(service: Any, ctx: Any) -> None:
         def report(done: int, total: int, desc: str) -> None:
             progress((done, max(total, 1)), desc=f"{n_cells} cells · {desc}", unit="steps")
 
+        from app.service.jobs import follow
+
         token = SESSION_JOBS.start(request)
-        try:
-            result = service.sweep(prompt, concept, layer_list, strength_list,
-                                   params=GenerationParams(max_tokens=mt), relative=not absolute,
-                                   progress=throttled(report), token=token)
+        result = None
+        try:  # a generator: a client that leaves closes it, which cancels the sweep
+            for step, value in follow(lambda: service.sweep(
+                    prompt, concept, layer_list, strength_list, params=GenerationParams(max_tokens=mt),
+                    relative=not absolute, progress=throttled(report), token=token, op=op_name), token):
+                if step == "wait":
+                    progress(0.0, desc=f"waiting: {value} job{'s' if value != 1 else ''} ahead")
+                if step == "done":
+                    result = value
+                else:
+                    yield (gr.skip(),) * 9
         except Cancelled:
             result = None
         finally:
             SESSION_JOBS.finish(request, token)
         if result is None or token.cancelled:
             keep = [gr.update() for _ in range(7)]
-            return (gr.update(), "**Sweep stopped** — nothing was scored. Run it again when you are ready.", *keep)
+            yield (gr.update(), "**Sweep stopped** — nothing was scored. Run it again when you are ready.", *keep)
+            return
         data = present.as_sweep_dict(result)
         record = present.sweep_record(data, concept, prompt, mt)
-        folder = Path(tempfile.mkdtemp(prefix="steering-lab-sweep-"))
+        folder = out_dir("sweep")
         stem = f"sweep-{file_stem(concept)}"
         (folder / f"{stem}.md").write_text(present.sweep_markdown(record), encoding="utf-8")
         (folder / f"{stem}.json").write_text(present.sweep_json(record), encoding="utf-8")
         one_d = present.is_one_dimensional(data)
         first = _default_cell(data)
         first_cell = _parse_cell(first)
-        return (
+        yield (
             record,
             present.summary_markdown(data, concept),
             present.heatmap_figure(data),
@@ -171,7 +186,7 @@ def build(service: Any, ctx: Any) -> None:
         )
 
     run.click(guarded(arm_session), None, None, queue=False, show_progress="hidden", api_visibility="private").then(
-        run_sweep, [concept, prompt, layers, strengths, max_tokens, absolute],
+        run_sweep, [concept, prompt, layers, strengths, max_tokens, absolute, op],
         [state, summary, heatmap, lines, table, cell, cell_md, dl_md, dl_json],
         api_name="sweep", show_progress="full", show_progress_on=[heatmap], **MODEL_CONCURRENCY)
 
@@ -205,6 +220,9 @@ def build(service: Any, ctx: Any) -> None:
         if not data or cell_v is None:
             raise gr.Error("Run a sweep and pick a cell first.", print_exception=False)
         concept_v = check_concept(data.get("concept") or concept)
+        if (data.get("op") or "add") != "add":
+            raise gr.Error(f"A recommendation stores a strength for add; this sweep varied {data['op']}'s parameter.",
+                           print_exception=False)
         service.save_recommendation(concept_v, cell_v[0], cell_v[1], relative=bool(data.get("relative", True)),
                                     source="sweep")
         return (f"Saved: **{concept_v}** now recommends layer {cell_v[0]}, strength {cell_v[1]:g} "
@@ -214,7 +232,7 @@ def build(service: Any, ctx: Any) -> None:
 
     ctx.register("sweeps", prompt=prompt, concept=concept, layers=layers, strengths=strengths, run=run,
                  max_tokens=max_tokens, absolute=absolute, kind=kind, state=state, cell=cell, use=use, stop=stop,
-                 heatmap=heatmap, summary=summary)
+                 heatmap=heatmap, summary=summary, op=op)
 
 
 def wire(service: Any, ctx: Any) -> None:

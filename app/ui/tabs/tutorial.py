@@ -1,4 +1,4 @@
-"""The guided path: seven short steps, each with a "Try it" that fills another tab and opens it."""
+"""The guided path: short steps, each with a "Try it" that fills another tab and opens it."""
 
 from __future__ import annotations
 
@@ -125,8 +125,29 @@ The sweep scores every cell for **coherence** (how varied and non-repetitive the
 the concept shows. Good settings sit just below where coherence drops: the strongest push that still reads well.""",
         "sweeps",
         {"sweeps.prompt": "Tell me about your weekend.", "sweeps.concept": "happy",
-         "sweeps.layers": "12", "sweeps.strengths": "0.1, 0.3, 0.6, 1.0, 1.5"},
+         "sweeps.layers": "12", "sweeps.strengths": "0.1, 0.3, 0.6, 0.8, 1.0"},
         "Run the sweep and watch the coherence score fall as the strength grows.",
+    ),
+    Step(
+        "Beyond adding: ablate and rotate",
+        """Adding is one thing you can do with a concept direction *u*. Two others change the residual stream *h*
+in other ways:
+- **ablate** removes the concept's component, *h − (h·u) u*: the model can no longer read how much "happy" the
+  text has at that layer (the parameter *a* in 0–1 removes part of it);
+- **rotate** turns *h* towards *u* by an angle θ while keeping its length, so the layer sees a vector of the
+  size it was trained on (adding makes it longer).
+
+The Try-it fills the playground with **rotate** happy by 15° at layer 12. Press **Generate**, then open
+**Advanced**, set **Operation** to *add* (strength 0.3) and then to *ablate*, and generate each time.
+**Which one changed the text least while still changing its tone?** Look at the **effect map** under the answers
+(red = where the steered model's next-token guess differs most from the unsteered one) and at **Where it applied**
+in the advanced section.""",
+        "playground",
+        {"playground.prompt": "Tell me about your weekend.", "playground.concept": "happy",
+         "playground.layer": 12, "playground.strength": 0.3, "playground.max_tokens": 48,
+         "playground.op": "rotate", "playground.op_param": "15", "playground.op_layers": "",
+         "playground.condition": ""},
+        "Generate with rotate, then with add and with ablate, and compare the three steered answers.",
     ),
     Step(
         "Mixing concepts",
@@ -139,6 +160,28 @@ them in the explorer's cosine chart), so mixing them mostly strengthens that sha
         "Run the mix and compare it with each concept alone.",
     ),
 ]
+
+EXAMPLE_LAYERS = 30  # the examples' layers are written for the default model's 30 layers
+
+
+def fit_example(fill: dict[str, Any], num_layers: int) -> dict[str, Any]:
+    """The example mapped onto the loaded model's depth (layer 12 of 30 -> layer 7 of 18), so
+    every "Try it" also runs on models with fewer layers, such as Gemma 3 270M (18)."""
+    if num_layers == EXAMPLE_LAYERS or num_layers < 2:
+        return dict(fill)
+
+    def fit(layer: int) -> int:
+        return min(num_layers - 1, round(layer * (num_layers - 1) / (EXAMPLE_LAYERS - 1)))
+
+    out = dict(fill)
+    for key, value in fill.items():
+        if key.endswith(".layer") and isinstance(value, int):
+            out[key] = fit(value)
+        elif key.endswith(".layers") and isinstance(value, str):
+            layers = dict.fromkeys(fit(int(p)) for p in value.split(",") if p.strip())
+            out[key] = ", ".join(str(l) for l in layers)
+    return out
+
 
 TAB_LABELS = {"explorer": "Layer explorer", "creator": "Concept creator", "playground": "Steering playground",
               "sweeps": "Sweeps", "mixer": "Concept mixer"}
@@ -174,14 +217,15 @@ def wire(service: Any, ctx: Any) -> None:
         missing = [k for k in step.fill if k not in ctx.components]
         if missing:
             log.warning("tutorial step %d: skipping components that are not registered: %s", i, ", ".join(missing))
-        values = [step.fill[k] for k in present]
         outputs = [ctx.components[k] for k in present]
         switch = ctx.tabs is not None
         if switch:
             outputs.append(ctx.tabs)
 
-        def fill(values=values, tab=step.tab, switch=switch):
-            out = list(values)
+        def fill(example=step.fill, present=present, tab=step.tab, switch=switch):
+            depth = service.info().num_layers if getattr(service, "is_loaded", False) else EXAMPLE_LAYERS
+            fitted = fit_example(example, depth)
+            out = [fitted[k] for k in present]
             if switch:
                 out.append(gr.Tabs(selected=tab))
             return out if len(out) != 1 else out[0]
