@@ -1,0 +1,100 @@
+"""Efficacy of the shipped concepts on the default model: do they steer the way their names say?
+
+For every shipped concept at its shipped setting (concepts/*.yaml ``method:`` and
+``recommended:``, vectors from assets/vectors), on the validation prompts
+(assets/prompts/validation.txt, never used to choose anything), greedy, 64 tokens:
+- right way: share of prompts where the concept's judge moved the right way (steered - unsteered);
+- success: right way AND clean (distinct-2 >= 0.5, no loop) - the target is >= 80% for 14 of 16
+  concepts, and every prompt for happy and sad;
+- prompted: the unsteered model with the concept's positive system prompt, same judge.
+Usage: python benchmarks/efficacy.py [--json] [--markdown] [--concepts sad,happy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import app.core  # noqa: E402,F401  (fast BLAS first)
+
+from app.core.calibrate import load_prompts  # noqa: E402
+from app.core.efficacy import measure  # noqa: E402
+from app.core.judges import build_judge, default_spec, judge_scores  # noqa: E402
+from app.library.slugs import model_key  # noqa: E402
+from app.service.model_service import ModelService  # noqa: E402
+
+
+def shipped_setup(svc, slugs=None):
+    """Concepts, their shipped vectors and settings, and judges for the loaded model."""
+    lib, lm = svc.library, svc.loaded
+    info, key = lm.info(), model_key(lm.model_id)
+    everyone = [lib.get(s.slug) for s in lib.list() if s.n_pairs >= 2]
+    concepts = [c for c in everyone if lib.is_shipped(c.slug) and (not slugs or c.slug in slugs)]
+    vectors, settings, scorers, labels = {}, {}, {}, {}
+    for c in concepts:
+        cv = lib.load_vectors(c.slug, lm.model_id, info.fingerprint, lm.hidden_size, lm.num_layers)
+        rec = c.recommended.get(key)
+        if cv is None or rec is None:
+            raise SystemExit(f"{c.slug}: no shipped vectors or recommended setting for {key}")
+        judge = build_judge(default_spec(c), lm=lm, concept=c, library_concepts=everyone)
+        vectors[c.slug], settings[c.slug] = cv, (rec.layer, rec.strength)
+        scorers[c.slug] = lambda texts, j=judge: judge_scores(j, texts)
+        labels[c.slug] = judge.label
+    return concepts, vectors, settings, scorers, labels
+
+
+def markdown(rows) -> str:
+    head = ("| concept | method | layer | strength | right way | success (right way + clean) | mean judge change "
+            "| clean | prompted right way | prompted mean change |\n|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in rows:
+        n = r["n_prompts"]
+        pr = "n/a" if r["prompted_right_way"] is None else f"{round(r['prompted_right_way'] * n)}/{n}"
+        pm = "n/a" if r["prompted_mean_change"] is None else f"{r['prompted_mean_change']:+.3f}"
+        lines.append(f"| {r['concept']} | {r['method']} | {r['layer']} | {r['strength']:g} | "
+                     f"{round(r['right_way'] * n)}/{n} | {round(r['success'] * n)}/{n} | {r['mean_change']:+.3f} | "
+                     f"{r['clean_share']:.0%} | {pr} | {pm} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--concepts", default="", help="comma-separated slugs (default: every shipped concept)")
+    ap.add_argument("--no-prompted", action="store_true", help="skip the prompted rows")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--markdown", action="store_true", help="print the README table")
+    args = ap.parse_args()
+    svc = ModelService()
+    svc.load("")
+    slugs = [s.strip() for s in args.concepts.split(",") if s.strip()]
+    concepts, vectors, settings, scorers, labels = shipped_setup(svc, slugs)
+    prompts = load_prompts("validation")
+    t0 = time.perf_counter()
+    res = measure(svc.loaded, concepts, vectors, settings, scorers, prompts, args.tokens, not args.no_prompted,
+                  log=lambda m: print(f"[{time.perf_counter() - t0:6.0f} s] {m}", file=sys.stderr, flush=True))
+    rows = [{**res[c.slug].row(), "judge": labels[c.slug]} for c in concepts]
+    met = [r["concept"] for r in rows if r["success"] >= 0.8 - 1e-9]
+    summary = {
+        "date": datetime.date.today().isoformat(), "model": svc.loaded.model_id, "prompts": len(prompts),
+        "tokens": args.tokens, "seconds": round(time.perf_counter() - t0, 1),
+        "concepts_meeting_target": f"{len(met)}/{len(rows)}", "meeting_target": met,
+        "happy_sad_every_prompt": {s: res[s].success == 1.0 for s in ("happy", "sad") if s in res},
+    }
+    if args.json:
+        print(json.dumps({"summary": summary, "rows": rows,
+                          "texts": {s: e.texts for s, e in res.items()}}, indent=1, ensure_ascii=False))
+    else:
+        print(markdown(rows) if args.markdown else json.dumps(rows, indent=1))
+        print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
