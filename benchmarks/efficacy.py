@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import app.core  # noqa: E402,F401  (fast BLAS first)
 
 from app.core.calibrate import load_prompts  # noqa: E402
-from app.core.efficacy import measure  # noqa: E402
+from app.core.efficacy import measure, prompted_generations  # noqa: E402
 from app.core.judges import build_judge, default_spec, judge_scores  # noqa: E402
 from app.library.slugs import model_key  # noqa: E402
 from app.service.model_service import ModelService  # noqa: E402
@@ -49,6 +49,13 @@ def shipped_setup(svc, slugs=None):
     return concepts, vectors, settings, scorers, labels
 
 
+def _read_cache(path, prompts, tokens):
+    if not path or not Path(path).is_file():
+        return None
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return data["texts"] if data.get("prompts") == list(prompts) and data.get("tokens") == tokens else None
+
+
 def markdown(rows) -> str:
     head = ("| concept | method | layer | strength | right way | success (right way + clean) | mean judge change "
             "| clean | prompted right way | prompted mean change |\n|---|---|---|---|---|---|---|---|---|---|")
@@ -68,6 +75,9 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--concepts", default="", help="comma-separated slugs (default: every shipped concept)")
     ap.add_argument("--no-prompted", action="store_true", help="skip the prompted rows")
+    ap.add_argument("--prompted-cache", default=None,
+                    help="JSON file of prompted answers: read when it exists (for these prompts and tokens), else written")
+    ap.add_argument("--prompted-only", action="store_true", help="only generate the prompted answers (for the cache)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--markdown", action="store_true", help="print the README table")
     args = ap.parse_args()
@@ -77,8 +87,17 @@ def main() -> int:
     concepts, vectors, settings, scorers, labels = shipped_setup(svc, slugs)
     prompts = load_prompts("validation")
     t0 = time.perf_counter()
+    log = lambda m: print(f"[{time.perf_counter() - t0:6.0f} s] {m}", file=sys.stderr, flush=True)  # noqa: E731
+    cached = _read_cache(args.prompted_cache, prompts, args.tokens)
+    if args.prompted_only or (args.prompted_cache and cached is None and not args.no_prompted):
+        cached = prompted_generations(svc.loaded, [c for c in concepts if c.system_prompts], prompts, args.tokens, log)
+        if args.prompted_cache:
+            Path(args.prompted_cache).write_text(json.dumps({"prompts": prompts, "tokens": args.tokens, "texts": cached},
+                                                            ensure_ascii=False), encoding="utf-8")
+        if args.prompted_only:
+            return 0
     res = measure(svc.loaded, concepts, vectors, settings, scorers, prompts, args.tokens, not args.no_prompted,
-                  log=lambda m: print(f"[{time.perf_counter() - t0:6.0f} s] {m}", file=sys.stderr, flush=True))
+                  log=log, prompted_texts=cached)
     rows = [{**res[c.slug].row(), "judge": labels[c.slug]} for c in concepts]
     met = [r["concept"] for r in rows if r["success"] >= 0.8 - 1e-9]
     summary = {

@@ -59,8 +59,13 @@ class ConceptEfficacy:
 def measure(lm, concepts: Sequence[Concept], vectors: Mapping[str, ConceptVectors],
             settings: Mapping[str, tuple[int, float]], scorers: Mapping[str, Scorer], prompts: Sequence[str],
             max_tokens: int = 64, prompted: bool = True,
-            log: Optional[Callable[[str], None]] = None) -> dict[str, ConceptEfficacy]:
-    """Baseline / steered / prompted for each concept on each prompt (greedy)."""
+            log: Optional[Callable[[str], None]] = None,
+            prompted_texts: Optional[Mapping[str, Sequence[str]]] = None) -> dict[str, ConceptEfficacy]:
+    """Baseline / steered / prompted for each concept on each prompt (greedy).
+
+    ``prompted_texts`` (slug -> one text per prompt, from ``prompted_generations``) skips
+    generating the prompted rows again: they do not depend on the steering setting.
+    """
     out = {c.slug: ConceptEfficacy(c.slug, vectors[c.slug].method, *settings[c.slug]) for c in concepts}
     cells = [Cell(c.slug, *settings[c.slug]) for c in concepts]
     baselines = []
@@ -76,21 +81,28 @@ def measure(lm, concepts: Sequence[Concept], vectors: Mapping[str, ConceptVector
             e.clean.append(t.clean)
             e.texts.append(t.text)
     if prompted:
-        _prompted(lm, [c for c in concepts if c.system_prompts is not None], prompts, baselines, scorers, out,
-                  max_tokens, log)
+        with_sp = [c for c in concepts if c.system_prompts is not None]
+        texts = dict(prompted_texts or {})
+        missing = [c for c in with_sp if len(texts.get(c.slug, ())) != len(prompts)]
+        texts.update(prompted_generations(lm, missing, prompts, max_tokens, log))
+        for c in with_sp:
+            for i, text in enumerate(texts[c.slug]):
+                s = scorers[c.slug]([baselines[i], text])
+                out[c.slug].prompted_changes.append(float(s[1] - s[0]))
     return out
 
 
-def _prompted(lm, concepts, prompts, baselines, scorers, out, max_tokens, log) -> None:
+def prompted_generations(lm, concepts: Sequence[Concept], prompts: Sequence[str], max_tokens: int = 64,
+                         log: Optional[Callable[[str], None]] = None) -> dict[str, list[str]]:
+    """slug -> the unsteered answer to each prompt under the concept's positive system prompt."""
     rows = [(c, i) for c in concepts for i in range(len(prompts))]
     if not rows:
-        return
+        return {}
     if log:
         log(f"prompted: {len(rows)} rows in one batch")
     toks = [encode(lm.tokenizer, format_chat(lm.tokenizer, prompts[i], c.system_prompts.positive)) for c, i in rows]
     eos = eos_ids(lm.tokenizer)
-    gen = generate_plain(lm, toks, max_tokens)
-    for (c, i), (t, _) in zip(rows, gen):
-        text = lm.tokenizer.decode([x for x in t if x not in eos])
-        s = scorers[c.slug]([baselines[i], text])
-        out[c.slug].prompted_changes.append(float(s[1] - s[0]))
+    out: dict[str, list[str]] = {}
+    for (c, _), (t, _) in zip(rows, generate_plain(lm, toks, max_tokens)):
+        out.setdefault(c.slug, []).append(lm.tokenizer.decode([x for x in t if x not in eos]))
+    return out

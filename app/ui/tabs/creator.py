@@ -43,6 +43,15 @@ def template_choices(service: Any) -> list[tuple[str, str]]:
         return []
 
 
+def _calibration_of(service: Any, slug: str):
+    """The stored calibration of a library concept with this slug (its shipped vectors), or None."""
+    try:
+        return service.calibration_report(slug) if slug and service.library.exists(slug) else None
+    except Exception:
+        log.exception("reading the calibration report failed")
+        return None
+
+
 def _form_concept(name, slug, description, category, table, sys_pos, sys_neg, provenance=None, strict_slug=True):
     pairs, problems = present.table_to_pairs(table)
     present.check_pairs(pairs, problems)
@@ -186,7 +195,8 @@ def build(service: Any, ctx: Any) -> None:
             if _RUNNING.get(key) is token:
                 del _RUNNING[key]
         title = f"Quality of “{concept.name}” per layer ({cv.method}, {n} pairs)"
-        return (present.quality_summary_md(cv, concept.name), present.quality_figure(cv, title), cv,
+        calibration = _calibration_of(service, concept.slug)
+        return (present.quality_summary_md(cv, concept.name, calibration), present.quality_figure(cv, title), cv,
                 f"Extracted {n} pairs with `{cv.method}`. Press **Save to library** to keep the concept and its "
                 "vectors.")
 
