@@ -49,6 +49,43 @@ def shipped_setup(svc, slugs=None):
     return concepts, vectors, settings, scorers, labels
 
 
+def baseline_generations(lm, prompts, tokens):
+    """Unsteered answers to ``prompts`` (one left-padded batch)."""
+    from app.core.cellbatch import generate_plain
+    from app.core.chat import encode, eos_ids, format_chat
+
+    eos = eos_ids(lm.tokenizer)
+    toks = [encode(lm.tokenizer, format_chat(lm.tokenizer, p)) for p in prompts]
+    return [lm.tokenizer.decode([t for t in row if t not in eos]) for row, _ in generate_plain(lm, toks, tokens)]
+
+
+def from_report(svc, concepts, scorers, cached):
+    """ConceptEfficacy rows rebuilt from the stored calibration report's validation results."""
+    from app.core.efficacy import ConceptEfficacy
+    from app.library.calibration import load_calibration
+
+    report = load_calibration(model_key(svc.loaded.model_id))
+    base = cached.get("__baseline__")
+    out = {}
+    for c in concepts:
+        v = report[c.slug]["validation"]
+        clean = v.get("clean") or [_clean(svc.loaded.tokenizer, t) for t in v["texts"]]
+        e = ConceptEfficacy(c.slug, v["method"], v["layer"], v["strength"], list(v["changes"]),
+                            [bool(x) for x in clean], texts=list(v.get("texts", [])))
+        if base and c.slug in cached:
+            e.prompted_changes = [float(s[1] - s[0]) for s in (scorers[c.slug]([b, t]) for b, t in zip(base, cached[c.slug]))]
+        out[c.slug] = e
+    return out
+
+
+def _clean(tokenizer, text):
+    """distinct-2 >= 0.5 and no loop, from the stored text re-tokenized (older reports kept no flags)."""
+    from app.core.scoring import detect_loop, distinct_n
+
+    toks = list(tokenizer.encode(text, add_special_tokens=False))
+    return bool(toks) and distinct_n(toks, 2) >= 0.5 and detect_loop(toks) is None
+
+
 def _read_cache(path, prompts, tokens):
     if not path or not Path(path).is_file():
         return None
@@ -77,7 +114,11 @@ def main() -> int:
     ap.add_argument("--no-prompted", action="store_true", help="skip the prompted rows")
     ap.add_argument("--prompted-cache", default=None,
                     help="JSON file of prompted answers: read when it exists (for these prompts and tokens), else written")
-    ap.add_argument("--prompted-only", action="store_true", help="only generate the prompted answers (for the cache)")
+    ap.add_argument("--prompted-only", action="store_true",
+                    help="only generate the prompted and unsteered answers (for the cache)")
+    ap.add_argument("--stored", action="store_true",
+                    help="no steered generation: read the validation results `calibrate --ship` stored in "
+                         "assets/calibration/<model>.json (same prompts, judges, 64 greedy tokens)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--markdown", action="store_true", help="print the README table")
     args = ap.parse_args()
@@ -91,13 +132,17 @@ def main() -> int:
     cached = _read_cache(args.prompted_cache, prompts, args.tokens)
     if args.prompted_only or (args.prompted_cache and cached is None and not args.no_prompted):
         cached = prompted_generations(svc.loaded, [c for c in concepts if c.system_prompts], prompts, args.tokens, log)
+        cached["__baseline__"] = baseline_generations(svc.loaded, prompts, args.tokens)
         if args.prompted_cache:
             Path(args.prompted_cache).write_text(json.dumps({"prompts": prompts, "tokens": args.tokens, "texts": cached},
                                                             ensure_ascii=False), encoding="utf-8")
         if args.prompted_only:
             return 0
-    res = measure(svc.loaded, concepts, vectors, settings, scorers, prompts, args.tokens, not args.no_prompted,
-                  log=log, prompted_texts=cached)
+    if args.stored:
+        res = from_report(svc, concepts, scorers, cached or {})
+    else:
+        res = measure(svc.loaded, concepts, vectors, settings, scorers, prompts, args.tokens, not args.no_prompted,
+                      log=log, prompted_texts=cached)
     rows = [{**res[c.slug].row(), "judge": labels[c.slug]} for c in concepts]
     met = [r["concept"] for r in rows if r["success"] >= 0.8 - 1e-9]
     summary = {

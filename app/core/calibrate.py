@@ -93,7 +93,7 @@ class CellStats:
              "wrong_way": round(self.wrong_way, 3), "mean_change": round(self.mean_change, 4),
              "spread": round(self.spread, 4), "coherent_share": round(self.coherent_share, 3),
              "clean_share": round(self.clean_share, 3),
-             "changes": [round(c, 4) for c in self.changes]}
+             "changes": [round(c, 4) for c in self.changes], "clean": list(self.clean)}
         if with_texts:
             d["texts"] = list(self.texts)
         return d
