@@ -40,7 +40,7 @@ def register(sub, add) -> None:
 def _plan(args, lm):
     from app.core.calib_search import COMPARED_METHODS, SearchPlan
     from app.core.methods import get_method
-    from app.service.generation_ops import parse_float_list, parse_int_list
+    from app.domain.parse import parse_floats, parse_layers
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else COMPARED_METHODS
     for m in methods:
@@ -49,9 +49,9 @@ def _plan(args, lm):
         raise CLIError("--methods must include mean_diff (the depth scan uses it)")
     kw = {}
     if args.layers:
-        kw["coarse_layers"] = tuple(parse_int_list(args.layers, "layers", lm.num_layers))
+        kw["coarse_layers"] = tuple(parse_layers(args.layers, lm.num_layers, "layers"))
     if args.strengths:
-        kw["fine_strengths"] = tuple(parse_float_list(args.strengths))
+        kw["fine_strengths"] = tuple(parse_floats(args.strengths, "strengths"))
     for name in ("coarse_prompts", "coarse_tokens", "top_layers", "max_tokens", "val_tokens"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be at least 1")

@@ -31,6 +31,9 @@ def register(sub, add) -> None:
     sp.add_argument("--threshold", type=float, default=1.0,
                     help="with --condition: open where the projection exceeds THRESHOLD x its typical positive projection")
     sp.add_argument("--effects", action="store_true", help="with --json: also the per-token effect map (KL, promoted tokens)")
+    sp.add_argument("--prompted", action=argparse.BooleanOptionalAction, default=True,
+                    help="also show the unsteered model under the concept's own system prompt, in the same batch "
+                         "(steering vs prompting; default: on)")
     _sampling(sp, max_tokens=64)
 
     sp = add("sweep", "sweep layers x strengths and score every cell", cmd_sweep)
@@ -82,7 +85,8 @@ def _validate_early(args, prompt: str, system=None) -> None:
 
 def cmd_generate(args) -> int:
     from app.cli import _print_json, _service
-    from app.core.steering import check_finite
+    from app.domain.limits import strength_limit
+    from app.domain.parse import parse_float
     from app.service.generation_ops import SteerRequest
 
     _validate_early(args, args.prompt, args.system)
@@ -93,7 +97,7 @@ def cmd_generate(args) -> int:
     if args.op == "add" and (args.op_layers or args.op_param is not None):
         raise CLIError("--op-param and --op-layers are for --op ablate|cap|clamp|rotate; add uses --strength")
     for s in args.strength or []:
-        check_finite(s, "strength")
+        parse_float(s, "strength", strength_limit(args.relative))
     for l in args.layer or []:
         if l < 0:
             raise CLIError(f"layer {l} does not exist: layers are numbered from 0")
@@ -122,12 +126,15 @@ def cmd_generate(args) -> int:
                        schedule_length=args.schedule_length, positions=args.positions, system=args.system,
                        params=_params(args), op=args.op, op_param=args.op_param,
                        op_layers=op_layers_from_text(args.op_layers, svc.loaded.num_layers),
-                       condition=args.condition, threshold=args.threshold, effects=bool(args.effects and args.json))
+                       condition=args.condition, threshold=args.threshold, effects=bool(args.effects and args.json),
+                       prompted=args.prompted)
     if args.json:
         chunk, settings = svc.compare(req)
         _print_json({
             "baseline": chunk.baseline_text,
+            "prompted": chunk.prompted_text,
             "steered": chunk.steered_text,
+            "judge": chunk.stats.get("judge"),
             "divergence": chunk.divergence,
             "settings": settings,
             "stats": chunk.stats,
@@ -161,27 +168,40 @@ def cmd_generate(args) -> int:
         l = left[i] if i < len(left) else ""
         r = right[i] if i < len(right) else ""
         print(f"{l:<{width}} | {r}")
+    if chunk.prompted_text is not None:
+        print(f"\nPROMPTED (unsteered, system prompt: {settings.get('prompted_system')!r}):")
+        print(textwrap.fill(chunk.prompted_text, 2 * width + 3) or "(empty)")
     div = chunk.divergence
     print(f"\nfirst differing token: {div if div is not None else 'none (identical)'}; "
           f"steered finish: {chunk.stats['steered_finish']}")
+    print(judge_line(chunk.stats.get("judge")))
     return 0
+
+
+def judge_line(judge) -> str:
+    """One line: the judge's score of each row, signed so that higher = more of the concept."""
+    if not judge:
+        return "judge: none for this choice (mixes have no single judge)"
+    rows = [f"{k} {judge[k]:+.3f}" for k in ("baseline", "prompted", "steered") if k in judge]
+    acc = f", held-out accuracy {judge['accuracy']:.2f}" if judge.get("accuracy") is not None else ""
+    return f"judge ({judge['label']}{acc}): " + " | ".join(rows)
 
 
 def cmd_sweep(args) -> int:
     from app.cli import _print_json, _service
-    from app.service.generation_ops import parse_float_list, parse_int_list
+    from app.domain.limits import OP_PARAM_LIMIT, SWEEP_CELLS, strength_limit
+    from app.domain.parse import parse_floats, parse_layers
 
     _validate_early(args, args.prompt)
     if args.save_recommendation and args.op != "add":
         raise CLIError("--save-recommendation stores a strength for addition; it cannot be used with --op " + args.op)
-    layers = parse_int_list(args.layers, "layers")
-    strengths = parse_float_list(args.strengths, limit=180.0 if args.op == "rotate" else 100.0)
-    from app.core.sweeps import MAX_CELLS
-
-    if len(layers) * len(strengths) > MAX_CELLS:
-        raise CLIError(f"{len(layers) * len(strengths)} cells is too many for one sweep (at most {MAX_CELLS})")
+    layers = parse_layers(args.layers, what="layers")
+    limit = strength_limit(args.relative) if args.op == "add" else (180.0 if args.op == "rotate" else OP_PARAM_LIMIT)
+    strengths = parse_floats(args.strengths, "strengths", limit)
+    if len(layers) * len(strengths) > SWEEP_CELLS:
+        raise CLIError(f"{len(layers) * len(strengths)} cells is too many for one sweep (at most {SWEEP_CELLS})")
     svc = _service(args)
-    layers = parse_int_list(args.layers, "layers", svc.loaded.num_layers)
+    layers = parse_layers(args.layers, svc.loaded.num_layers, "layers")
 
     def progress(done: int, total: int, msg: str) -> None:
         print(f"\r{msg}: step {done}/{total}", end="", file=sys.stderr, flush=True)
@@ -195,9 +215,14 @@ def cmd_sweep(args) -> int:
         _print_json(res.as_dict())
         return 0
     print(f"baseline: {res.baseline_text[:100]!r}")
-    print(f"{'layer':>5} {(res.op == 'add' and 'strength' or res.op):>8} {'concept':>8} {'ppl x':>6} {'dist-2':>6} ok  text")
+    if res.judge:
+        ref = res.judge.get("prompted_change")
+        print(f"judge: {res.judge['label']}" + (f"; prompted (no steering) changes it by {ref:+.3f}" if ref is not None else ""))
+    print(f"{'layer':>5} {(res.op == 'add' and 'strength' or res.op):>8} {'judge':>7} {'vector':>7} {'ppl x':>6} {'dist-2':>6} ok  text")
     for c in res.cells:
-        print(f"{c.layer:>5} {c.strength:>8g} {c.concept_score:>8.2f} {c.ppl_ratio:>6.2f} {c.distinct2:>6.2f} "
+        js = f"{c.judge_score:>+7.3f}" if c.judge_score is not None else f"{'-':>7}"
+        print(f"{c.layer:>5} {c.strength:>8g} {js} {c.concept_score:>7.2f} {c.ppl_ratio:>6.2f} {c.distinct2:>6.2f} "
               f"{'yes' if c.coherent else 'no ':<3} {c.text[:60]!r}")
+    print("(judge: change of the concept's judge vs the baseline; vector: moved along the concept's own vector)")
     print(f"recommended: {res.recommended}")
     return 0

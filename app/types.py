@@ -197,6 +197,8 @@ class ComparisonChunk:
     baseline_scores: list[float] = field(default_factory=list)  # projection on the concept per token
     steered_scores: list[float] = field(default_factory=list)
     divergence: Optional[int] = None  # index of the first generated token that differs
+    prompted_text: Optional[str] = None  # unsteered, under the concept's system prompt (if asked)
+    prompted_pieces: list[str] = field(default_factory=list)
     done: bool = False
     stats: dict[str, Any] = field(default_factory=dict)
     steered_gates: list[float] = field(default_factory=list)  # conditional steering: 1.0 where the gate was open

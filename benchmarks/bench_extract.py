@@ -30,7 +30,17 @@ RUNS = 3
 N_PAIRS = 24
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    import argparse
+    import json
+    import sys
+
+    ap = argparse.ArgumentParser(description="extraction cost vs a plain forward pass")
+    ap.add_argument("--json", action="store_true", help="print one JSON object (the text goes to stderr)")
+    args = ap.parse_args(argv)
+    out = sys.stdout
+    if args.json:
+        sys.stdout = sys.stderr
     svc = ModelService()
     info = svc.load("")
     lm = svc.loaded
@@ -73,6 +83,12 @@ def main() -> None:
     total = time.perf_counter() - t0
     print(f"full extraction of all {len(slugs)} shipped concepts ({pairs} pairs, {prompts} prompts): {total:.1f} s "
           f"({total / max(len(slugs), 1):.1f} s per concept)")
+    if args.json:
+        sys.stdout = out
+        print(json.dumps({"model": info.model_id, "blas": active_blas(), "forward_best_s": round(p, 3),
+                          "extract_best_s": round(e, 3), "ratio_extract_over_forward": round(e / p, 3),
+                          "concepts": len(slugs), "pairs": pairs, "prompts": prompts, "all_concepts_s": round(total, 1),
+                          "per_concept_s": round(total / max(len(slugs), 1), 1)}, indent=2))
 
 
 if __name__ == "__main__":

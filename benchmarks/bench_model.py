@@ -17,7 +17,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import app.core  # noqa: F401  (loads the fast BLAS before mlx)
 import mlx.core as mx
@@ -29,6 +33,7 @@ from app.core.blas import active_blas
 from app.core.chat import encode, format_chat
 from app.core.models import load_model
 from app.core.patching import ForwardState, SteeringHook, patch_layers
+from benchmarks._harness import emit, load_note, run_lockstep
 
 PROMPT = "Write a short, cheerful note to a friend about a sunny walk."
 STEER_LAYER = 12
@@ -96,25 +101,21 @@ class Decoder:
         return 1000 * self.decode_s / len(self.step_s)
 
 
-def run_lockstep(factories: dict, tokens: int) -> dict[str, Decoder]:
-    decoders = {name: make() for name, make in factories.items()}
-    names = list(decoders)
-    for i in range(tokens):  # prefill, then tokens - 1 decode steps
-        for name in names if i % 2 == 0 else names[::-1]:
-            decoders[name].advance()
-    return decoders
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="", help="model id or folder (default: the bundled SmolLM2)")
     ap.add_argument("--tokens", type=int, default=128, help="greedy tokens per decode run")
     ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions of every variant")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = ap.parse_args(argv)
+    if args.json:  # the readable lines go to stderr, the JSON alone to stdout
+        out = sys.stdout
+        sys.stdout = sys.stderr
 
     print(f"BLAS: {active_blas()}")
     print(f"mlx {mx.__version__}, device {mx.default_device()}")
-    print(f"fp32 2048x2048 matmul: {matmul_gflops():.1f} GFLOP/s")
+    gflops = matmul_gflops()
+    print(f"fp32 2048x2048 matmul: {gflops:.1f} GFLOP/s")
 
     entry = registry.resolve(args.model)
     lm = load_model(entry.model_id, entry.path)
@@ -173,6 +174,21 @@ def main(argv=None) -> int:
     sbs_row1 = all(r.token_rows()[1] == steered for r in runs[d])
     print(f"checks: unpatched runs agree={same_a}; steered tokens differ from baseline={steered_differs}; "
           f"side-by-side row 0 == baseline={sbs_row0}; row 1 == separate steered run={sbs_row1}")
+    if args.json:
+        sys.stdout = out
+        variants = {}
+        for name in names:
+            rs = runs[name]
+            rows = rs[0].rows
+            variants[name] = {"rows": rows, "prefill_tok_s": round(med(rows * len(prompt) / r.prefill_s for r in rs), 1),
+                              "decode_tok_s": round(med(rows * len(r.step_s) / r.decode_s for r in rs), 2),
+                              "ms_per_step": round(med(r.step_ms for r in rs), 1)}
+        emit({"blas": active_blas(), "matmul_gflops": round(gflops, 1), "model": lm.model_id, "tokens": args.tokens,
+              "reps": args.reps, "layer": layer, **load_note(), "variants": variants,
+              "ratio_patched_over_unpatched_decode": round(patched_ratio, 3),
+              "ratio_b2_over_b1_step": round(batch_ratio, 3), "ratio_side_by_side_over_single_step": round(sbs_ratio, 3),
+              "checks": {"unpatched_runs_agree": same_a, "steered_differs": steered_differs,
+                         "side_by_side_row0_is_baseline": sbs_row0, "side_by_side_row1_is_steered": sbs_row1}}, True)
     return 0
 
 

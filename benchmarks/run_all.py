@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/run_all.py [--quick] [--only NAME[,NAME]] [--json]
 
 Each script in benchmarks/ runs in its own subprocess, one after another (never two at once:
-they would slow each other down). Scripts with ``--json`` are read as JSON, the others'
-printed lines are parsed. A script that is missing, fails or times out becomes a row saying
-so; it never stops the run. The first rows are the machine facts (CPU, cores, RAM, OS,
+they would slow each other down). Every known script prints one JSON object with ``--json``,
+which is what this runner reads (a script it does not know shows its last printed line). A
+script that is missing, fails or times out becomes a row saying so; it never stops the run. The first rows are the machine facts (CPU, cores, RAM, OS,
 Python, mlx, BLAS); read the ratios, not the absolute speeds, on a shared machine.
 ``--quick`` uses short settings: a smoke test of the pipeline, not numbers to publish.
 """
@@ -53,11 +53,6 @@ class Outcome:
 
 
 # ---- parsers ---------------------------------------------------------------------------------
-def _num(pattern: str, text: str, group: int = 1) -> Optional[float]:
-    m = re.search(pattern, text, re.MULTILINE)
-    return float(m.group(group)) if m else None
-
-
 def _fmt(x: Optional[float], digits: int = 2, unit: str = "") -> str:
     if x is None:
         return "n/a"
@@ -72,59 +67,59 @@ def _target(x: Optional[float], op: str, limit: float, unit: str = "") -> str:
 
 
 def parse_bench_model(out: str, ctx: dict) -> list[Row]:
-    rows: list[Row] = []
-    variants = {}
-    for m in re.finditer(r"^([ABCD] [\w-]+ b[12])\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*$", out, re.MULTILINE):
-        variants[m.group(1)] = (float(m.group(2)), float(m.group(3)), float(m.group(4)))
-    ctx["mlx_variants"] = variants
-    gflops = _num(r"matmul:\s*([\d.]+) GFLOP/s", out)
-    rows.append(("fp32 2048x2048 matmul", _fmt(gflops, 1, " GFLOP/s"), "OpenBLAS ~185, reference BLAS ~2"))
-    for name, label in (("A unpatched b1", "decode, batch 1"), ("D side-by-side b2", "decode, side-by-side batch 2")):
-        if name in variants:
-            _prefill, decode, ms = variants[name]
-            rows.append((f"{label} (all rows)", f"{decode:.1f} tok/s ({ms:.0f} ms/step)", ""))
-    patched = _num(r"patched layer \d+ / unpatched \(b1\):\s*([\d.]+)", out)
-    b2 = _num(r"batch 2 / batch 1 \(unpatched\):\s*([\d.]+)", out)
-    sbs = _num(r"side-by-side b2 / unpatched b1:\s*([\d.]+)", out)
+    d = json.loads(out)
+    ctx["mlx_variants"] = d["variants"]
+    v = d["variants"]
+    rows: list[Row] = [("BLAS / fp32 2048² matmul", f"{d['blas']} / {d['matmul_gflops']} GFLOP/s", "")]
+    for name, t in v.items():
+        rows.append((f"{name}: decode (all rows) / ms per step", f"{t['decode_tok_s']} tok/s / {t['ms_per_step']} ms", ""))
+    patched, b2, sbs = (d.get(k) for k in ("ratio_patched_over_unpatched_decode", "ratio_b2_over_b1_step",
+                                           "ratio_side_by_side_over_single_step"))
     rows.append(("decode speed, patched layer / unpatched", _fmt(patched, 3), _target(patched, ">=", 0.97)))
-    rows.append(("step time, batch 2 / batch 1", _fmt(b2, 3), "~1.1-1.2 measured before"))
+    rows.append(("step time, batch 2 / batch 1", _fmt(b2, 3), ""))
     rows.append(("step time, side-by-side / single", _fmt(sbs, 3), _target(sbs, "<=", 1.3)))
-    checks = re.search(r"^checks: (.*)$", out, re.MULTILINE)
-    if checks:
-        bad = [c.split("=")[0].strip() for c in checks.group(1).split(";") if c.strip().endswith("False")]
-        rows.append(("token checks (side-by-side rows = separate runs)", "all pass" if not bad else "FAILED: " + ", ".join(bad), ""))
+    bad = [k for k, ok in (d.get("checks") or {}).items() if not ok]
+    rows.append(("token checks (side-by-side rows = separate runs)", "all pass" if not bad else "FAILED: " + ", ".join(bad), ""))
     return rows
 
 
 def parse_bench_extract(out: str, ctx: dict) -> list[Row]:
-    plain = _num(r"plain forward pass.*?best ([\d.]+) s", out)
-    extract = _num(r"extraction, all \d+ layers.*?best ([\d.]+) s", out)
-    ratio = _num(r"ratio extraction / forward pass:\s*([\d.]+)", out)
-    full = re.search(r"full extraction of all (\d+) shipped concepts.*?:\s*([\d.]+) s \(([\d.]+) s per concept\)", out)
-    rows = [
-        ("forward pass over a concept's prompts", _fmt(plain, 3, " s"), ""),
-        ("extraction, all layers, same prompts", _fmt(extract, 3, " s"), ""),
-        ("extraction / forward pass", _fmt(ratio, 2), _target(ratio, "<=", 1.3)),
+    d = json.loads(out)
+    r = d["ratio_extract_over_forward"]
+    return [
+        ("forward pass over a concept's prompts", _fmt(d["forward_best_s"], 3, " s"), ""),
+        ("extraction, all layers, same prompts", _fmt(d["extract_best_s"], 3, " s"), ""),
+        ("extraction / forward pass", _fmt(r, 2), _target(r, "<=", 1.3)),
+        (f"extract all {d['concepts']} shipped concepts", f"{d['all_concepts_s']:.1f} s ({d['per_concept_s']:.1f} s per concept)", ""),
     ]
-    if full:
-        rows.append((f"extract all {full.group(1)} shipped concepts", f"{float(full.group(2)):.1f} s "
-                     f"({float(full.group(3)):.1f} s per concept)", ""))
-    return rows
 
 
 def parse_bench_generate(out: str, ctx: dict) -> list[Row]:
     d = json.loads(out)
     ctx["generate"] = d
-    g = d.get
+    v = d["variants"]
+    rows: list[Row] = [(f"{name} ({d['tokens']} tokens)", f"{t['wall_s']} s" + (f", {t['decode_tok_s']} tok/s" if "decode_tok_s" in t else ""), "")
+                       for name, t in v.items()]
+    for key, verdict in (d.get("targets") or {}).items():
+        rows.append((key.removeprefix("ratio_").replace("_", " "), f"{d[key]}", verdict))
+    if "skipped" in (d.get("torch") or {}):
+        rows.append(("PyTorch rows", "skipped", d["torch"]["skipped"]))
+    return rows
+
+
+def parse_ui_stream(out: str, ctx: dict) -> list[Row]:
+    d = json.loads(out)
+    if "skipped" in d:
+        raise SkipBench(d["skipped"])
+    t = d["targets"]
     return [
-        (f"decode, unsteered / steered ({g('tokens')} tokens)",
-         f"{g('decode_tok_s_unsteered')} / {g('decode_tok_s_steered')} tok/s", ""),
-        ("decode speed, steered / unsteered", f"{g('ratio_steered_over_unsteered_decode')}",
-         _target(g("ratio_steered_over_unsteered_decode"), ">=", 0.97)),
-        ("side-by-side run / single run (wall)", f"{g('ratio_side_by_side_over_single')} "
-         f"({g('side_by_side_s')} s vs {g('single_run_s')} s)", _target(g("ratio_side_by_side_over_single"), "<=", 1.3)),
-        ("16-cell sweep / single run (wall)", f"{g('ratio_sweep16_over_single')} ({g('sweep16_s')} s, "
-         f"{g('sweep16_batches')} batches)", _target(g("ratio_sweep16_over_single"), "<=", 5)),
+        ("Stop click -> last pane change", f"{d['stop']['stop_to_last_change_s']} s (at token {d['stop']['stop_clicked_at_token']})",
+         f"<= 1 s ({t['stop within 1 s']})"),
+        ("longest main-thread task while streaming", f"{d['longest_main_thread_task_ms']} ms",
+         f"<= 200 ms ({t['no main-thread task over 200 ms']})"),
+        ("bytes per token, long / short stream", f"{d['bytes_per_token_long_over_short']} "
+         f"({d['long']['tokens_generated']} vs {d['short']['tokens_generated']} tokens)",
+         f"~1 = linear ({t['bytes grow linearly (per-token ratio <= 1.5)']})"),
     ]
 
 
@@ -145,10 +140,10 @@ def parse_torch(out: str, ctx: dict) -> list[Row]:
     ]
     mlx = ctx.get("mlx_variants", {})
     if "A unpatched b1" in mlx and a["decode_tok_s"]:
-        ratio = mlx["A unpatched b1"][1] / a["decode_tok_s"]
+        ratio = mlx["A unpatched b1"]["decode_tok_s"] / a["decode_tok_s"]
         rows.append(("MLX / PyTorch decode speed, batch 1 (same run)", f"{ratio:.2f}", "from bench_model, same tokens"))
     if "D side-by-side b2" in mlx and dd["decode_tok_s"]:
-        ratio = mlx["D side-by-side b2"][1] / dd["decode_tok_s"]
+        ratio = mlx["D side-by-side b2"]["decode_tok_s"] / dd["decode_tok_s"]
         rows.append(("MLX / PyTorch decode speed, side-by-side", f"{ratio:.2f}", ""))
     return rows
 
@@ -175,17 +170,19 @@ class SkipBench(Exception):
 
 
 BENCHES = [
-    Bench("bench_model", ["--tokens", "64", "--reps", "3"], ["--tokens", "16", "--reps", "1"], parse_bench_model,
+    Bench("bench_model", ["--json", "--tokens", "64", "--reps", "3"], ["--json", "--tokens", "16", "--reps", "1"], parse_bench_model,
           "MLX decode, b1 vs b2, patched vs not (64 tokens, interleaved)"),
     Bench("bench_torch_reference", ["--json", "--tokens", "64", "--reps", "3"], ["--json", "--tokens", "16", "--reps", "1"],
           parse_torch, "same workload on PyTorch + transformers (optional)"),
-    Bench("bench_extract", [], [], parse_bench_extract, "extraction cost vs a forward pass"),
-    Bench("bench_generate", ["--json"], ["--json", "--tokens", "16", "--repeats", "1"], parse_bench_generate,
-          "side-by-side and sweep wall time vs one run"),
+    Bench("bench_extract", ["--json"], ["--json"], parse_bench_extract, "extraction cost vs a forward pass"),
+    Bench("bench_generate", ["--json"], ["--json", "--tokens", "16", "--rounds", "1"], parse_bench_generate,
+          "side-by-side, sweep, mlx-lm and PyTorch reference rows in one interleaved run"),
+    Bench("bench_ui_stream", ["--json"], ["--json", "--tokens", "64", "--short", "16", "--stop-at", "8"], parse_ui_stream,
+          "headless Chromium: Stop delay, longest main-thread task, bytes per token"),
     Bench("soak_memory", ["--json", "--generations", "60", "--extractions", "6"],
           ["--json", "--generations", "24", "--extractions", "3"], parse_soak, "memory stays flat"),
 ]
-NOT_BENCHMARKS = {"run_all", "__init__"}
+NOT_BENCHMARKS = {"run_all", "__init__", "_harness"}
 
 
 # ---- machine facts ---------------------------------------------------------------------------

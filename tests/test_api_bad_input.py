@@ -287,7 +287,7 @@ def _import(file_key: str, slug: str = "", overwrite: bool = False):
 def _raw_generate(strength: str = "0.3", prompt: str = PROMPT) -> str:
     """The /generate inputs in order, with ``strength`` spliced in as raw JSON (NaN, Infinity)."""
     head = json.dumps([prompt, "", "happy", 12])
-    tail = json.dumps([False, "all", "constant", 16, "add", 1.0, "", 4, 0.0, 1.0, 0])
+    tail = json.dumps([False, "all", "constant", 16, "add", 1.0, "", 4, 0.0, 1.0, 0, "add", "", "", "", 1.0])
     return head[:-1] + ", " + strength + ", " + tail[1:]
 
 

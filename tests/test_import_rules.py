@@ -176,3 +176,12 @@ def test_app_has_no_unsafe_loading_or_open_binding(check):
     assert len(files) >= 10
     bad = {str(f.relative_to(APP.parent)): p for f in files if (p := check(_parse(f)))}
     assert not bad, bad
+
+
+def test_domain_imports_neither_mlx_nor_gradio():
+    """app.domain is the shared vocabulary of UI, CLI, service and core: numpy only."""
+    files = _py_files(APP / "domain")
+    assert files, "app/domain has no Python files?"
+    banned = ("mlx", "mlx_lm", "gradio", "gradio_client", "app.core", "app.service", "app.ui", "app.library")
+    bad = {str(f.relative_to(APP.parent)): h for f in files if (h := _hits(imported_modules(_parse(f), f), banned))}
+    assert not bad, f"app/domain must stay free of MLX, Gradio and the other layers: {bad}"

@@ -196,3 +196,14 @@ def test_two_clients_generating_at_once_both_complete(app_url):
     assert not errors, errors
     assert sorted(results) == [0, 1]
     assert all(r["steered"].strip() for r in results.values())
+
+
+def test_operation_choice_runs_and_reports_where_it_applied(client):
+    result = _generate(client, op="rotate", op_param=20, max_tokens=8)
+    rec = _record(result)
+    assert rec["settings"]["op"] == "rotate" and rec["settings"]["op_param"] == 20.0
+    assert rec["applied"][0]["phase"] == "prefill" and rec["applied"][0]["coefficient"] == 20
+    assert "Where it applied" in str(result[4]) and "KL" in str(result[3])
+    assert len(rec["effects"]) == len(rec["steered_tokens"]) or rec["effects"]
+    _expect_error(lambda: _generate(client, op="ablate", op_param=3, max_tokens=4), "op_param")
+    _expect_error(lambda: _generate(client, op="shear", max_tokens=4), "shear")

@@ -116,7 +116,7 @@ def _score(lm, prompt, generated: list[tuple[list[int], str]]) -> list[CellText]
     for (toks, fin), v, sc in zip(generated, visible, scores):
         degenerate = fin in ("loop", "nan")
         out.append(CellText(text=lm.tokenizer.decode(v), tokens=toks, finish=fin, scores=sc,
-                            coherent=is_coherent(sc, base, degenerate),
+                            coherent=is_coherent(sc, base, degenerate, v, visible[0]),
                             clean=(not degenerate) and bool(v) and sc.distinct2 >= 0.5))
     return out
 

@@ -15,20 +15,22 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import mlx.core as mx
 import numpy as np
-from mlx_lm.models.cache import make_prompt_cache
+from mlx_lm.models.cache import KVCache, RotatingKVCache, make_prompt_cache
 from mlx_lm.sample_utils import apply_top_p
 
 from app.core.chat import eos_ids, pad_id
-from app.core.models import LoadedModel
+from app.core.models import LoadedModel, layers_of
 from app.core.effects import effect_map, where_applied
 from app.core.interventions import Intervention
+from app.core.prompted import add_prompted, join, joinable, prefill_alone, run_alone
 from app.core.patching import ForwardState, Hook, Recorder, build_hooks, patch_layers
 from app.core.scoring import detect_loop
 from app.core.steering import Schedule, SteeringPlan
+from app.domain import limits
 from app.errors import Cancelled, InputError
 from app.types import ComparisonChunk, GenerationParams
 
-MAX_TOKENS_LIMIT = 1024
+MAX_TOKENS_LIMIT = limits.MAX_TOKENS
 
 
 def validate_params(p: GenerationParams) -> GenerationParams:
@@ -36,11 +38,11 @@ def validate_params(p: GenerationParams) -> GenerationParams:
 
     if not isinstance(p.max_tokens, int) or isinstance(p.max_tokens, bool) or not 1 <= p.max_tokens <= MAX_TOKENS_LIMIT:
         raise InputError(f"max tokens must be a whole number from 1 to {MAX_TOKENS_LIMIT}, got {p.max_tokens!r}")
-    if not isinstance(p.temperature, (int, float)) or not math.isfinite(p.temperature) or not 0 <= p.temperature <= 5:
-        raise InputError(f"temperature must be between 0 and 5, got {p.temperature!r}")
+    if not isinstance(p.temperature, (int, float)) or not math.isfinite(p.temperature) or not 0 <= p.temperature <= limits.TEMPERATURE_MAX:
+        raise InputError(f"temperature must be between 0 and {limits.TEMPERATURE_MAX:g}, got {p.temperature!r}")
     if not isinstance(p.top_p, (int, float)) or not math.isfinite(p.top_p) or not 0 < p.top_p <= 1:
         raise InputError(f"top-p must be in (0, 1], got {p.top_p!r}")
-    if not isinstance(p.seed, int) or isinstance(p.seed, bool) or not 0 <= p.seed < 2**32:
+    if not isinstance(p.seed, int) or isinstance(p.seed, bool) or not 0 <= p.seed <= limits.SEED_MAX:
         raise InputError(f"seed must be a whole number from 0 to 2^32-1, got {p.seed!r}")
     return p
 
@@ -61,6 +63,7 @@ class BatchStep:
     elapsed: float
     prefill_seconds: float
     hooks: dict = field(default_factory=dict)  # layer -> InterventionHooks (their traces: where steering applied)
+    logits: Optional[mx.array] = None  # [B, V] the logits this step's tokens were sampled from
 
 
 def shared_sample(logits: mx.array, temperature: float, top_p: float, key: mx.array) -> mx.array:
@@ -87,100 +90,242 @@ def run_batch(
     guided_pairs: Sequence[tuple[int, int, float]] = (),
     should_stop: Optional[Callable[[], bool]] = None,
     stop_on_loop: bool = True,
+    prompted: Optional[Sequence[int]] = None,
 ) -> Iterator[BatchStep]:
     """Generate all rows together, yielding after every step.
 
     ``rows_plan[r]`` lists row r's interventions (each knows its layer; an empty list is a
     baseline row); rows using the same operation and vector share one hook. ``guided_pairs`` holds
     (base_row, cond_row, scale) for logits-mode rows: both rows then sample from
-    ``base + scale * (cond - base)`` and so share their tokens.
+    ``base + scale * (cond - base)`` and so share their tokens. ``prompted`` adds one more,
+    unsteered row LAST with its own prompt (see app.core.prompted; needs ``joinable``).
+
+    Two things make it cheaper than B separate runs without changing the result: the prompt
+    runs once for the blocks that see identical input in every row (``_SharedPrefill``), and
+    step t+1 is built and queued (``mx.async_eval``) before step t's tokens are read back, as
+    mlx-lm's ``generate_step`` does.
     """
     validate_params(params)
-    if not prompt:
+    if not prompt or (prompted is not None and not prompted):
         raise InputError("the prompt is empty")
+    alone = None
+    if prompted is not None:
+        if not joinable(lm.model):
+            raise InputError("this model's cache cannot hold rows of different prompts in one batch")
+        rows_plan = list(rows_plan) + [[]]
+        alone = prefill_alone(lm.model, prompted)  # before any hook: this row is never steered
     B = len(rows_plan)
     model = lm.model
-    eos = eos_ids(lm.tokenizer)
-    pad = pad_id(lm.tokenizer)
     hooks: dict[int, list[Hook]] = {}
-    recorder: Optional[Recorder] = None
-    if read_layer is not None:
-        recorder = Recorder(last_only=True)
+    recorder = Recorder(last_only=True) if read_layer is not None else None
+    if recorder is not None:
         hooks[read_layer] = [recorder]
     op_hooks = build_hooks(rows_plan, positions, skip_first, schedule.value)
     for layer, hs in op_hooks.items():
         hooks.setdefault(layer, []).extend(hs)
     gate_hook = next((h for layer in sorted(op_hooks) for h in op_hooks[layer] if h.condition is not None), None)
-    unit = mx.array(read_unit.astype(np.float32)) if read_unit is not None else None
+    reads = _Reads(recorder, read_unit, gate_hook, B)
     rows = [RowState() for _ in range(B)]
-    partner = {}
-    for base, cond, _ in guided_pairs:
-        partner[cond] = base
+    book = _Bookkeeper(rows, eos_ids(lm.tokenizer), guided_pairs, stop_on_loop)
     key = mx.random.key(params.seed)
     t0 = time.perf_counter()
     state = ForwardState(phase="prompt", step=0)
-    with patch_layers(model, hooks, state):
-        cache = make_prompt_cache(model)
-        tokens = mx.array([list(prompt)] * B)
-        logits = model(tokens, cache=cache)[:, -1, :].astype(mx.float32)
-        prefill = None
-        for step in range(params.max_tokens):
-            if should_stop is not None and should_stop():
-                for r in rows:
-                    if not r.done:
-                        r.done, r.finish = True, "cancelled"
-                raise Cancelled("generation cancelled")
-            for base, cond, scale in guided_pairs:
-                guided = logits[base] + scale * (logits[cond] - logits[base])
-                logits = _set_rows(logits, [base, cond], guided)
-            key, sub = mx.random.split(key)
-            nxt = shared_sample(logits, params.temperature, params.top_p, sub)
-            bad = mx.any(~mx.isfinite(logits), axis=-1)
-            proj = (recorder.outputs[-1].astype(mx.float32) @ unit) if (recorder is not None and unit is not None) else None
-            gate = None
-            if gate_hook is not None:
-                gate = gate_hook.last_gate[:, -1] if gate_hook.last_gate is not None else mx.zeros((B,))
-            mx.eval(nxt, bad, *([proj] if proj is not None else []), *([gate] if gate is not None else []))
-            if prefill is None:
-                prefill = time.perf_counter() - t0
-            nxt_l = nxt.tolist()
-            bad_l = bad.tolist()
-            proj_l = proj.tolist() if proj is not None else None
-            gate_l = gate.tolist() if gate is not None else None
-            for r, row in enumerate(rows):
-                if row.done:
-                    continue
-                if bad_l[r]:
-                    row.done, row.finish = True, "nan"
-                    continue
-                tok = int(nxt_l[r])
-                row.tokens.append(tok)
-                if proj_l is not None:
-                    # the projection of the position that produced this token
-                    row.scores.append(float(proj_l[r]))
-                if gate_l is not None:
-                    row.gates.append(float(gate_l[r]))  # was the condition open where this token came from
-                if tok in eos:
-                    row.done, row.finish = True, "eos"
-                elif stop_on_loop and detect_loop(row.tokens) is not None:
-                    row.done, row.finish = True, "loop"
-            # logits-mode partners finish together
-            for cond, base in partner.items():
-                if rows[base].done and not rows[cond].done:
-                    rows[cond].done, rows[cond].finish = True, rows[base].finish
-                elif rows[cond].done and not rows[base].done:
-                    rows[base].done, rows[base].finish = True, rows[cond].finish
-            yield BatchStep(step, rows, time.perf_counter() - t0, prefill, op_hooks)
-            if all(r.done for r in rows):
-                break
-            feed = [r.tokens[-1] if (r.tokens and not r.done) else pad for r in rows]
-            state.phase, state.step = "generated", step
-            logits = model(mx.array(feed)[:, None], cache=cache)[:, -1, :].astype(mx.float32)
-        for row in rows:
-            if not row.done:
-                row.done, row.finish = True, "length"
-    if recorder is not None:
-        recorder.outputs.clear()
+    cache = make_prompt_cache(model)
+    share = _SharedPrefill.plan(model, cache, B, sorted(op_hooks), positions)
+    if share is not None:
+        hooks.setdefault(share.layer, []).insert(0, share)
+    hooks.setdefault(len(layers_of(model)) - 1, []).append(_last_position_only)
+    pad = mx.array(pad_id(lm.tokenizer), dtype=mx.int32)
+    pending = None
+    try:
+        with patch_layers(model, hooks, state):
+            tokens = mx.array([list(prompt)] * (1 if share is not None else B))  # a prompted row: stand-in
+            logits = model(tokens, cache=cache)[:, -1, :].astype(mx.float32)
+            if share is not None:
+                share.expand(cache)
+            if alone is not None:
+                cache = join(cache, len(prompt), alone[0], len(prompted))
+                logits = mx.concatenate([logits[:-1], alone[1]], axis=0)
+            pending, key = _dispatch(logits, reads.take(), guided_pairs, params, key)
+            prefill = None
+            for step in range(params.max_tokens):
+                if should_stop is not None and should_stop():
+                    book.cancel()
+                    raise Cancelled("generation cancelled")
+                current = pending
+                if step + 1 < params.max_tokens:
+                    # queue step t+1 before reading step t back; rows already finished feed the pad token
+                    feed = mx.where(book.done_mask(), pad, current.tokens.astype(mx.int32))
+                    state.phase, state.step = "generated", step
+                    logits = model(feed[:, None], cache=cache)[:, -1, :].astype(mx.float32)
+                    pending, key = _dispatch(logits, reads.take(), guided_pairs, params, key)
+                book.record(current)
+                if prefill is None:
+                    prefill = time.perf_counter() - t0
+                yield BatchStep(step, rows, time.perf_counter() - t0, prefill, op_hooks, current.logits)
+                if book.all_done():
+                    if pending is not current:
+                        _forget_step(op_hooks, step)  # queued, never used: keep the traces truthful
+                    break
+            book.finish_rest()
+    finally:
+        if pending is not None:
+            mx.synchronize()  # nothing of this run is left computing once it returns or raises
+        if recorder is not None:
+            recorder.outputs.clear()
+
+
+def _forget_step(op_hooks: dict, step: int) -> None:
+    """Drop the trace (and gate) of the decode call for ``step`` that ran ahead and was not used."""
+    for hs in op_hooks.values():
+        for h in hs:
+            if h.trace and h.trace[-1][0] == "generated" and h.trace[-1][1] == step:
+                h.trace.pop()
+                if h.condition is not None and h.gates:
+                    h.gates.pop()
+
+
+def _last_position_only(h: mx.array, state: ForwardState) -> Optional[mx.array]:
+    """Prefill: only the last position's logits are used, so the final norm and the unembedding
+    run there alone (rows of a matmul do not depend on the other rows)."""
+    if state.phase == "prompt" and h.shape[1] > 1:
+        return h[:, -1:, :]
+    return None
+
+
+class _SharedPrefill:
+    """Run the prompt once through the blocks whose input is the same in every row.
+
+    Rows differ only by steering, so up to and including the lowest block that steers in the
+    prompt (all blocks when only generated tokens are steered) they compute the same thing.
+    The prompt goes in as ONE row; this hook, first on that block, broadcasts its output to
+    all B rows, and ``expand`` then copies the lower blocks' KV caches to B rows. Only for the
+    plain mlx-lm KV caches (arrays with a batch axis and nothing else per row); any other
+    cache type, or a cache list that does not map one-to-one to the blocks, runs as before.
+    """
+
+    SUPPORTED = (KVCache, RotatingKVCache)
+
+    def __init__(self, layer: int, rows: int):
+        self.layer, self.rows = layer, rows
+
+    @classmethod
+    def plan(cls, model, cache, rows: int, steered: Sequence[int], positions: str) -> Optional["_SharedPrefill"]:
+        n = len(layers_of(model))
+        if rows < 2 or len(cache) != n:
+            return None
+        layer = min(steered) if (steered and positions != "generated") else n - 1
+        if not all(type(c) in cls.SUPPORTED for c in cache[: layer + 1]):
+            return None
+        return cls(layer, rows)
+
+    def __call__(self, h: mx.array, state: ForwardState) -> Optional[mx.array]:
+        if state.phase == "prompt" and h.shape[0] == 1:
+            return mx.broadcast_to(h, (self.rows, *h.shape[1:]))
+        return None
+
+    def expand(self, cache) -> None:
+        for c in cache[: self.layer + 1]:
+            c.keys = mx.repeat(c.keys, self.rows, axis=0)
+            c.values = mx.repeat(c.values, self.rows, axis=0)
+
+
+@dataclass
+class _Pending:
+    """One step's lazily computed results (queued with ``mx.async_eval``)."""
+
+    tokens: mx.array  # [B]
+    bad: mx.array  # [B] non-finite logits
+    proj: Optional[mx.array]  # [B] projection at the read layer
+    gate: Optional[mx.array]  # [B] conditional steering: was the gate open at the last position
+    logits: mx.array  # [B, V]
+
+
+class _Reads:
+    """What one forward call left in the read-layer recorder and the conditional gate, taken right after it."""
+
+    def __init__(self, recorder: Optional[Recorder], unit: Optional[np.ndarray], gate_hook, rows: int):
+        self.recorder, self.gate_hook, self.rows = recorder, gate_hook, rows
+        self.unit = mx.array(unit.astype(np.float32)) if unit is not None else None
+
+    def take(self) -> tuple[Optional[mx.array], Optional[mx.array]]:
+        proj = gate = None
+        if self.recorder is not None and self.recorder.outputs:
+            h = self.recorder.outputs[-1]
+            self.recorder.outputs.clear()
+            if self.unit is not None:
+                proj = h.astype(mx.float32) @ self.unit
+                if proj.shape[0] != self.rows:  # read below the shared prefill's broadcast
+                    proj = mx.broadcast_to(proj, (self.rows,))
+        if self.gate_hook is not None:
+            last = self.gate_hook.last_gate
+            gate = last[:, -1] if last is not None else mx.zeros((self.rows,))
+        return proj, gate
+
+
+def _dispatch(logits, reads, guided_pairs, params: GenerationParams, key) -> tuple[_Pending, mx.array]:
+    """Guidance, shared-noise sampling and the NaN check for one step, queued for evaluation."""
+    for base, cond, scale in guided_pairs:
+        guided = logits[base] + scale * (logits[cond] - logits[base])
+        logits = _set_rows(logits, [base, cond], guided)
+    key, sub = mx.random.split(key)
+    nxt = shared_sample(logits, params.temperature, params.top_p, sub)
+    bad = mx.any(~mx.isfinite(logits), axis=-1)
+    proj, gate = reads
+    pending = _Pending(nxt, bad, proj, gate, logits)
+    mx.async_eval(nxt, bad, *[a for a in (proj, gate) if a is not None])
+    return pending, key
+
+
+class _Bookkeeper:
+    """Per-row tokens, scores, gates and finish reasons, updated from each step's evaluated results."""
+
+    def __init__(self, rows: list[RowState], eos: set[int], guided_pairs, stop_on_loop: bool):
+        self.rows, self.eos, self.stop_on_loop = rows, eos, stop_on_loop
+        self.partner = {cond: base for base, cond, _ in guided_pairs}
+
+    def done_mask(self) -> mx.array:
+        return mx.array([r.done for r in self.rows])
+
+    def all_done(self) -> bool:
+        return all(r.done for r in self.rows)
+
+    def record(self, p: _Pending) -> None:
+        toks, bad = p.tokens.tolist(), p.bad.tolist()
+        proj = p.proj.tolist() if p.proj is not None else None
+        gate = p.gate.tolist() if p.gate is not None else None
+        for r, row in enumerate(self.rows):
+            if row.done:
+                continue
+            if bad[r]:
+                row.done, row.finish = True, "nan"
+                continue
+            tok = int(toks[r])
+            row.tokens.append(tok)
+            if proj is not None:
+                row.scores.append(float(proj[r]))  # the projection of the position that produced this token
+            if gate is not None:
+                row.gates.append(float(gate[r]))  # was the condition open where this token came from
+            if tok in self.eos:
+                row.done, row.finish = True, "eos"
+            elif self.stop_on_loop and detect_loop(row.tokens) is not None:
+                row.done, row.finish = True, "loop"
+        for cond, base in self.partner.items():  # logits-mode partners finish together
+            a, b = self.rows[base], self.rows[cond]
+            if a.done and not b.done:
+                b.done, b.finish = True, a.finish
+            elif b.done and not a.done:
+                a.done, a.finish = True, b.finish
+
+    def cancel(self) -> None:
+        for r in self.rows:
+            if not r.done:
+                r.done, r.finish = True, "cancelled"
+
+    def finish_rest(self) -> None:
+        for r in self.rows:
+            if not r.done:
+                r.done, r.finish = True, "length"
 
 
 def _set_rows(logits: mx.array, idx: list[int], value: mx.array) -> mx.array:
@@ -227,11 +372,14 @@ def compare_stream(
     params: GenerationParams,
     should_stop: Optional[Callable[[], bool]] = None,
     effects: bool = False,
+    prompted: Optional[Sequence[int]] = None,
 ) -> Iterator[ComparisonChunk]:
     """Baseline and steered continuations of one prompt, side by side, token by token.
 
     The final chunk also says where the intervention acted (from the hooks' traces) and, with
-    ``effects``, the per-token effect map of the steered text (add-to-residual plans only)."""
+    ``effects``, the per-token effect map of the steered text (add-to-residual plans only).
+    ``prompted`` (another prompt, e.g. under the concept's system prompt) adds an unsteered
+    row to the same batch, or, where the model's cache cannot join it, a batch of its own after."""
     vectors = {e.layer: e.vector for e in plan.entries}
     steered = plan.interventions()
     if plan.mode == "add":
@@ -249,18 +397,25 @@ def compare_stream(
         n = float(np.linalg.norm(v))
         unit = v / n if n > 0 else None
     eos = eos_ids(lm.tokenizer)
-    base_pieces, steer_pieces = _Pieces(lm.tokenizer, eos), _Pieces(lm.tokenizer, eos)
+    base_pieces, steer_pieces, p_pieces = (_Pieces(lm.tokenizer, eos) for _ in range(3))
+    joint = prompted is not None and joinable(lm.model)
     last: Optional[BatchStep] = None
     for step in run_batch(lm, prompt, rows, params, plan.schedule, plan.positions, plan.skip_first,
-                          read, unit, guided, should_stop):
+                          read, unit, guided, should_stop, prompted=prompted if joint else None):
         last = step
         b, s = step.rows[0], step.rows[steered_row]
         base_pieces.update(b.tokens)
         steer_pieces.update(s.tokens)
-        yield _chunk(step, b, s, base_pieces, steer_pieces, done=False, n_prompt=len(prompt), rows=len(rows))
+        chunk = _chunk(step, b, s, base_pieces, steer_pieces, done=False, n_prompt=len(prompt), rows=len(step.rows))
+        if joint:
+            add_prompted(chunk, step.rows[-1], p_pieces, len(prompted), "same batch")
+        yield chunk
     if last is not None:
         b, s = last.rows[0], last.rows[steered_row]
-        final = _chunk(last, b, s, base_pieces, steer_pieces, done=True, n_prompt=len(prompt), rows=len(rows))
+        final = _chunk(last, b, s, base_pieces, steer_pieces, done=True, n_prompt=len(prompt), rows=len(last.rows))
+        if prompted is not None:
+            p_row = last.rows[-1] if joint else run_alone(lm, prompted, params, should_stop)
+            add_prompted(final, p_row, p_pieces, len(prompted), "same batch" if joint else "own batch")
         final.applied = where_applied(last.hooks, len(rows) - 1, len(prompt))
         if effects and plan.mode == "add" and s.tokens:
             fx = effect_map(lm, prompt, s.tokens, steered, plan.positions, plan.skip_first, plan.schedule.value)

@@ -9,70 +9,17 @@ mean norm of its parts; ``project_out`` removes the span of other concepts' dire
 from __future__ import annotations
 
 import datetime as _dt
-import difflib
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from app import __version__
+from app.domain.parse import MIX_EXAMPLE as EXAMPLE, parse_mix  # noqa: F401
 from app.errors import InputError
 from app.types import Concept, ConceptVectors
 
-MAX_TERMS = 8
-MAX_WEIGHT = 10.0
-EXAMPLE = "happy:0.7, excited:0.3, formal:-0.5"
-
-
-def _unknown(slug: str, known: Sequence[str]) -> InputError:
-    close = difflib.get_close_matches(slug, known, n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else (
-        f"; known concepts: {', '.join(sorted(known)[:20])}" if known else "; the library has no concepts")
-    return InputError(f"unknown concept {slug!r} in the mix{hint}")
-
-
-def parse_mix(text: str, known: Iterable[str]) -> list[tuple[str, float]]:
-    """``"happy:0.7, excited:0.3"`` -> ``[("happy", 0.7), ("excited", 0.3)]`` or a clear InputError."""
-    known = list(known)
-    if not isinstance(text, str) or not text.strip():
-        raise InputError(f"the mix is empty; write concepts with weights, e.g. {EXAMPLE}")
-    terms = [t.strip() for t in text.split(",")]
-    if len(terms) > MAX_TERMS:
-        raise InputError(f"the mix has {len(terms)} terms; at most {MAX_TERMS} concepts can be mixed")
-    out: list[tuple[str, float]] = []
-    seen: set[str] = set()
-    for i, term in enumerate(terms, 1):
-        if not term:
-            raise InputError(f"term {i} of the mix is empty (two commas in a row?); e.g. {EXAMPLE}")
-        parts = [p.strip() for p in term.split(":")]
-        if len(parts) > 2:
-            raise InputError(f"term {term!r} has more than one ':'; write concept:weight, e.g. happy:0.7")
-        slug = parts[0].lower()
-        if not slug:
-            raise InputError(f"term {term!r} has no concept name before ':'; e.g. happy:0.7")
-        if len(parts) == 1:
-            weight = 1.0
-        else:
-            raw = parts[1]
-            if not raw:
-                raise InputError(f"term {term!r} has no weight after ':'; e.g. {slug}:0.7 (or just {slug} for 1.0)")
-            try:
-                weight = float(raw)
-            except ValueError:
-                raise InputError(f"weight {raw!r} in {term!r} is not a number; e.g. {slug}:0.7") from None
-            if not math.isfinite(weight):
-                raise InputError(f"weight {raw!r} in {term!r} must be a finite number")
-            if abs(weight) > MAX_WEIGHT:
-                raise InputError(f"weight {weight:g} in {term!r} is too large; use -{MAX_WEIGHT:g} to {MAX_WEIGHT:g}")
-        if slug not in known:
-            raise _unknown(slug, known)
-        if slug in seen:
-            raise InputError(f"concept {slug!r} appears twice in the mix; combine its weights into one term")
-        seen.add(slug)
-        out.append((slug, weight))
-    if all(w == 0 for _, w in out):
-        raise InputError("every weight in the mix is 0; the mix would be an empty vector")
-    return out
+# The mix text itself is parsed by the lab's one parser (re-exported here for the core's callers).
 
 
 def _check_same_model(vectors: Mapping[str, ConceptVectors], slugs: Sequence[str]) -> ConceptVectors:

@@ -2,9 +2,8 @@
 
 - distinct-2: unique token bigrams / bigrams (1.0 = no bigram repeats).
 - longest repeat: the longest token n-gram that occurs at least twice.
-- loop detection: the tail of the text is one short pattern repeated (a degenerate loop).
-- coherent: no loop/NaN, perplexity <= 2.5x the baseline's, distinct-2 >= max(0.35, 0.6x the
-  baseline's), and no repeated n-gram longer than max(5, 1.5x the baseline's longest).
+- loop detection and the coherence verdict: one rule each, in app.domain.repetition and
+  app.domain.coherence (the generator's early stop uses `detect_loop` = `tail_cycle`).
 - perplexity: exp(mean negative log-likelihood) of the generated tokens under the UNSTEERED
   model, so a steered text that the plain model finds implausible scores high.
 - concept score: mean projection of the generated tokens' residual stream (unsteered model,
@@ -21,14 +20,11 @@ from typing import Optional, Sequence
 import mlx.core as mx
 import numpy as np
 
-from app.core.capture import pad_right
-from app.core.patching import Recorder, patch_layers
+from mlx_lm.models.cache import KVCache, RotatingKVCache, make_prompt_cache
 
-# A cell counts as coherent when all of these hold (documented in the README):
-MAX_PPL_RATIO = 2.5  # perplexity at most 2.5x the baseline's
-MIN_DISTINCT2_RATIO = 0.6  # distinct-2 at least 60% of the baseline's
-MIN_DISTINCT2 = 0.35
-MIN_REPEAT_LIMIT = 5  # a repeated n-gram longer than max(5, 1.5x the baseline's) is a repetition
+from app.core.models import layers_of
+from app.core.patching import ForwardState, Recorder, patch_layers
+from app.domain.repetition import tail_cycle as detect_loop  # noqa: F401  (the engine's early stop)
 
 
 def distinct_n(tokens: Sequence[int], n: int = 2) -> float:
@@ -55,19 +51,6 @@ def longest_repeat(tokens: Sequence[int], max_n: int = 64) -> int:
     return best
 
 
-def detect_loop(tokens: Sequence[int], max_period: int = 12, min_span: int = 24) -> Optional[int]:
-    """Period p if the last max(min_span, 3p) tokens are one p-token pattern repeated."""
-    t = list(tokens)
-    for p in range(1, max_period + 1):
-        span = max(min_span, 3 * p)
-        if len(t) < span:
-            continue
-        tail = t[-span:]
-        if all(tail[i] == tail[i - p] for i in range(p, span)):
-            return p
-    return None
-
-
 @dataclass
 class TextScores:
     n_tokens: int
@@ -80,6 +63,9 @@ class TextScores:
         return dict(self.__dict__)
 
 
+SCORE_LOGIT_BYTES = 256 * 2**20  # logits held at once while scoring: rows x generated x vocab x 4 bytes
+
+
 def score_continuations(
     model,
     prompt: Sequence[int],
@@ -87,48 +73,110 @@ def score_continuations(
     read_layer: Optional[int],
     unit: Optional[np.ndarray],
     pad: int = 0,
-    batch_size: int = 8,
+    batch_size: Optional[int] = None,
 ) -> list[TextScores]:
-    """Score each continuation under the unsteered model in batched forward passes."""
+    """Score each continuation under the unsteered model in batched forward passes.
+
+    Only the values needed leave MLX: the final norm and the unembedding run at the positions
+    that predict a generated token (a hook on the last block drops the prompt positions), the
+    log-probability of each generated token is gathered along the vocabulary axis, and the
+    read-layer projection is taken there too, so [rows, G] numbers are copied, not [rows, T, V].
+    ``batch_size`` None: as many rows per pass as ``SCORE_LOGIT_BYTES`` allows.
+    """
     out: list[TextScores] = []
     P = len(prompt)
+    G = max((len(c) for c in continuations), default=0)
+    if batch_size is None:
+        vocab = _vocab_size(model)
+        batch_size = max(1, SCORE_LOGIT_BYTES // max(1, G * vocab * 4))
+    u = mx.array(np.asarray(unit, dtype=np.float32)) if unit is not None else None
     for start in range(0, len(continuations), batch_size):
         chunk = continuations[start : start + batch_size]
-        seqs = [list(prompt) + list(c) for c in chunk]
-        tokens, lengths = pad_right(seqs, pad)
-        hooks = {}
-        rec = Recorder()
-        if read_layer is not None:
-            hooks[read_layer] = [rec]
-        with patch_layers(model, hooks):
-            logits = model(tokens)
-            hidden = rec.outputs[0] if read_layer is not None else None
-            logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-            mx.eval(logprobs, *( [hidden] if hidden is not None else []))
-        lp = np.array(logprobs.astype(mx.float32))
-        hid = np.array(hidden.astype(mx.float32)) if hidden is not None else None
+        lp, proj = _score_chunk(model, prompt, chunk, read_layer, u, pad, P, G)
         for b, c in enumerate(chunk):
-            G = len(c)
-            if G == 0:
+            n = len(c)
+            if n == 0:
                 out.append(TextScores(0, 1.0, 0, float("nan"), float("nan")))
                 continue
-            # logits at position t predict token t+1
-            nll = -np.array([lp[b, P - 1 + i, c[i]] for i in range(G)], dtype=np.float64)
+            nll = -lp[b, :n].astype(np.float64)
             ppl = float(np.exp(np.clip(nll.mean(), 0, 50)))
-            proj = float("nan")
-            if hid is not None and unit is not None:
-                proj = float((hid[b, P : P + G] @ unit).mean())
-            out.append(TextScores(G, distinct_n(c, 2), longest_repeat(c), ppl, proj))
+            p = float(proj[b, :n].astype(np.float64).mean()) if proj is not None else float("nan")
+            out.append(TextScores(n, distinct_n(c, 2), longest_repeat(c), ppl, p))
     return out
 
 
-def is_coherent(cell: TextScores, baseline: TextScores, degenerate: bool = False) -> bool:
-    if degenerate or cell.n_tokens == 0:
-        return False
-    if np.isfinite(baseline.perplexity) and cell.perplexity > MAX_PPL_RATIO * max(baseline.perplexity, 1.0):
-        return False
-    if cell.distinct2 < max(MIN_DISTINCT2, MIN_DISTINCT2_RATIO * baseline.distinct2):
-        return False
-    if cell.longest_repeat > max(MIN_REPEAT_LIMIT, 1.5 * baseline.longest_repeat):
-        return False  # e.g. "I'm so glad you're here! I'm so glad you're here."
-    return True
+def _score_chunk(model, prompt, chunk, read_layer, unit, pad, P, G):
+    """([rows, G] log-probabilities of the generated tokens, [rows, G] projections or None)."""
+    if G == 0:
+        return np.zeros((len(chunk), 0), np.float32), None
+    conts = mx.array([list(c) + [pad] * (G - len(c)) for c in chunk])  # [rows, G]
+    cache = make_prompt_cache(model)
+    if not all(type(c) in (KVCache, RotatingKVCache) for c in cache):
+        return _score_chunk_whole(model, prompt, chunk, read_layer, unit, pad, P, G, conts)
+    last = len(layers_of(model)) - 1
+    rec = Recorder()
+    hooks: dict[int, list] = {read_layer: [rec]} if read_layer is not None else {}
+    hooks.setdefault(last, []).append(_last_prompt_position)
+    state = ForwardState(phase="prompt")
+    with patch_layers(model, hooks, state):
+        # The model is unsteered, so every row shares the prompt: run it once, copy its KV cache
+        # to all rows, then run the continuations on top (causal attention: the same numbers).
+        first = model(mx.array([list(prompt)]), cache=cache)[0, -1, :].astype(mx.float32)  # predicts token 0
+        rec.outputs.clear()
+        for c in cache:
+            c.keys = mx.repeat(c.keys, len(chunk), axis=0)
+            c.values = mx.repeat(c.values, len(chunk), axis=0)
+        state.phase = "generated"
+        logits = model(conts, cache=cache)[:, : G - 1, :].astype(mx.float32)  # position i predicts token i + 1
+        lp = (first[conts[:, 0]] - mx.logsumexp(first))[:, None]
+        if G > 1:
+            rest = mx.take_along_axis(logits, conts[:, 1:, None], axis=-1)[..., 0] - mx.logsumexp(logits, axis=-1)
+            lp = mx.concatenate([lp, rest], axis=1)
+        proj = None
+        if read_layer is not None and unit is not None:
+            proj = rec.outputs[0].astype(mx.float32) @ unit  # [rows, G]: the continuation's own positions
+        mx.eval(lp, *([proj] if proj is not None else []))
+    return np.array(lp), (np.array(proj) if proj is not None else None)
+
+
+def _last_prompt_position(h, state):
+    """The prompt pass needs only its last position's logits (the unembedding is skipped elsewhere)."""
+    return h[:, -1:, :] if state.phase == "prompt" else None
+
+
+def _score_chunk_whole(model, prompt, chunk, read_layer, unit, pad, P, G, conts):
+    """Other cache types: prompt + continuation in one pass per row, unembedding only where it predicts."""
+    seqs = [list(prompt) + list(c) + [pad] * (G - len(c)) for c in chunk]
+    last = len(layers_of(model)) - 1
+
+    def predicting_positions(h, _state):
+        return h[:, P - 1 : P - 1 + G, :]  # logits at position t predict token t + 1
+
+    rec = Recorder()
+    hooks: dict[int, list] = {read_layer: [rec]} if read_layer is not None else {}
+    hooks.setdefault(last, []).append(predicting_positions)
+    with patch_layers(model, hooks):
+        logits = model(mx.array(seqs)).astype(mx.float32)  # [rows, G, V]
+        lp = mx.take_along_axis(logits, conts[..., None], axis=-1)[..., 0] - mx.logsumexp(logits, axis=-1)
+        proj = None
+        if read_layer is not None and unit is not None:
+            proj = rec.outputs[0][:, P : P + G, :].astype(mx.float32) @ unit
+        mx.eval(lp, *([proj] if proj is not None else []))
+    return np.array(lp), (np.array(proj) if proj is not None else None)
+
+
+def _vocab_size(model) -> int:
+    args = getattr(model, "args", None)
+    v = getattr(args, "vocab_size", None) if args is not None else None
+    return int(v) if v else 262_144  # unknown: assume a large vocabulary (smaller batches)
+
+
+def is_coherent(cell: TextScores, baseline: TextScores, degenerate: bool = False, tokens: Sequence[int] = (),
+                baseline_tokens: Sequence[int] = ()) -> bool:
+    """The lab's one coherence verdict (app.domain.coherence) on two scored texts; pass the tokens for its
+    repetition rule."""
+    from app.domain.coherence import coherence_verdict
+
+    return coherence_verdict(cell.n_tokens, cell.perplexity, cell.distinct2, "loop" if degenerate else "",
+                             baseline.perplexity, baseline.distinct2, tokens, baseline_tokens).coherent
+

@@ -9,20 +9,21 @@ Strength can be *relative* (default) or *absolute*:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 
 from app.core.interventions import check_param, make, op_info
+from app.domain import limits
+from app.domain.parse import parse_float
 from app.errors import InputError
 from app.types import ConceptVectors
 
 SCHEDULES = ("constant", "linear_decay", "ramp_up", "pulse")
 MODES = ("add", "logits")
 POSITIONS = ("all", "prompt", "generated")
-MAX_ABS_STRENGTH = 100.0
+MAX_ABS_STRENGTH = limits.STRENGTH_LIMITS["absolute"]  # the largest strength of either mode
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Schedule:
     def __post_init__(self):
         if self.kind not in SCHEDULES:
             raise InputError(f"unknown schedule {self.kind!r}; choose one of {', '.join(SCHEDULES)}")
-        if not isinstance(self.length, int) or self.length < 1 or self.length > 100_000:
+        if not isinstance(self.length, int) or self.length < 1 or self.length > limits.SCHEDULE_LENGTH_MAX:
             raise InputError(f"schedule length must be a whole number of tokens >= 1, got {self.length!r}")
 
     def value(self, step: int) -> float:
@@ -106,7 +107,7 @@ class SteeringPlan:
             raise InputError(f"unknown mode {self.mode!r}; choose add or logits")
         if self.positions not in POSITIONS:
             raise InputError(f"positions must be one of {', '.join(POSITIONS)}")
-        check_finite(self.guidance, "guidance scale")
+        check_finite(self.guidance, "guidance scale", limits.GUIDANCE_LIMIT)
         layers = [e.layer for e in self.entries]
         if len(set(layers)) != len(layers):
             raise InputError("each layer may appear only once in a plan")
@@ -132,15 +133,8 @@ class SteeringPlan:
 
 
 def check_finite(x: float, what: str, limit: float = MAX_ABS_STRENGTH) -> float:
-    try:
-        value = float(x)
-    except (TypeError, ValueError):
-        raise InputError(f"{what} must be a number, got {x!r}") from None
-    if not math.isfinite(value):
-        raise InputError(f"{what} must be a finite number, got {x!r}")
-    if abs(value) > limit:
-        raise InputError(f"{what} {value:g} is out of range (|{what}| <= {limit:g})")
-    return value
+    """A finite number with |x| <= limit (the lab's one number check, app.domain.parse)."""
+    return parse_float(x, what, limit)
 
 
 def plan_from_vectors(
@@ -160,7 +154,11 @@ def plan_from_vectors(
     for layer, strength in layer_strengths:
         if not isinstance(layer, (int, np.integer)) or isinstance(layer, bool) or not 0 <= int(layer) < cv.num_layers:
             raise InputError(f"layer {layer!r} does not exist: this model has layers 0-{cv.num_layers - 1}")
-        s = check_finite(strength, "strength" if kwargs.get("op", "add") == "add" else "operation parameter", 180.0 if kwargs.get("op") == "rotate" else MAX_ABS_STRENGTH)
+        op = kwargs.get("op", "add")
+        if op == "add":
+            s = check_finite(strength, "strength", limits.strength_limit(relative))
+        else:
+            s = check_finite(strength, "operation parameter", 180.0 if op == "rotate" else limits.OP_PARAM_LIMIT)
         tp = float(typical_projection[int(layer)]) if typical_projection is not None else 0.0
         entries.append(SteeringEntry(int(layer), cv.vectors[int(layer)], s, float(cv.typical_norms[int(layer)]), relative, tp))
     return SteeringPlan(entries=entries, **kwargs)

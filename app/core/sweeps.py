@@ -3,8 +3,16 @@
 Every cell is one steered row; one baseline row runs in the first batch. Rows share the
 prompt and the sampling noise, so each cell differs from the baseline only by its steering.
 A cell is scored by the unsteered model (see app.core.scoring): concept score, perplexity
-ratio to the baseline, distinct-2, longest repeat, length. The recommended setting is the
-coherent cell with the highest concept score (ties: the smaller strength).
+ratio to the baseline, distinct-2, longest repeat, length, and a coherence verdict that says
+which rule decided (app.domain.coherence). The recommended setting is the coherent cell with the
+highest concept score (ties: the smaller strength).
+
+With a ``judge`` (app.core.judges), every cell also gets ``judge_score``: the judge's change
+from the baseline text, signed so that positive = more of the concept, and the recommendation
+uses it instead: the concept score is the text's move along the concept's OWN vector, which
+rewards any emotional text, so it stays only as a secondary readout ("moved along the vector").
+With ``prompted`` (the concept's system prompt around the same user text), an unsteered
+prompted row rides in the first batch and its judge change is the reference to beat.
 """
 
 from __future__ import annotations
@@ -17,16 +25,20 @@ import numpy as np
 
 from app.core.chat import pad_id
 from app.core.generation import run_batch, validate_params
+from app.core.judges import Judge, judge_scores
+from app.core.prompted import joinable, run_alone
 from app.core.interventions import OPS, check_param, make
 from app.core.models import LoadedModel
-from app.core.scoring import TextScores, is_coherent, score_continuations
+from app.core.scoring import TextScores, score_continuations
 from app.core.steering import Schedule, SteeringEntry, check_finite
+from app.domain import limits
+from app.domain.coherence import coherence_verdict
 from app.errors import InputError
 from app.types import ConceptVectors, GenerationParams
 
-MAX_CELLS = 64
-MEMORY_BUDGET_BYTES = 1_500_000_000
-MAX_ROWS_PER_BATCH = 24
+MAX_CELLS = limits.SWEEP_CELLS
+MEMORY_BUDGET_BYTES = limits.SWEEP_MEMORY_BYTES
+MAX_ROWS_PER_BATCH = limits.SWEEP_ROWS_PER_BATCH
 
 
 @dataclass
@@ -43,6 +55,9 @@ class SweepCell:
     longest_repeat: int
     coherent: bool
     degenerate: bool
+    verdict: str = ""  # which coherence rule decided, in words
+    verdict_rule: str = ""
+    judge_score: Optional[float] = None  # judge change from the baseline (sign applied); None: no judge
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -61,6 +76,8 @@ class SweepResult:
     seconds: float = 0.0
     batches: int = 0
     op: str = "add"  # the strengths are this operation's parameter values (a, t, theta)
+    judge: Optional[dict] = None  # kind, label, baseline raw score, prompted_change
+    prompted_text: Optional[str] = None
 
     def cell(self, layer: int, strength: float) -> SweepCell:
         for c in self.cells:
@@ -81,6 +98,8 @@ class SweepResult:
             "strengths": self.strengths,
             "relative": self.relative,
             "op": self.op,
+            "judge": self.judge,
+            "prompted_text": self.prompted_text,
             "read_layer": self.read_layer,
             "baseline_text": self.baseline_text,
             "baseline": self.baseline,
@@ -119,12 +138,14 @@ def run_sweep(
     should_stop: Optional[Callable[[], bool]] = None,
     op: str = "add",
     typical_projection: Optional[np.ndarray] = None,
+    judge: Optional[Judge] = None,
+    prompted: Optional[Sequence[int]] = None,
 ) -> SweepResult:
     """Sweep layers x values of ``op``'s parameter (strength for add, a, t or theta otherwise)."""
     validate_params(params)
     layers = [int(l) for l in layers]
     if op == "add":
-        strengths = [check_finite(s, "strength") for s in strengths]
+        strengths = [check_finite(s, "strength", limits.strength_limit(relative)) for s in strengths]
     else:
         strengths = [check_param(op, s, f"sweep value ({OPS[op].param})") for s in strengths]
         if op in ("cap", "clamp") and typical_projection is None:
@@ -148,7 +169,8 @@ def run_sweep(
     t0 = time.perf_counter()
     # The first batch carries the baseline row; the others only cells.
     batches: list[list[tuple[int, float]]] = []
-    first = per_batch - 1
+    joint = prompted is not None and joinable(lm.model)
+    first = max(per_batch - (2 if joint else 1), 1)
     batches.append(cells_spec[:first])
     rest = cells_spec[first:]
     while rest:
@@ -163,7 +185,7 @@ def run_sweep(
                                               for l, s in batch]
         last = None
         for step in run_batch(lm, prompt, rows, params, schedule, positions, True,
-                              should_stop=should_stop):
+                              should_stop=should_stop, prompted=prompted if (joint and bi == 0) else None):
             last = step
             if progress is not None:
                 progress(done_steps + step.step + 1, total_steps, f"batch {bi + 1}/{len(batches)}")
@@ -174,6 +196,7 @@ def run_sweep(
             baseline_tokens = list(last.rows[0].tokens)
             baseline_finish = last.rows[0].finish
             offset = 1
+            prompted_tokens = list(last.rows[-1].tokens) if joint else None
         for j, (l, s) in enumerate(batch):
             r = last.rows[offset + j]
             generated[(l, s)] = (list(r.tokens), r.finish)
@@ -183,6 +206,12 @@ def run_sweep(
     base_scores: TextScores = scores[0]
     tok = lm.tokenizer
     eos = set(getattr(tok, "eos_token_ids", []) or [])
+
+    def visible(ids: Sequence[int]) -> tuple[list[int], list[str]]:
+        kept = [t for t in ids if t not in eos]
+        return kept, [tok.decode([t]) for t in kept]
+
+    base_visible = visible(baseline_tokens)
     result = SweepResult(
         layers=layers,
         strengths=strengths,
@@ -198,14 +227,23 @@ def run_sweep(
         degenerate = finish in ("loop", "nan")
         cs = (sc.projection - base_scores.projection) / norm if norm > 0 else float("nan")
         ppl_ratio = sc.perplexity / base_scores.perplexity if base_scores.perplexity > 0 else float("nan")
+        ids, pieces = visible(toks)
+        v = coherence_verdict(sc.n_tokens, sc.perplexity, sc.distinct2, finish, base_scores.perplexity,
+                              base_scores.distinct2, ids, base_visible[0], pieces, base_visible[1])
         result.cells.append(
             SweepCell(
-                layer=l, strength=s, text=tok.decode([t for t in toks if t not in eos]), n_tokens=len(toks),
+                layer=l, strength=s, text=tok.decode(ids), n_tokens=len(toks),
                 finish=finish, concept_score=float(cs), perplexity=sc.perplexity, ppl_ratio=float(ppl_ratio),
                 distinct2=sc.distinct2, longest_repeat=sc.longest_repeat,
-                coherent=is_coherent(sc, base_scores, degenerate), degenerate=degenerate,
+                coherent=v.coherent, degenerate=degenerate, verdict=v.reason, verdict_rule=v.rule,
             )
         )
+    if prompted is not None and not joint:
+        prompted_tokens = list(run_alone(lm, prompted, params, should_stop).tokens)
+    if prompted is not None:
+        result.prompted_text = tok.decode([t for t in prompted_tokens if t not in eos])
+    if judge is not None:
+        _judge_cells(result, judge)
     result.recommended = recommend(result.cells)
     result.seconds = time.perf_counter() - t0
     return result
@@ -218,10 +256,34 @@ def _cell_intervention(cv: ConceptVectors, layer: int, value: float, relative: b
     return make(op, layer, cv.vectors[layer], entry.op_param(op))
 
 
+def _judge_cells(result: SweepResult, judge: Judge) -> None:
+    """Judge change of every cell (and of the prompted row) from the baseline text."""
+    texts = [result.baseline_text] + [c.text for c in result.cells]
+    if result.prompted_text is not None:
+        texts.append(result.prompted_text)
+    scores = judge_scores(judge, texts)
+    for c, v in zip(result.cells, scores[1:1 + len(result.cells)]):
+        c.judge_score = float(v - scores[0])
+    result.judge = {
+        "kind": judge.kind, "label": judge.label, "sign": judge.sign,
+        "baseline_raw": float(scores[0]) * judge.sign,
+        "prompted_change": float(scores[-1] - scores[0]) if result.prompted_text is not None else None,
+        "accuracy": getattr(judge, "accuracy", None),
+    }
+
+
 def recommend(cells: Sequence[SweepCell]) -> Optional[tuple[int, float]]:
-    """Best concept score among coherent cells with a positive effect; ties -> smaller strength."""
-    good = [c for c in cells if c.coherent and np.isfinite(c.concept_score) and c.concept_score > 0]
+    """Best effect among coherent cells that moved the right way; ties -> smaller strength.
+
+    The effect is the judge change where the sweep had a judge, else the concept score."""
+    judged = any(c.judge_score is not None for c in cells)
+
+    def effect(c: SweepCell) -> float:
+        v = c.judge_score if judged else c.concept_score
+        return float(v) if v is not None else float("nan")
+
+    good = [c for c in cells if c.coherent and np.isfinite(effect(c)) and effect(c) > 0]
     if not good:
         return None
-    best = max(good, key=lambda c: (round(c.concept_score, 6), -abs(c.strength)))
+    best = max(good, key=lambda c: (round(effect(c), 6), -abs(c.strength)))
     return best.layer, best.strength

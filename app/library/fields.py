@@ -10,6 +10,7 @@ import functools
 import math
 from typing import Any
 
+from app.domain import limits
 from app.types import (
     JUDGE_KINDS, METHOD_NAMES, PROBE_MIN_PAIRS, READABILITY_METRICS, ContrastPair, JudgeSpec, Recommendation,
 )
@@ -24,8 +25,8 @@ CONCEPT_KEYS = (
 )
 MAX_CONCEPT_BYTES = 2 * 1024 * 1024
 MAX_NAME_LEN = 100
-MAX_TEXT_LEN = 4000
-MAX_PAIRS = 512
+MAX_TEXT_LEN = limits.PAIR_TEXT_CHARS
+MAX_PAIRS = limits.PAIRS_PER_CONCEPT
 MAX_TAGS = 32
 MAX_TAG_LEN = 40
 STRENGTH_MODES = ("relative", "absolute")

@@ -23,14 +23,15 @@ from app.core.extraction import METHODS, extract, random_control, typical_norms_
 from app.core.methods import method_choices
 from app.core.gguf_io import ExportResult, export_control_vector, import_control_vector
 from app.core.mixing import blend, cosine_matrix, mix_concept, parse_mix
+from app.domain import limits
 from app.errors import InputError
 from app.types import Concept, ConceptVectors
 
 log = logging.getLogger("steering_lab.concepts")
 
-MAX_PAIR_TEXT = 4000
-MAX_PAIRS = 512
-MAX_RECIPE_DEPTH = 8
+MAX_PAIR_TEXT = limits.PAIR_TEXT_CHARS
+MAX_PAIRS = limits.PAIRS_PER_CONCEPT
+MAX_RECIPE_DEPTH = limits.MIX_DEPTH
 
 Progress = Optional[Callable[[int, int], None]]
 
@@ -287,7 +288,7 @@ class ConceptOps:
 
         check_exportable(op)
         if strength is not None:
-            strength = check_finite(strength, "strength")
+            strength = check_finite(strength, "strength", limits.strength_limit(relative))
         cv = self.concept_vectors(slug)
         hint = self.loaded.info().family
         return export_control_vector(cv, path, layers=layers, strength=strength, relative=relative, model_hint=hint)

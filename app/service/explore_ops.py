@@ -32,6 +32,7 @@ class ExploreOps:
                 ex.concept = concept or ""
                 ex.typical_norms = cv.typical_norms
                 ex.extra["recommended_layers"] = cv.recommended_layers
+                ex.extra["vector_lens"] = self.vector_lens(cv, token=tok)
             return ex
 
         return self.jobs.run(job, token)

@@ -7,16 +7,19 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from app.core.generation import MAX_TOKENS_LIMIT, compare_stream
+from app.core.generation import compare_stream
 from app.core.steering import Schedule, SteeringPlan, plan_from_vectors
-from app.core.sweeps import MAX_CELLS, SweepResult, run_sweep
+from app.core.sweeps import SweepResult, run_sweep
+from app.domain import limits
+from app.domain.parse import RANDOM_PREFIX, looks_like_mix as is_mix
 from app.core.interventions import OPS, op_info
 from app.errors import InputError
-from app.service.intervention_ops import InterventionOps
+from app.service.intervention_ops import InterventionOps, LensOps
 from app.service.jobs import CancelToken
+from app.service.judge_ops import JudgeOps, concept_slug, prompted_system
 from app.types import ComparisonChunk, ConceptVectors, GenerationParams
 
-DEFAULT_RELATIVE_STRENGTH = 0.3
+DEFAULT_RELATIVE_STRENGTH = limits.DEFAULT_STRENGTH["relative"]
 
 
 @dataclass
@@ -42,6 +45,8 @@ class SteerRequest:
     condition: Optional[str] = None  # conditional steering: only where this concept's projection is high
     threshold: float = 1.0  # ... above threshold x its typical positive projection
     effects: bool = False  # also compute the per-token effect map at the end
+    prompted: bool = False  # add the unsteered row under the concept's system prompt
+    judge: bool = True  # score baseline / prompted / steered with the concept's judge at the end
 
     def __post_init__(self):
         """Validate the operation fields once, naming the field (the rest is checked where it is used)."""
@@ -60,10 +65,6 @@ class SteerRequest:
         self.threshold = check_finite(self.threshold, "threshold", 10.0)
 
 
-def is_mix(text: str) -> bool:
-    return ":" in text or "," in text
-
-
 class RecommendationOps:
     """Store a sweep's best setting in the concept (a user copy for shipped concepts)."""
 
@@ -71,14 +72,14 @@ class RecommendationOps:
         from app.library.slugs import model_key
         from app.types import Recommendation
 
-        if is_mix(concept) or concept.startswith("random:"):
+        if is_mix(concept) or concept.startswith(RANDOM_PREFIX):
             raise InputError("recommendations can only be saved for a named concept")
         rec = Recommendation(layer=int(layer), strength=float(strength),
                              strength_mode="relative" if relative else "absolute", source=source)
         self.library.set_recommendation(concept.strip(), model_key(self.loaded.model_id), rec)
 
 
-class GenerationOps(RecommendationOps, InterventionOps):
+class GenerationOps(RecommendationOps, InterventionOps, LensOps, JudgeOps):
     """Requires ``self.jobs``, ``self.loaded``, ``self.library`` and ConceptOps' methods."""
 
     # ---- resolving what to steer with ---------------------------------------------------
@@ -88,8 +89,8 @@ class GenerationOps(RecommendationOps, InterventionOps):
         text = (concept or "").strip()
         if not text:
             raise InputError("choose a concept (or type a mix like happy:0.7, excited:0.3)")
-        if text.startswith("random:"):
-            slug = text.split(":", 1)[1].strip()
+        if text.startswith(RANDOM_PREFIX):
+            slug = text[len(RANDOM_PREFIX):].strip()
             return self.random_control_vectors(slug), f"random control (norms of {slug})"
         if is_mix(text) or normalize or project_out:
             cv, recipe = self.mix_vectors(text, normalize=normalize, project_out=tuple(project_out))
@@ -106,7 +107,7 @@ class GenerationOps(RecommendationOps, InterventionOps):
         from app.library.slugs import model_key
 
         text = concept.strip()
-        if not is_mix(text) and not text.startswith("random:"):
+        if not is_mix(text) and not text.startswith(RANDOM_PREFIX):
             try:
                 rec = self.library.get(text).recommended.get(model_key(self.loaded.model_id))
             except Exception:
@@ -187,10 +188,27 @@ class GenerationOps(RecommendationOps, InterventionOps):
         def job(emit: Callable[[Any], None], tok: CancelToken) -> None:
             plan, settings = self.build_plan(req, tok)
             prompt = self.tokenize_chat(req.prompt, req.system)
-            for chunk in compare_stream(self.loaded, prompt, plan, req.params, should_stop=tok, effects=req.effects):
+            prompted = self._prompted_tokens(req.concept, req.prompt, req.system) if req.prompted else None
+            settings["prompted_system"] = prompted[1] if prompted else None
+            for chunk in compare_stream(self.loaded, prompt, plan, req.params, should_stop=tok, effects=req.effects,
+                                        prompted=prompted[0] if prompted else None):
+                if chunk.done and req.judge:
+                    judge = self.judge_for(req.concept)
+                    if judge is not None:
+                        chunk.stats["judge"] = self.judge_texts(judge, {
+                            "baseline": chunk.baseline_text, "prompted": chunk.prompted_text,
+                            "steered": chunk.steered_text})
                 emit((chunk, settings))
 
         return self.jobs.stream(job, token)
+
+    def _prompted_tokens(self, concept: str, prompt: str, system: Optional[str]) -> Optional[tuple[list[int], str]]:
+        """(tokens, system prompt) of the prompted row; None for mixes (no single concept)."""
+        slug = concept_slug(concept)
+        if slug is None:
+            return None
+        sp = prompted_system(self.library.get(slug), system)
+        return self.tokenize_chat(prompt, sp), sp
 
     def compare(self, req: SteerRequest, token: Optional[CancelToken] = None) -> tuple[ComparisonChunk, dict]:
         last = None
@@ -213,66 +231,25 @@ class GenerationOps(RecommendationOps, InterventionOps):
         progress: Optional[Callable[[int, int, str], None]] = None,
         token: Optional[CancelToken] = None,
         op: str = "add",
+        prompted: bool = True,
+        judge: bool = True,
     ) -> SweepResult:
         """Sweep layers x strengths; for another ``op`` the strengths are its parameter (a, t, theta)."""
         from app.service.model_service import validate_text
 
         validate_text(prompt, "prompt")
         op_info(op, "op")
-        if len(layers) * len(strengths) > MAX_CELLS:
-            raise InputError(f"{len(layers) * len(strengths)} cells is too many for one sweep (at most {MAX_CELLS})")
+        if len(layers) * len(strengths) > limits.SWEEP_CELLS:
+            raise InputError(f"{len(layers) * len(strengths)} cells is too many for one sweep (at most {limits.SWEEP_CELLS})")
 
         def job(tok: CancelToken) -> SweepResult:
             cv, _ = self.resolve_vectors(concept, tok)
             tokens = self.tokenize_chat(prompt, system)
             typical = self.typical_projection(concept, cv)[0] if op in ("cap", "clamp") else None
+            p_tokens = self._prompted_tokens(concept, prompt, system) if prompted else None
             return run_sweep(self.loaded, tokens, cv, layers, strengths, params, relative=relative,
-                             progress=progress, should_stop=tok, op=op, typical_projection=typical)
+                             progress=progress, should_stop=tok, op=op, typical_projection=typical,
+                             judge=self.judge_for(concept) if judge else None,
+                             prompted=p_tokens[0] if p_tokens else None)
 
         return self.jobs.run(job, token)
-
-
-def parse_int_list(text: str, what: str = "layers", upper: Optional[int] = None) -> list[int]:
-    """'4-8, 12' -> [4, 5, 6, 7, 8, 12] with clear errors."""
-    out: list[int] = []
-    text = (text or "").strip()
-    if not text:
-        raise InputError(f"no {what} given")
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part[1:]:
-            a, b = part[0] + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1]
-            a_i, b_i = _int(a, part, what), _int(b, part, what)
-            if b_i < a_i:
-                raise InputError(f"{what}: range {part!r} goes backwards; write it low-high, e.g. {b_i}-{a_i}")
-            out.extend(range(a_i, b_i + 1))
-        else:
-            out.append(_int(part, part, what))
-    for v in out:
-        if v < 0 or (upper is not None and v >= upper):
-            raise InputError(f"{what}: {v} is out of range (0-{upper - 1 if upper else '...'})")
-    if len(set(out)) != len(out):
-        raise InputError(f"{what} repeat: {text!r}")
-    return out
-
-
-def _int(text: str, part: str, what: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise InputError(f"{what}: {part!r} is not a whole number or a range like 4-8") from None
-
-
-def parse_float_list(text: str, what: str = "strengths", limit: float = 100.0) -> list[float]:
-    from app.core.steering import check_finite
-
-    parts = [p.strip() for p in (text or "").split(",") if p.strip()]
-    if not parts:
-        raise InputError(f"no {what} given")
-    vals = [check_finite(p, what[:-1] if what.endswith("s") else what, limit) for p in parts]
-    if len(set(vals)) != len(vals):
-        raise InputError(f"{what} repeat: {text!r}")
-    return vals
-

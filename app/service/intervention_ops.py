@@ -72,11 +72,23 @@ class InterventionOps:
 
 def op_layers_from_text(text: str, num_layers: int) -> tuple[int, ...]:
     """'all', '8-20' or '4, 12' -> layer numbers for the operation ('' -> none extra)."""
-    from app.service.generation_ops import parse_int_list
+    from app.domain.parse import parse_layers
 
     text = (text or "").strip().lower()
     if not text:
         return ()
     if text == "all":
         return tuple(range(num_layers))
-    return tuple(parse_int_list(text, "operation layers", num_layers))
+    return tuple(parse_layers(text, num_layers, "operation layers"))
+
+
+class LensOps:
+    """The vector lens for the quality card and the layer explorer (requires ``self.jobs``, ``self.loaded``)."""
+
+    def vector_lens(self, cv: ConceptVectors, k: int = 6, token: Any = None):
+        """Top/bottom tokens of each layer's direction read through the final norm and the output head."""
+        from app.core.lens import vector_lens
+
+        if cv.num_layers != self.loaded.num_layers or cv.hidden_size != self.loaded.hidden_size:
+            raise InputError("these vectors were made for another model; the lens needs this model's vectors")
+        return self.jobs.run(lambda tok: vector_lens(self.loaded, cv.vectors, k=k), token)

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import app.core  # noqa: F401  (loads the fast BLAS before MLX)
 from app import paths
+from app.domain import limits
 from app.core import registry
 from app.core.capture import CaptureResult, capture
 from app.core.chat import encode, format_chat, pad_id
@@ -23,8 +24,8 @@ from app.types import ModelInfo
 
 log = logging.getLogger("steering_lab.service")
 
-MAX_PROMPT_CHARS = 8000
-MAX_PROMPTS = 512
+MAX_PROMPT_CHARS = limits.PROMPT_CHARS
+MAX_PROMPTS = limits.PROMPTS_PER_CALL
 
 
 class ModelService(GenerationOps, ExploreOps, ConceptOps):

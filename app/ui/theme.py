@@ -20,6 +20,11 @@ CSS = """
 .pane-title {font-weight:600; font-size:0.85rem; opacity:0.8; margin:0 0 0.25rem 0.1rem}
 .pane-empty {opacity:0.55; font-style:italic}
 .pane .tok {border-radius:3px}
+.tok-gate-open {box-shadow:inset 0 -3px 0 #16a34a}
+.tok-gate-shut {box-shadow:inset 0 -3px 0 #cbd5e1}
+.fx-map .tok {border-radius:3px}
+.fx-promoted {font-size:0.85em; color:#475569}
+.applied-table td, .applied-table th {padding:1px 8px; font-size:0.85em}
 .tok-after {text-decoration:underline dotted rgba(225,29,72,0.55); text-underline-offset:3px}
 .run-status {display:flex; flex-wrap:wrap; gap:0.5rem; align-items:center}
 .run-status .stat {font-size:0.8rem; opacity:0.8; font-variant-numeric:tabular-nums}

@@ -12,19 +12,16 @@ tab, concept, prompt, layers, strengths, max_tokens (sweeps).
 from __future__ import annotations
 
 import math
-import re
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import gradio as gr
 
+from app.domain import limits
+from app.domain.parse import parse_floats, parse_layers, parse_ref
+from app.errors import InputError
 from app.ui.context import TAB_IDS
 
-MAX_PROMPT_CHARS = 2000
-_CONCEPT_RE = re.compile(r"^[A-Za-z0-9_.:,+\- ]{1,200}$")
-_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_INT_LIST_RE = re.compile(r"^\s*\d{1,4}(\s*-\s*\d{1,4})?(\s*,\s*\d{1,4}(\s*-\s*\d{1,4})?)*\s*,?\s*$")
-_FLOAT_RE = r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d{1,2})?"
-_FLOAT_LIST_RE = re.compile(rf"^\s*{_FLOAT_RE}(\s*,\s*{_FLOAT_RE})*\s*,?\s*$")
+MAX_PROMPT_CHARS = limits.URL_PROMPT_CHARS
 
 PLAYGROUND_KEYS = ("concept", "layer", "strength", "abs", "prompt", "seed", "temp", "max_tokens")
 SWEEP_KEYS = ("concept", "prompt", "layers", "strengths", "max_tokens")
@@ -58,12 +55,17 @@ def _flag(text: Any) -> Optional[bool]:
 
 def _concept(text: Any, known: Optional[set[str]]) -> Optional[str]:
     t = str(text or "").strip()
-    if not t or not _CONCEPT_RE.match(t):
+    if not t or len(t) > limits.MIX_TEXT_CHARS:
         return None
-    is_plain = ":" not in t and "," not in t
-    if is_plain and (not _SLUG_RE.match(t) or (known is not None and t not in known)):
-        return None
-    return t
+    return t if _valid(lambda: parse_ref(t, known)) else None
+
+
+def _valid(check: Callable[[], Any]) -> bool:
+    try:
+        check()
+    except InputError:
+        return False
+    return True
 
 
 def _prompt(text: Any) -> Optional[str]:
@@ -76,7 +78,8 @@ def _prompt(text: Any) -> Optional[str]:
 
 
 def read_params(query: Mapping[str, Any], num_layers: int, known_concepts: Optional[set[str]] = None,
-                max_tokens_limit: int = 512, sweep_max_tokens_limit: int = 128) -> dict[str, Any]:
+                max_tokens_limit: int = limits.MAX_TOKENS,
+                sweep_max_tokens_limit: int = limits.SWEEP_MAX_TOKENS) -> dict[str, Any]:
     """Validated settings from query parameters: {"tab": ..., "playground": {...}, "sweeps": {...}}."""
     q = {str(k): query.get(k) for k in list(query.keys())[:50]}
     tab = str(q.get("tab") or "").strip()
@@ -88,10 +91,10 @@ def read_params(query: Mapping[str, Any], num_layers: int, known_concepts: Optio
     val = {
         "concept": _concept(q.get("concept"), known_concepts),
         "layer": _number(q.get("layer"), 0, num_layers - 1, integer=True),
-        "strength": _number(q.get("strength"), -8.0 if absolute else -1.0, 8.0 if absolute else 1.0),
+        "strength": _number(q.get("strength"), -limits.strength_limit(not absolute), limits.strength_limit(not absolute)),
         "prompt": _prompt(q.get("prompt")),
-        "seed": _number(q.get("seed"), 0, 2**32 - 1, integer=True),
-        "temp": _number(q.get("temp"), 0.0, 2.0),
+        "seed": _number(q.get("seed"), 0, limits.SEED_MAX, integer=True),
+        "temp": _number(q.get("temp"), 0.0, limits.TEMPERATURE_MAX),
         "max_tokens": _number(q.get("max_tokens"), 1, max_tokens_limit, integer=True),
     }
     pg.update({k: v for k, v in val.items() if v is not None})
@@ -102,10 +105,10 @@ def read_params(query: Mapping[str, Any], num_layers: int, known_concepts: Optio
     if val["prompt"] is not None:
         sw["prompt"] = val["prompt"]
     layers = str(q.get("layers") or "")
-    if layers and len(layers) <= 200 and _INT_LIST_RE.match(layers):
+    if layers and _valid(lambda: parse_layers(layers, num_layers)):
         sw["layers"] = layers.strip()
     strengths = str(q.get("strengths") or "")
-    if strengths and len(strengths) <= 200 and _FLOAT_LIST_RE.match(strengths):
+    if strengths and _valid(lambda: parse_floats(strengths)):
         sw["strengths"] = strengths.strip()
     mt = _number(q.get("max_tokens"), 1, sweep_max_tokens_limit, integer=True)
     if mt is not None:

@@ -11,6 +11,8 @@ from typing import Any, Iterable, Optional, Sequence
 
 import plotly.graph_objects as go
 
+from app.domain.parse import parse_layers
+
 FIG_FONT = dict(family="Inter, system-ui, sans-serif", size=12)
 POS0_COLOR = "#b45309"  # amber: the attention sink, shown apart from everything else
 MAIN_COLOR = "#4f46e5"  # indigo: the theme's primary hue
@@ -103,31 +105,8 @@ def empty_figure(title: str, message: str, height: int = 260) -> go.Figure:
 
 
 def parse_layer_spec(text: str, num_layers: Optional[int] = None, what: str = "layers") -> list[int]:
-    """'8-20, 24' -> [8, ..., 20, 24]; empty text -> []; clear ValueError messages otherwise."""
-    out: list[int] = []
-    for part in (text or "").replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            if "-" in part[1:]:
-                a, b = part.split("-", 1)
-                lo, hi = int(a), int(b)
-                if hi < lo:
-                    raise ValueError(f"{what}: the range {part!r} goes backwards; write it low-high, e.g. 8-20")
-                out.extend(range(lo, hi + 1))
-            else:
-                out.append(int(part))
-        except ValueError as exc:
-            if "backwards" in str(exc):
-                raise
-            raise ValueError(f"{what}: {part!r} is not a whole number or a range like 8-20") from None
-    for v in out:
-        if v < 0 or (num_layers is not None and v >= num_layers):
-            top = f"0-{num_layers - 1}" if num_layers else "0 or more"
-            raise ValueError(f"{what}: layer {v} does not exist (this model has layers {top})")
-    seen: set[int] = set()
-    return [v for v in out if not (v in seen or seen.add(v))]
+    """'8-20, 24' -> [8, ..., 20, 24]; empty text -> []; repeats dropped (the lab's one layer parser)."""
+    return parse_layers(text, num_layers, what, repeats="drop", allow_empty=True)
 
 
 def rows_or_placeholder(rows: Iterable[Sequence[Any]], width: int, note: str = "") -> list[list[Any]]:

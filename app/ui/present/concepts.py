@@ -373,8 +373,44 @@ def recommendations_md(concept: Concept) -> str:
     return "\n".join(out)
 
 
+JUDGE_TEXT = {
+    "sentiment": "VADER sentiment of the answer",
+    "lexicon": "share of words in the empath categories",
+    "words": "share of the answer's words in a list",
+    "length": "answer length in words",
+    "readability": "readability formula",
+    "probe": "a one-vs-rest probe on the unsteered model (this concept vs its negatives and the other concepts)",
+}
+
+
+def judge_md(concept: Concept, summary: Optional[Mapping[str, Any]] = None) -> str:
+    """How the concept's effect is judged, independently of its own vector."""
+    spec = concept.judge
+    if spec is None:
+        if len(concept.pairs) >= 4:
+            return ("**Judge:** none declared — add `judge:` to the concept's YAML, e.g. `{kind: probe}` for a "
+                    "probe trained one vs rest on the model (sentiment, lexicon, words, length and readability also exist).")
+        return "**Judge:** none (add a `judge:` block, or at least 4 pairs for a probe)."
+    what = JUDGE_TEXT.get(spec.kind, spec.kind)
+    detail = ""
+    if spec.kind == "lexicon":
+        detail = ": " + ", ".join(md_escape(c) for c in spec.categories)
+    elif spec.kind == "words":
+        detail = ": " + ", ".join(md_escape(w) for w in spec.words[:12]) + (" …" if len(spec.words) > 12 else "")
+    elif spec.kind == "readability":
+        detail = f": `{md_escape(spec.metric)}`"
+    way = "higher" if spec.sign > 0 else "lower"
+    line = f"**Judge:** {what}{detail} — {way} = more {md_escape(concept.name.lower())}."
+    acc = finite((summary or {}).get("accuracy"))
+    if spec.kind == "probe":
+        pair = finite((summary or {}).get("pair_accuracy"))
+        line += (f" Held-out accuracy **{pct(acc)}**" + (f", held-out pairs ordered right {pct(pair)}" if pair is not None else "") + "."
+                 if acc is not None else " (trained the first time it is needed; accuracy shown then).")
+    return line
+
+
 def concept_card_md(concept: Concept, shipped: bool, user_copy: bool, status: str, model_id: str = "",
-                    preview: int = 5) -> str:
+                    preview: int = 5, judge: Optional[Mapping[str, Any]] = None) -> str:
     """Markdown card for one concept: what it is, a few pairs, recommendations, vector status."""
     if shipped and user_copy:
         source = "your copy of a shipped concept (delete it to bring the shipped one back)"
@@ -399,6 +435,7 @@ def concept_card_md(concept: Concept, shipped: bool, user_copy: bool, status: st
             lines.append(f"| {md_escape(shorten(p.positive, 70))} | {md_escape(shorten(p.negative, 70))} |")
         if len(concept.pairs) > preview:
             lines.append(f"| … {len(concept.pairs) - preview} more | |")
+    lines += ["", judge_md(concept, judge)]
     lines += ["", "**Recommended settings**", recommendations_md(concept)]
     if model_id:
         lines += ["", f"**Vectors for `{md_escape(model_id)}`:** {STATUS_TEXT.get(status, status)}"]

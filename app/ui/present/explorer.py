@@ -12,6 +12,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from app.domain import limits
+
 from .common import (
     MAIN_COLOR,
     POS0_COLOR,
@@ -28,7 +30,7 @@ from .common import (
 
 LAYER_AXIS = "layer (residual stream after block i)"
 TOKEN_AXIS = "prompt token (position, piece; · = space, ↵ = newline)"
-TEXT_IN_CELLS_MAX_TOKENS = 48  # beyond this, cell labels become unreadable; hover still works
+TEXT_IN_CELLS_MAX_TOKENS = limits.TEXT_IN_CELLS_MAX_TOKENS  # beyond this, cell labels become unreadable
 
 HOWTO = {
     "norms": (

@@ -13,6 +13,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
+from app.domain.parse import parse_mix as parse_mix_text  # noqa: F401  (the one mix parser)
+from app.domain.repetition import blame_steering, find_repetition, repeating_tail  # noqa: F401
+
 # Diverging colours: blue = less of the concept than the baseline's average, amber = more.
 NEG_RGB = (59, 130, 246)
 POS_RGB = (245, 158, 11)
@@ -83,11 +86,18 @@ def tokens_html(
     divergence: Optional[int] = None,
     scale: Optional[ColorScale] = None,
     colored: bool = True,
+    gates: Sequence[Any] = (),
 ) -> str:
-    """One pane's tokens as escaped spans; tokens from ``divergence`` on are marked, the first outlined."""
+    """One pane's tokens as escaped spans; tokens from ``divergence`` on are marked, the first outlined.
+
+    ``gates`` (conditional steering): 1 where the condition was open at the position that produced
+    the token (marked with a green bar), 0 where it was shut (a grey one)."""
     out: list[str] = []
     for i, piece in enumerate(pieces):
         classes = ["tok"]
+        gate = _finite(gates[i]) if i < len(gates) else None
+        if gate is not None:
+            classes.append("tok-gate-open" if gate > 0 else "tok-gate-shut")
         if divergence is not None and i >= divergence:
             classes.append("tok-diverge" if i == divergence else "tok-after")
         score = _finite(scores[i]) if i < len(scores) else None
@@ -96,6 +106,8 @@ def tokens_html(
             title += f" · projection {score:+.3f}"
         if divergence is not None and i == divergence:
             title += " · first token that differs from the baseline"
+        if gate is not None:
+            title += " · condition open: steered here" if gate > 0 else " · condition shut: not steered here"
         style = ""
         if colored and scale is not None and score is not None:
             style = f' style="background:{_css_rgba(score_rgba(score, scale))}"'
@@ -105,8 +117,9 @@ def tokens_html(
 
 
 def pane_html(title: str, pieces: Sequence[str], scores: Sequence[Any] = (), divergence: Optional[int] = None,
-              scale: Optional[ColorScale] = None, colored: bool = True, placeholder: str = "", pane_id: str = "") -> str:
-    body = tokens_html(pieces, scores, divergence, scale, colored) if pieces else \
+              scale: Optional[ColorScale] = None, colored: bool = True, placeholder: str = "", pane_id: str = "",
+              gates: Sequence[Any] = ()) -> str:
+    body = tokens_html(pieces, scores, divergence, scale, colored, gates) if pieces else \
         f'<span class="pane-empty">{html.escape(placeholder)}</span>'
     ident = f' id="{html.escape(pane_id, quote=True)}"' if pane_id else ""
     return (f'<div class="pane-wrap"{ident}><div class="pane-title">{html.escape(title)}</div>'
@@ -119,34 +132,9 @@ def empty_panes(message: str = "Press Generate to see the answers here.") -> tup
 
 
 # ---- badges and summaries ----------------------------------------------------------------
-def repeating_tail(pieces: Sequence[str], max_period: int = 8) -> int:
-    """How many tokens at the end are a short cycle repeated at least 3 times (0 if none)."""
-    toks = list(pieces)
-    best = 0
-    for period in range(1, max_period + 1):
-        cycle = toks[-period:]
-        if len(cycle) < period:
-            break
-        reps, i = 0, len(toks)
-        while i - period >= 0 and toks[i - period:i] == cycle:
-            reps += 1
-            i -= period
-        if reps >= 3:
-            best = max(best, reps * period)
-    return best
-
-
-def distinct2(pieces: Sequence[str]) -> float:
-    bigrams = list(zip(pieces, pieces[1:]))
-    return len(set(bigrams)) / len(bigrams) if bigrams else 1.0
-
-
 def looks_repetitive(pieces: Sequence[str]) -> bool:
-    """A cheap second opinion on visible repetition the engine's loop check let through."""
-    toks = [p for p in pieces if p]
-    if len(toks) < 9:
-        return False
-    return repeating_tail(toks) >= 9 or (len(toks) >= 16 and distinct2(toks) < 0.5)
+    """The lab's one repetition rule (app.domain.repetition) on a pane's token pieces."""
+    return find_repetition(pieces) is not None
 
 
 def finish_badge(stats: Mapping[str, Any], done: bool = True, steered_pieces: Sequence[str] = (),
@@ -155,8 +143,11 @@ def finish_badge(stats: Mapping[str, Any], done: bool = True, steered_pieces: Se
     finish = str(stats.get("steered_finish") or "")
     if not done and finish in ("", "length"):
         return "warn", "generating…"
-    if finish in ("eos", "length") and looks_repetitive(steered_pieces) and not looks_repetitive(baseline_pieces):
-        return "warn", "repetitive — strength too high?"
+    if finish in ("eos", "length"):
+        rep = find_repetition(steered_pieces)
+        if blame_steering(rep, find_repetition(baseline_pieces)):
+            assert rep is not None
+            return "warn", f"repetitive — {rep.reason()}; strength too high?"
     if finish in FINISH_BADGES:
         return FINISH_BADGES[finish]
     if stats.get("steered_degenerate"):
@@ -178,8 +169,15 @@ def settings_text(settings: Mapping[str, Any]) -> str:
     if not settings:
         return ""
     layers = ", ".join(f"L{e.get('layer')} @ {_fmt(e.get('strength'))}" for e in settings.get("layers") or [])
+    op = settings.get("op") or "add"
+    if op != "add":
+        ls = [e.get("layer") for e in settings.get("layers") or []]
+        layers = ", ".join(f"L{l}" for l in ls) if len(ls) <= 4 else f"L{min(ls)}–L{max(ls)} ({len(ls)} layers)"
+        layers += f" {op} {settings.get('op_param_name', 'param')}={_fmt(settings.get('op_param'))}"
     parts = [str(settings.get("label") or settings.get("concept") or "?"),
              f"{layers} ({settings.get('strength_mode', 'relative')}, {settings.get('mode', 'add')})"]
+    if settings.get("condition"):
+        parts.append(f"only where {settings['condition']} > {_fmt(settings.get('threshold'))} x typical")
     if settings.get("mode") == "logits":
         parts.append(f"guidance {_fmt(settings.get('guidance'))}")
     if settings.get("schedule") and settings.get("schedule") != "constant":
@@ -210,6 +208,42 @@ def status_html(stats: Mapping[str, Any], settings: Mapping[str, Any], done: boo
     line = settings_text(settings)
     settings_part = f'<div class="settings-line">{html.escape(line)}</div>' if line else ""
     return f'<div class="run-status">{" ".join(bits)}</div>{settings_part}'
+
+
+def judge_html(judge: Optional[Mapping[str, Any]]) -> str:
+    """The concept's independent judge on each row (higher = more concept) and what steering did."""
+    if not judge:
+        return ""
+    rows = [f"{name} <b>{float(judge[name]):+.3f}</b>" for name in ("baseline", "prompted", "steered")
+            if _finite(judge.get(name)) is not None]
+    change = _finite(judge.get("steered_change"))
+    bits = []
+    if change is not None:
+        if change > 0:
+            bits.append(badge_html("ok", f"judge: steered moved it the right way ({change:+.3f})"))
+        elif change < 0:
+            bits.append(badge_html("bad", f"judge: steered moved it the WRONG way ({change:+.3f})"))
+        else:
+            bits.append(badge_html("warn", "judge: steering did not change it"))
+    pc = _finite(judge.get("prompted_change"))
+    if pc is not None and change is not None:
+        better = "steering beat prompting" if change > pc else "prompting did at least as well as steering"
+        bits.append(f'<span class="stat">{html.escape(better)} (prompted {pc:+.3f})</span>')
+    acc = _finite(judge.get("accuracy"))
+    label = str(judge.get("label") or judge.get("kind") or "judge")
+    acc_txt = f"; held-out accuracy {acc:.2f}" if acc is not None and "accuracy" not in label else ""
+    return (f'<div class="judge-line">{" ".join(bits)}<div class="settings-line">{html.escape(label + acc_txt)}: '
+            f'{" · ".join(rows)}</div></div>')
+
+
+def prompted_html(text: Optional[str], system: Optional[str]) -> str:
+    """The unsteered answer under the concept's own system prompt (steering vs prompting)."""
+    if text is None:
+        return ""
+    sp = f" — system prompt: “{html.escape(system)}”" if system else ""
+    body = html.escape(text) if text else "(no tokens yet)"
+    return (f'<details class="prompted-pane" open><summary>Prompted instead of steered (no steering){sp}</summary>'
+            f'<div class="pane-body">{body}</div></details>')
 
 
 def divergence_text(divergence: Optional[int], done: bool) -> str:
@@ -251,11 +285,32 @@ def render_comparison(chunk: Any, settings: Mapping[str, Any], max_tokens: Optio
     base = pane_html("Baseline (no steering)", chunk.baseline_pieces, chunk.baseline_scores, div, scale, colored,
                      placeholder="(no tokens yet)")
     steer = pane_html("Steered", chunk.steered_pieces, chunk.steered_scores, div, scale, colored,
-                      placeholder="(no tokens yet)")
+                      placeholder="(no tokens yet)", gates=getattr(chunk, "steered_gates", None) or ())
     status = status_html(chunk.stats or {}, settings or {}, done, max_tokens, chunk.steered_pieces,
                          chunk.baseline_pieces)
     status += f'<div class="diverge-line">{html.escape(divergence_text(div, done))}</div>{legend_html(read)}'
+    status += judge_html((chunk.stats or {}).get("judge"))
+    status += prompted_html(getattr(chunk, "prompted_text", None), (settings or {}).get("prompted_system"))
     return ComparisonView(base, steer, status)
+
+
+def streaming_pane_html(title: str, pieces: Sequence[str], pane_id: str = "") -> str:
+    """A pane as plain escaped text that only ever grows at its end (closing tags left to the
+    browser's parser), so each streaming update sends just the new text; see app.ui.streaming."""
+    ident = f' id="{html.escape(pane_id, quote=True)}"' if pane_id else ""
+    body = "".join(html.escape(p, quote=True) for p in pieces) if pieces else ""
+    return (f'<div class="pane-wrap"{ident}><div class="pane-title">{html.escape(title)}</div>'
+            f'<div class="pane pane-streaming">{body}')
+
+
+def streaming_view(chunk: Any, settings: Mapping[str, Any], max_tokens: Optional[int] = None) -> ComparisonView:
+    """While tokens arrive: both answers as plain text and the status line (colours come at the end)."""
+    done = bool(chunk.done)
+    status = status_html(chunk.stats or {}, settings or {}, done, max_tokens, chunk.steered_pieces,
+                         chunk.baseline_pieces)
+    status += f'<div class="diverge-line">{html.escape(divergence_text(chunk.divergence, done))}</div>'
+    return ComparisonView(streaming_pane_html("Baseline (no steering)", chunk.baseline_pieces),
+                          streaming_pane_html("Steered", chunk.steered_pieces), status)
 
 
 # ---- downloads ---------------------------------------------------------------------------
@@ -267,12 +322,16 @@ def comparison_record(chunk: Any, settings: Mapping[str, Any], prompt: str, syst
         "settings": dict(settings or {}),
         "baseline": chunk.baseline_text,
         "steered": chunk.steered_text,
+        "prompted": getattr(chunk, "prompted_text", None),
         "divergence": chunk.divergence,
         "baseline_tokens": list(chunk.baseline_pieces),
         "steered_tokens": list(chunk.steered_pieces),
         "baseline_scores": [_finite(x) for x in chunk.baseline_scores],
         "steered_scores": [_finite(x) for x in chunk.steered_scores],
         "stats": dict(chunk.stats or {}),
+        "steered_gates": list(getattr(chunk, "steered_gates", None) or []),
+        "applied": list(getattr(chunk, "applied", None) or []),
+        "effects": list(getattr(chunk, "effects", None) or []),
     }
 
 
@@ -304,6 +363,12 @@ def comparison_markdown(record: Mapping[str, Any]) -> str:
         lines += ["*System:*", "", _quote_block(record["system"]), ""]
     lines += [_quote_block(record.get("prompt", "")), "", "## Baseline (no steering)", "",
               _quote_block(record.get("baseline", "")), "", "## Steered", "", _quote_block(record.get("steered", "")), ""]
+    if record.get("prompted") is not None:
+        lines += ["## Prompted (no steering, the concept's system prompt)", "", _quote_block(record["prompted"]), ""]
+    judge = stats.get("judge") or {}
+    if judge:
+        scores = ", ".join(f"{k} {judge[k]:+.3f}" for k in ("baseline", "prompted", "steered") if k in judge)
+        lines += ["## Judge", "", f"{judge.get('label', '')}: {scores}", ""]
     return "\n".join(lines)
 
 
@@ -333,35 +398,6 @@ def parse_layer_plan(text: str) -> list[tuple[int, float]]:
 
 
 # ---- concept mixes as text ---------------------------------------------------------------------
-MAX_MIX_TERMS = 8
-
-
-def parse_mix_text(text: str) -> list[tuple[str, float]]:
-    """'happy:0.7, excited:-0.3' -> [('happy', 0.7), ('excited', -0.3)]; a bare slug weighs 1.
-
-    ValueError with a clear message for anything else (the service re-validates the slugs).
-    """
-    out: list[tuple[str, float]] = []
-    for part in (text or "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        slug, _, w = part.partition(":")
-        slug = slug.strip()
-        if not slug:
-            raise ValueError(f"mix: {part!r} has no concept name before the ':'")
-        try:
-            weight = float(w) if w.strip() else 1.0
-        except ValueError:
-            raise ValueError(f"mix: the weight of {slug!r} must be a number, got {w.strip()!r}") from None
-        if not math.isfinite(weight):
-            raise ValueError(f"mix: the weight of {slug!r} must be a finite number")
-        out.append((slug, weight))
-    if len(out) > MAX_MIX_TERMS:
-        raise ValueError(f"mix: at most {MAX_MIX_TERMS} concepts, got {len(out)}")
-    return out
-
-
 def format_mix_text(terms: Sequence[tuple[str, Any]]) -> str:
     """[('happy', 0.7), ('', 0.5), ('excited', 0.3)] -> 'happy:0.7, excited:0.3' (blank slugs dropped)."""
     parts = []

@@ -1,7 +1,9 @@
 """Sweep results as heatmaps, line charts, tables and downloads (pure: no Gradio, no model).
 
 Functions take the plain dict of ``SweepResult.as_dict()`` (layers, strengths, cells, baseline,
-recommended), which is also what the UI keeps in its state and offers for download.
+recommended), which is also what the UI keeps in its state and offers for download. A sweep
+with a judge leads with the judge change (the independent readout); the projection on the
+concept's own vector stays as a secondary panel, "moved along the vector".
 """
 
 from __future__ import annotations
@@ -13,19 +15,32 @@ from typing import Any, Mapping, Optional, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from app.ui.present.common import md_escape as md_text
+
 METRICS: dict[str, tuple[str, str]] = {
     # cell field -> (title, colorscale); the titles say which way is good
-    "concept_score": ("Concept score (higher = more concept)", "RdBu_r"),
-    "ppl_ratio": ("Perplexity ratio to baseline (≈1 = fluent)", "YlOrRd"),
+    "judge_score": ("Judge change vs baseline (higher = more concept)", "RdBu_r"),
+    "concept_score": ("Moved along the vector (not a judge)", "RdBu_r"),
+    "ppl_ratio": ("Perplexity ratio to baseline (≈1 = as plausible; ≪1 often = looping)", "YlOrRd"),
     "distinct2": ("Distinct-2 (low = repetitive)", "Viridis"),
 }
 
-TABLE_HEADERS = ["layer", "strength", "concept", "ppl×", "d-2", "ok", "text"]
-TABLE_WIDTHS = ["9%", "12%", "11%", "9%", "8%", "7%", "44%"]
+TABLE_HEADERS = ["layer", "strength", "judge Δ", "vector", "ppl×", "d-2", "ok", "text"]
+TABLE_WIDTHS = ["8%", "10%", "9%", "9%", "8%", "7%", "7%", "42%"]
 
 
 def as_sweep_dict(result: Any) -> dict:
     return result.as_dict() if hasattr(result, "as_dict") else dict(result)
+
+
+def is_judged(data: Mapping[str, Any]) -> bool:
+    return any(c.get("judge_score") is not None for c in data.get("cells") or [])
+
+
+def fields_for(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """The panels to draw: the judge change first when the sweep has a judge."""
+    rest = ("concept_score", "ppl_ratio", "distinct2")
+    return ("judge_score",) + rest if is_judged(data) else rest
 
 
 def _num(x: Any) -> Optional[float]:
@@ -74,10 +89,20 @@ def _hover(data: Mapping[str, Any]) -> list[list[str]]:
             continue
         text = (c.get("text") or "").replace("\n", " ")
         text = text[:90] + ("…" if len(text) > 90 else "")
-        h[i][j] = (f"concept {(_num(c.get('concept_score')) or 0):+.3f} · ppl× {(_num(c.get('ppl_ratio')) or 0):.2f}"
+        judge = _num(c.get("judge_score"))
+        lead = f"judge {judge:+.3f} · " if judge is not None else ""
+        h[i][j] = (f"{lead}vector {(_num(c.get('concept_score')) or 0):+.3f} · ppl× {(_num(c.get('ppl_ratio')) or 0):.2f}"
                    f" · d2 {(_num(c.get('distinct2')) or 0):.2f} · {'coherent' if c.get('coherent') else 'INCOHERENT'}"
-                   f"<br>{_html_text(text)}")
+                   f"<br>{_html_text(verdict_text(c))}<br>{_html_text(text)}")
     return h
+
+
+def verdict_text(c: Mapping[str, Any]) -> str:
+    """Which coherence rule decided this cell, in words (older results carry only the yes/no)."""
+    reason = str(c.get("verdict") or "").strip()
+    if reason:
+        return reason
+    return "coherent" if c.get("coherent") else "incoherent (this result was saved before verdicts had reasons)"
 
 
 def _html_text(s: str) -> str:
@@ -135,9 +160,10 @@ def _hatch_shapes(data: Mapping[str, Any], axis_suffix: str) -> list[dict]:
     return shapes
 
 
-def heatmap_figure(data: Mapping[str, Any], fields: Sequence[str] = tuple(METRICS)) -> go.Figure:
+def heatmap_figure(data: Mapping[str, Any], fields: Optional[Sequence[str]] = None) -> go.Figure:
     """One heatmap per metric (rows = layers, columns = strengths); ★ = recommended, hatched ✕ = incoherent."""
     data = as_sweep_dict(data)
+    fields = tuple(fields or fields_for(data))
     x, y = _axes(data)
     hover = _hover(data)
     fig = make_subplots(rows=1, cols=len(fields), subplot_titles=[METRICS[f][0] for f in fields],
@@ -146,7 +172,7 @@ def heatmap_figure(data: Mapping[str, Any], fields: Sequence[str] = tuple(METRIC
     for k, field in enumerate(fields, start=1):
         z = grid(data, field)
         kw: dict[str, Any] = {}
-        if field == "concept_score":
+        if field in ("concept_score", "judge_score"):
             vals = [abs(v) for row in z for v in row if v is not None]
             m = max(vals) if vals else 1.0
             kw = dict(zmid=0, zmin=-m, zmax=m)
@@ -187,9 +213,10 @@ def line_figure(data: Mapping[str, Any]) -> go.Figure:
     for x in xs:
         c = find_cell(data, x, fixed) if along_layers else find_cell(data, fixed, x)
         cells.append(c or {})
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[METRICS[f][0] for f in METRICS], horizontal_spacing=0.08)
+    fields = fields_for(data)
+    fig = make_subplots(rows=1, cols=len(fields), subplot_titles=[METRICS[f][0] for f in fields], horizontal_spacing=0.08)
     rec = recommended_cell(data)
-    for k, field in enumerate(METRICS, start=1):
+    for k, field in enumerate(fields, start=1):
         ys = [_num(c.get(field)) for c in cells]
         symbols = ["circle" if c.get("coherent") else "x" for c in cells]
         colors = ["#4f46e5" if c.get("coherent") else "#dc2626" for c in cells]
@@ -207,6 +234,10 @@ def line_figure(data: Mapping[str, Any]) -> go.Figure:
         if field == "distinct2":
             fig.update_yaxes(range=[0, 1.05], row=1, col=k)
     what = f"strength {float(fixed):g}" if along_layers else f"layer {int(fixed)}"
+    ref = (data.get("judge") or {}).get("prompted_change")
+    if ref is not None and "judge_score" in fields:  # prompting instead of steering, as a reference line
+        fig.add_hline(y=float(ref), line=dict(color="#059669", dash="dash"), row=1, col=1,
+                      annotation_text="prompted", annotation_position="top left")
     fig.update_layout(height=350, margin=dict(l=40, r=20, t=90, b=50), template="plotly_white",
                       title=dict(text=f"Along the sweep (fixed {what}); red ✕ = incoherent", font=dict(size=13)),
                       legend=dict(orientation="h", y=-0.3, x=0))
@@ -218,7 +249,9 @@ def cells_table(data: Mapping[str, Any]) -> list[list[Any]]:
     for c in data.get("cells") or []:
         text = (c.get("text") or "").replace("\n", " ")
         rows.append([
-            int(c["layer"]), float(c["strength"]), round(_num(c.get("concept_score")) or 0.0, 3),
+            int(c["layer"]), float(c["strength"]),
+            round(_num(c["judge_score"]), 3) if _num(c.get("judge_score")) is not None else "–",
+            round(_num(c.get("concept_score")) or 0.0, 3),
             round(_num(c.get("ppl_ratio")) or 0.0, 2), round(_num(c.get("distinct2")) or 0.0, 2),
             "yes" if c.get("coherent") else "NO ✕",
             text[:120] + ("…" if len(text) > 120 else ""),
@@ -234,11 +267,18 @@ def summary_markdown(data: Mapping[str, Any], concept: str) -> str:
     head = (f"**{n} cells** ({len(data['layers'])} layers × {len(data['strengths'])} strengths, {mode} strength) in "
             f"{data.get('seconds', 0):g} s; concept read at layer {data.get('read_layer')}. "
             f"{bad} incoherent (hatched, ✕).")
+    judge = data.get("judge") or {}
+    if judge:
+        head += f"\n\nJudge: {_html_text(str(judge.get('label', '')))}."
+        if judge.get("prompted_change") is not None:
+            head += (f" Prompting instead (no steering, the concept's system prompt) changes it by "
+                     f"**{float(judge['prompted_change']):+.3f}**: a cell must beat that to be worth steering.")
     if rec is None:
         return head + "\n\n**No recommended setting:** no coherent cell moved the text toward the concept. " \
                       "Try other layers or stronger settings."
+    by = "the largest judge change" if is_judged(data) else "the highest concept score (no judge: moved along the vector)"
     return head + f"\n\n**Recommended (★): layer {rec[0]}, strength {rec[1]:g}** for `{concept}` — the coherent cell " \
-                  "with the highest concept score."
+                  f"with {by}."
 
 
 def cell_markdown(data: Mapping[str, Any], layer: Any, strength: Any) -> str:
@@ -250,9 +290,12 @@ def cell_markdown(data: Mapping[str, Any], layer: Any, strength: Any) -> str:
     verdict = "coherent" if c.get("coherent") else "**incoherent**"
     return "\n".join([
         f"### Layer {int(c['layer'])}, strength {float(c['strength']):g}{star}",
-        f"concept score **{(_num(c.get('concept_score')) or 0):+.3f}** · perplexity ratio "
+        (f"judge change **{_num(c['judge_score']):+.3f}** · " if _num(c.get("judge_score")) is not None else "") +
+        f"moved along the vector {(_num(c.get('concept_score')) or 0):+.3f} · perplexity ratio "
         f"{(_num(c.get('ppl_ratio')) or 0):.2f} · distinct-2 {(_num(c.get('distinct2')) or 0):.2f} · longest repeat "
         f"{c.get('longest_repeat', 0)} · finish {c.get('finish', '?')} · {verdict}",
+        "",
+        f"**Verdict:** {md_text(verdict_text(c))}.",
         "",
         "**Steered:**",
         "",
@@ -261,7 +304,8 @@ def cell_markdown(data: Mapping[str, Any], layer: Any, strength: Any) -> str:
         "**Baseline:**",
         "",
         _quote(data.get("baseline_text") or ""),
-    ])
+    ] + (["", "**Prompted (no steering, the concept's system prompt):**", "", _quote(data["prompted_text"])]
+         if data.get("prompted_text") is not None else []))
 
 
 def _quote(text: str) -> str:

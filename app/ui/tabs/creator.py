@@ -11,6 +11,7 @@ from app.service.jobs import CancelToken  # plain threading; no model runtime
 from app.types import CATEGORIES
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import guarded
+from app.ui.present.insight import vector_lens_md
 from app.ui.header import run_library_hooks
 from app.ui.present import concepts as present
 from app.ui.present.common import empty_figure, md_escape
@@ -196,7 +197,9 @@ def build(service: Any, ctx: Any) -> None:
                 del _RUNNING[key]
         title = f"Quality of “{concept.name}” per layer ({cv.method}, {n} pairs)"
         calibration = _calibration_of(service, concept.slug)
-        return (present.quality_summary_md(cv, concept.name, calibration), present.quality_figure(cv, title), cv,
+        lens = vector_lens_md(service.vector_lens(cv), cv.recommended_layers)
+        return (present.quality_summary_md(cv, concept.name, calibration) + "\n\n" + lens,
+                present.quality_figure(cv, title), cv,
                 f"Extracted {n} pairs with `{cv.method}`. Press **Save to library** to keep the concept and its "
                 "vectors.")
 

@@ -9,6 +9,7 @@ import gradio as gr
 
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import guarded
+from app.ui.present.insight import vector_lens_md
 from app.ui.present import explorer as present
 from app.ui.present.common import empty_figure
 from app.ui.present.concepts import concept_choices
@@ -85,7 +86,12 @@ def build(service: Any, ctx: Any) -> None:
                  if slug else "Reading the prompt through every layer…")
         ex = service.explore(prompt_v, concept=slug, chat=bool(chat_v))
         progress(0.9, desc="Drawing")
-        return (present.explore_summary_md(ex), present.norms_figure(ex), present.norm_heatmap_figure(ex),
+        lens = vector_lens_md(ex.extra.get("vector_lens"), ex.extra.get("recommended_layers"),
+                              f"Vector lens of {slug}") if slug else ""
+        summary_md = present.explore_summary_md(ex) + (f"\n\n<details><summary>Vector lens of {slug}: what its "
+                                                        f"direction says per layer</summary>\n\n{lens}\n\n</details>"
+                                                        if lens else "")
+        return (summary_md, present.norms_figure(ex), present.norm_heatmap_figure(ex),
                 present.lens_figure(ex), present.lens_last_rows(ex), present.projection_figure(ex))
 
     outputs = [summary, norms_plot, norm_heat, lens_plot, lens_table, proj_plot]

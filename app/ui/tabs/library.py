@@ -13,14 +13,16 @@ from app.library.slugs import slugify
 from app.types import CATEGORIES
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import guarded
+from app.ui.present.insight import vector_lens_md
 from app.ui.header import run_library_hooks
 from app.ui.present import concepts as present
+from app.domain import limits
 from app.ui.present.common import finite, md_escape, parse_layer_spec, rows_or_placeholder
 
 log = logging.getLogger("steering_lab.ui")
 
 ALL = "all"
-MAX_IMPORT_BYTES = 64 * 1024 * 1024
+MAX_IMPORT_BYTES = limits.IMPORT_BYTES
 INTRO = ("Every concept you can steer with: the shipped ones (read-only) and yours. Click a row to see its card. "
          "Vectors are stored per model; “not extracted” means they will be computed the first time you use it.")
 NOTHING_SELECTED = "_Select a concept in the table (or the dropdown) to see its card._"
@@ -83,12 +85,18 @@ def card(service: Any, slug: Optional[str]):
         status = lib.vector_status(slug, info.model_id, info.fingerprint, info.hidden_size, info.num_layers)
         if status == "ready":
             cv = lib.load_vectors(slug, info.model_id, info.fingerprint, info.hidden_size, info.num_layers)
+    summary = None
+    try:  # the declared judge, and a trained probe's held-out accuracy (never trains one here)
+        summary = service.judge_summary(slug) if hasattr(service, "judge_summary") else None
+    except Exception:  # noqa: BLE001 - the card still shows the declared judge
+        summary = None
     md = present.concept_card_md(concept, lib.is_shipped(slug), lib.has_user_copy(slug), status,
-                                 info.model_id if info else "")
+                                 info.model_id if info else "", judge=summary)
     if info is not None and concept.pairs:
         md += "\n\n" + present.reliability_md(_calibration(service, slug))
     if cv is not None and cv.quality:
         md += "\n\n" + present.quality_brief_md(cv.quality, cv.recommended_layers)
+        md += "\n\n" + vector_lens_md(service.vector_lens(cv, k=5), cv.recommended_layers)
         fig = present.quality_figure(cv, f"Quality of “{concept.name}” on {info.model_id}")
         return md, gr.Plot(value=fig, visible=True)
     return md, gr.Plot(visible=False)

@@ -7,7 +7,7 @@ streaming code, so results look and download the same.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import gradio as gr
 
@@ -15,7 +15,7 @@ from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import guarded
 from app.ui.present import generation as present
 from app.ui.present import sweeps as figures
-from app.ui.tabs.playground import (MAX_TOKENS_UI, arm_session, check_layer, check_number, check_prompt, concept_choices,
+from app.ui.tabs.playground import (MAX_TOKENS_UI, REL_RANGE, arm_session, check_layer, check_number, check_prompt, concept_choices,
                                     concept_slugs, default_layer, gen_params, num_layers, stop_session,
                                     stream_comparison)
 
@@ -37,17 +37,12 @@ def _default_mix(slugs: list[str]) -> list[tuple[str, float]]:
     return [(s, round(1.0 / min(2, len(slugs)), 2)) for s in slugs[:2]]
 
 
-def mix_request_text(text: Any) -> str:
+def mix_request_text(text: Any, known: Optional[list[str]] = None) -> str:
     """The mix text, validated enough to give clear errors before the model is touched."""
     if not isinstance(text, str) or not text.strip():
         raise gr.Error("Write a mix first, e.g. happy:0.7, excited:0.3 (or set the concept rows).",
                        print_exception=False)
-    terms = present.parse_mix_text(text)
-    if not terms:
-        raise gr.Error("The mix is empty: give at least one concept with a weight.", print_exception=False)
-    if all(w == 0 for _, w in terms):
-        raise gr.Error("All weights in the mix are 0: nothing to steer with.", print_exception=False)
-    # The service parses the text strictly ("happy:" has no weight): pass it on as written.
+    present.parse_mix_text(text, known or None)  # the lab's one mix parser: clear errors before the model
     return text.strip()
 
 
@@ -146,7 +141,9 @@ def build(service: Any, ctx: Any) -> None:
     # ---- cosine matrix ----
     @guarded
     def cosine(text, project_out, layer):
-        terms = present.parse_mix_text(text or "")
+        if not (text or "").strip():
+            raise gr.Error("Put at least one concept in the mix to compare.", print_exception=False)
+        terms = present.parse_mix_text(text)
         names = [s for s, _ in terms]
         if project_out and project_out not in names:
             names.append(project_out)
@@ -165,9 +162,9 @@ def build(service: Any, ctx: Any) -> None:
         from app.service.generation_ops import SteerRequest  # lazy: no model runtime at import
 
         prompt = check_prompt(prompt)
-        mix = mix_request_text(text)
+        mix = mix_request_text(text, concept_slugs(service))
         layer_i = check_layer(service, layer)
-        s = float(check_number(strength, "strength", -1.0, 1.0))
+        s = float(check_number(strength, "strength", -REL_RANGE, REL_RANGE))
         req = SteerRequest(prompt=prompt, concept=mix, layers=[(layer_i, s)], relative=True,
                            params=gen_params(max_tokens), normalize=bool(normalize),
                            project_out=(project_out,) if project_out else ())
@@ -187,7 +184,7 @@ def build(service: Any, ctx: Any) -> None:
         if not slug:
             raise gr.Error("Give the new concept a slug (lowercase letters, digits and dashes).", print_exception=False)
         name = (name or "").strip() or slug
-        mix = mix_request_text(text)
+        mix = mix_request_text(text, concept_slugs(service))
         result = service.save_mix(slug, name, mix, bool(normalize), project_out or None, bool(overwrite))
         saved_slug = getattr(result, "slug", None) or slug
         options = [o for o, on in (("normalized", normalize), (f"without {project_out}", project_out)) if on]

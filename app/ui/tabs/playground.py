@@ -15,18 +15,22 @@ from typing import Any, Iterator, Optional
 
 import gradio as gr
 
+from app.domain import limits
 from app.types import GenerationParams
 from app.ui import urlstate
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import guarded
 from app.ui.present import generation as present
+from app.ui.present import insight as fx
+from app.ui.streaming import Coalesced
+from app.ui.tabs.operations import op_fields, op_param_update, operation_widgets
 
-MAX_TOKENS_UI = 512
-DEFAULT_MAX_TOKENS = 80
-REL_RANGE = 1.0
-ABS_RANGE = 8.0
-DEFAULT_REL_STRENGTH = 0.3
-DEFAULT_ABS_STRENGTH = 1.5
+MAX_TOKENS_UI = limits.MAX_TOKENS
+DEFAULT_MAX_TOKENS = limits.DEFAULT_MAX_TOKENS
+REL_RANGE = limits.STRENGTH_LIMITS["relative"]
+ABS_RANGE = limits.STRENGTH_LIMITS["absolute"]
+DEFAULT_REL_STRENGTH = limits.DEFAULT_STRENGTH["relative"]
+DEFAULT_ABS_STRENGTH = limits.DEFAULT_STRENGTH["absolute"]
 DEFAULT_PROMPT = "Tell me about your weekend."
 
 HOWTO = (
@@ -163,9 +167,9 @@ def check_layer(service: Any, layer: Any, what: str = "layer") -> int:
 def gen_params(max_tokens: Any, temperature: Any = 0.0, top_p: Any = 1.0, seed: Any = 0) -> GenerationParams:
     return GenerationParams(
         max_tokens=int(check_number(max_tokens, "max tokens", 1, MAX_TOKENS_UI, integer=True)),
-        temperature=float(check_number(temperature, "temperature", 0.0, 2.0)),
-        top_p=float(check_number(top_p, "top-p", 0.01, 1.0)),
-        seed=int(check_number(seed if seed not in (None, "") else 0, "seed", 0, 2**32 - 1, integer=True)),
+        temperature=float(check_number(temperature, "temperature", 0.0, limits.TEMPERATURE_MAX)),
+        top_p=float(check_number(top_p, "top-p", limits.TOP_P_MIN, 1.0)),
+        seed=int(check_number(seed if seed not in (None, "") else 0, "seed", 0, limits.SEED_MAX, integer=True)),
     )
 
 
@@ -183,32 +187,44 @@ def write_downloads(record: dict, stem: str) -> tuple[str, str]:
     return str(md), str(js)
 
 
-def stream_comparison(service: Any, req: Any, request: Optional[gr.Request]) -> Iterator[tuple]:
-    """Yield (baseline_html, steered_html, status_html, md_file, json_file) while both answers grow."""
+def stream_comparison(service: Any, req: Any, request: Optional[gr.Request], insight: bool = False) -> Iterator[tuple]:
+    """Yield (baseline_html, steered_html, status_html, md_file, json_file) while both answers grow.
+
+    With ``insight`` two more outputs come before the downloads: the effect map and "where it applies"."""
+    for out in _stream_comparison(service, req, request):
+        if not insight:
+            yield out[:3] + out[5:]
+        else:
+            yield out
+
+
+def _stream_comparison(service: Any, req: Any, request: Optional[gr.Request]) -> Iterator[tuple]:
     token = SESSION_JOBS.start(request)
+    keep = (gr.update(), gr.update())
     max_tokens = req.params.max_tokens
     waiting = present.empty_panes("Waiting for the model…")
     yield (*waiting, present.badge_html("warn", "preparing the concept and the prompt…"),
+           fx.effect_map_html([], "Computing the effect map after the run…"), fx.applied_html([]),
            gr.DownloadButton(value=None, interactive=False), gr.DownloadButton(value=None, interactive=False))
-    last = None
+    stream = Coalesced(service.compare_stream(req, token=token))  # <= 10 updates/s, plain text until done
     try:
-        for chunk, settings in service.compare_stream(req, token=token):
-            last = (chunk, settings)
-            view = present.render_comparison(chunk, settings, max_tokens)
-            yield view.baseline_html, view.steered_html, view.status_html, gr.update(), gr.update()
+        for chunk, settings in stream:
+            view = present.streaming_view(chunk, settings, max_tokens)
+            yield view.baseline_html, view.steered_html, view.status_html, *keep, gr.update(), gr.update()
     except Exception as exc:  # leave no "preparing…" behind; @guarded turns exc into the message toast
         from app.errors import user_message
 
         text = getattr(exc, "message", None) if isinstance(exc, gr.Error) else user_message(exc)
         yield (*present.empty_panes("Nothing was generated."),
                present.badge_html("bad", text or "something went wrong (details in the server log)"),
-               gr.update(), gr.update())
+               *keep, gr.update(), gr.update())
         raise
     finally:
         SESSION_JOBS.finish(request, token)
+    last = stream.last
     if last is None:
         yield (*present.empty_panes("Stopped before the first token."), present.badge_html("warn", "stopped"),
-               gr.update(), gr.update())
+               *keep, gr.update(), gr.update())
         return
     chunk, settings = last
     if token.cancelled and not chunk.done:
@@ -218,7 +234,9 @@ def stream_comparison(service: Any, req: Any, request: Optional[gr.Request]) -> 
     record = present.comparison_record(chunk, settings, req.prompt, req.system)
     stem = f"steering-{file_stem(str(settings.get('concept', 'concept')))}"
     md, js = write_downloads(record, stem)
+    note = "" if settings.get("mode") == "add" else "No effect map in logits mode: the sampled distribution is a mix."
     yield (view.baseline_html, view.steered_html, view.status_html,
+           fx.effect_map_html(chunk.effects, note), fx.applied_html(chunk.applied, settings),
            gr.DownloadButton(value=md, interactive=True), gr.DownloadButton(value=js, interactive=True))
 
 
@@ -233,7 +251,8 @@ def stop_session(request: gr.Request) -> None:
 
 
 def build_request(service: Any, prompt, system, concept, layer, strength, absolute, positions, schedule,
-                  schedule_length, mode, guidance, extra_layers, max_tokens, temperature, top_p, seed):
+                  schedule_length, mode, guidance, extra_layers, max_tokens, temperature, top_p, seed,
+                  op="add", op_param=None, op_layers="", condition="", threshold=1.0):
     from app.service.generation_ops import SteerRequest  # lazy: keep app.ui free of the model runtime at import
 
     prompt = check_prompt(prompt)
@@ -255,10 +274,11 @@ def build_request(service: Any, prompt, system, concept, layer, strength, absolu
         raise gr.Error(f"mechanism must be add or logits, got {mode!r}.", print_exception=False)
     return SteerRequest(
         prompt=prompt, concept=concept, layers=plan, relative=not bool(absolute), mode=mode, schedule=schedule,
-        schedule_length=int(check_number(schedule_length, "schedule length", 1, 4096, integer=True)),
-        positions=positions, guidance=float(check_number(guidance, "guidance scale", -20, 20)),
+        schedule_length=int(check_number(schedule_length, "schedule length", 1, limits.SCHEDULE_LENGTH_MAX, integer=True)),
+        positions=positions, guidance=float(check_number(guidance, "guidance scale", -limits.GUIDANCE_LIMIT, limits.GUIDANCE_LIMIT)),
         system=(system or None) if (system or "").strip() else None,
-        params=gen_params(max_tokens, temperature, top_p, seed),
+        params=gen_params(max_tokens, temperature, top_p, seed), prompted=True,
+        effects=True, **op_fields(service, op, op_param, op_layers, condition, threshold),
     )
 
 
@@ -280,14 +300,14 @@ def build(service: Any, ctx: Any) -> None:
             # slider's range); the page narrows it to the relative range on load (see urlstate).
             strength = gr.Slider(-ABS_RANGE, ABS_RANGE, value=DEFAULT_REL_STRENGTH, step=0.01, label="Strength",
                                  elem_id="pg-strength", info=strength_info(False))
-            absolute = gr.Checkbox(value=False, label="Absolute strength (multiplies the raw vector; range -8..8)",
+            absolute = gr.Checkbox(value=False, label=f"Absolute strength (multiplies the raw vector; range -{ABS_RANGE:g}..{ABS_RANGE:g})",
                                    elem_id="pg-absolute")
             with gr.Row():
                 max_tokens = gr.Slider(1, MAX_TOKENS_UI, value=DEFAULT_MAX_TOKENS, step=1, label="Max tokens",
                                        elem_id="pg-max-tokens", min_width=140)
-                temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="Temperature", info="0 = greedy",
+                temperature = gr.Slider(0.0, limits.TEMPERATURE_MAX, value=0.0, step=0.05, label="Temperature", info="0 = greedy",
                                         elem_id="pg-temperature", min_width=140)
-            with gr.Accordion("Advanced: where, when and how to steer", open=False, elem_id="pg-advanced"):
+            with gr.Accordion("Advanced: where, when and how to steer", open=False, elem_id="pg-advanced") as advanced:
                 system = gr.Textbox(value="", label="System prompt (optional)", lines=1, max_lines=6,
                                     placeholder="(none)", elem_id="pg-system")
                 positions = gr.Radio(["all", "prompt", "generated"], value="all", label="Positions",
@@ -295,18 +315,20 @@ def build(service: Any, ctx: Any) -> None:
                 with gr.Row():
                     schedule = gr.Dropdown(["constant", "linear_decay", "ramp_up", "pulse"], value="constant",
                                            label="Schedule over generated tokens", min_width=140)
-                    schedule_length = gr.Number(value=16, precision=0, minimum=1, label="Schedule length",
+                    schedule_length = gr.Number(value=16, precision=0, minimum=1, maximum=limits.SCHEDULE_LENGTH_MAX, label="Schedule length",
                                                 info="Decay/ramp length, or K for a pulse", min_width=120)
                 mode = gr.Radio([("add to the residual stream", "add"), ("contrast in logit space", "logits")],
                                 value="add", label="Mechanism")
-                guidance = gr.Slider(-4, 8, value=1.0, step=0.1, label="Guidance scale (logits mode)",
+                guidance = gr.Slider(-limits.GUIDANCE_LIMIT, limits.GUIDANCE_LIMIT, value=1.0, step=0.1, label="Guidance scale (logits mode)",
                                      info="base + scale × (steered − base)")
+                op, op_param, op_layers, condition, threshold = operation_widgets(service)
                 extra_layers = gr.Textbox(value="", label="Extra layers (multi-layer plan)",
                                           placeholder="e.g. 16:0.2, 20:0.1",
                                           info="layer:strength pairs steered together with the main layer")
                 with gr.Row():
-                    seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="pg-seed", min_width=100)
-                    top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p", min_width=140)
+                    seed = gr.Number(value=0, precision=0, minimum=0, maximum=limits.SEED_MAX, label="Seed", elem_id="pg-seed", min_width=100)
+                    top_p = gr.Slider(limits.TOP_P_MIN, 1.0, value=1.0, step=0.05, label="Top-p", min_width=140)
+                applied = gr.HTML(fx.applied_html([]), elem_id="pg-applied")
         with gr.Column(scale=3, min_width=360, elem_id="pg-results"):
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id="pg-generate", scale=3)
@@ -316,6 +338,7 @@ def build(service: Any, ctx: Any) -> None:
             with gr.Row(equal_height=True, elem_classes=["panes-row"]):
                 baseline_pane = gr.HTML(base0, elem_id="pg-baseline")
                 steered_pane = gr.HTML(steer0, elem_id="pg-steered")
+            effects = gr.HTML(fx.effect_map_html([]), elem_id="pg-effects")
             with gr.Row():
                 dl_md = gr.DownloadButton("Download Markdown", value=None, interactive=False, size="sm",
                                           elem_id="pg-dl-md")
@@ -325,14 +348,16 @@ def build(service: Any, ctx: Any) -> None:
     # ---- events ----
     @guarded
     def run(prompt, system, concept, layer, strength, absolute, positions, schedule, schedule_length, mode, guidance,
-            extra_layers, max_tokens, temperature, top_p, seed, request: gr.Request):
+            extra_layers, max_tokens, temperature, top_p, seed, op, op_param, op_layers, condition, threshold,
+            request: gr.Request):
         req = build_request(service, prompt, system, concept, layer, strength, absolute, positions, schedule,
-                            schedule_length, mode, guidance, extra_layers, max_tokens, temperature, top_p, seed)
-        yield from stream_comparison(service, req, request)
+                            schedule_length, mode, guidance, extra_layers, max_tokens, temperature, top_p, seed,
+                            op, op_param, op_layers, condition, threshold)
+        yield from stream_comparison(service, req, request, insight=True)
 
     inputs = [prompt, system, concept, layer, strength, absolute, positions, schedule, schedule_length, mode, guidance,
-              extra_layers, max_tokens, temperature, top_p, seed]
-    outputs = [baseline_pane, steered_pane, status, dl_md, dl_json]
+              extra_layers, max_tokens, temperature, top_p, seed, op, op_param, op_layers, condition, threshold]
+    outputs = [baseline_pane, steered_pane, status, effects, applied, dl_md, dl_json]
     for trigger, api in ((generate.click, dict(api_name="generate")), (prompt.submit, dict(api_visibility="private"))):
         trigger(guarded(arm_session), None, None, queue=False, show_progress="hidden", api_visibility="private").then(
             run, inputs, outputs, show_progress="minimal", **api, **MODEL_CONCURRENCY)
@@ -346,6 +371,8 @@ def build(service: Any, ctx: Any) -> None:
         return gr.Slider(minimum=-REL_RANGE, maximum=REL_RANGE, value=DEFAULT_REL_STRENGTH, info=strength_info(False))
 
     absolute.input(toggle_absolute, [absolute], [strength], api_visibility="private", queue=False)
+    op.input(guarded(lambda name: op_param_update(service, name)), [op], [op_param], api_visibility="private",
+             queue=False)
 
     @guarded
     def concept_picked(concept):
@@ -374,24 +401,26 @@ def build(service: Any, ctx: Any) -> None:
 
     ctx.register("playground", prompt=prompt, concept=concept, layer=layer, strength=strength, max_tokens=max_tokens,
                  absolute=absolute, generate=generate, system=system, seed=seed, temperature=temperature,
-                 top_p=top_p, stop=stop, status=status, baseline=baseline_pane, steered=steered_pane)
+                 top_p=top_p, stop=stop, status=status, baseline=baseline_pane, steered=steered_pane, op=op,
+                 op_param=op_param, op_layers=op_layers, condition=condition, threshold=threshold, effects=effects,
+                 applied=applied, advanced=advanced)
 
 
 def wire(service: Any, ctx: Any) -> None:
     """Refresh concept lists when a tab is opened (the library may have changed) and bind the URL state."""
     dropdowns = [ctx.components[k] for k in ("playground.concept", "sweeps.concept", "mixer.concept_1",
                                               "mixer.concept_2", "mixer.concept_3", "mixer.concept_4",
-                                              "mixer.project_out") if k in ctx.components]
+                                              "mixer.project_out", "playground.condition") if k in ctx.components]
 
     @guarded
     def refresh_concepts():
         choices = concept_choices(service)
         out = []
         for key in ("playground.concept", "sweeps.concept", "mixer.concept_1", "mixer.concept_2", "mixer.concept_3",
-                    "mixer.concept_4", "mixer.project_out"):
+                    "mixer.concept_4", "mixer.project_out", "playground.condition"):
             if key not in ctx.components:
                 continue
-            extra = [("(none)", "")] if key.startswith("mixer.") else []
+            extra = [("(none)", "")] if key.startswith("mixer.") or key == "playground.condition" else []
             out.append(gr.Dropdown(choices=extra + choices))
         return out
 

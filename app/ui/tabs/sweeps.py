@@ -8,22 +8,27 @@ from typing import Any, Optional
 
 import gradio as gr
 
+from app.domain import limits
+from app.domain.parse import parse_floats, parse_layers
 from app.errors import Cancelled
 from app.types import GenerationParams
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import guarded
 from app.ui.present import sweeps as present
+from app.ui.streaming import throttled
 from app.ui.tabs.playground import (SESSION_JOBS, arm_session, check_concept, check_number, check_prompt, file_stem,
                                     concept_choices, default_concept, default_layer, num_layers, stop_session)
 
-MAX_SWEEP_TOKENS = 128
-DEFAULT_SWEEP_TOKENS = 32
+MAX_SWEEP_TOKENS = limits.SWEEP_MAX_TOKENS
+DEFAULT_SWEEP_TOKENS = limits.DEFAULT_SWEEP_TOKENS
 KINDS = ("layer sweep", "strength sweep", "grid")
 
 HOWTO = (
     "A sweep runs one steered answer per cell (layer × strength) in a few batches and scores each with the unsteered "
-    "model: **concept score** (how far the text moved toward the concept), **perplexity ratio** (≈1 means as fluent "
-    "as the baseline) and **distinct-2** (low means repetition). ✕ marks incoherent cells, ★ the recommended one. "
+    "model: **concept score** (how far the text moved toward the concept), **perplexity ratio** (≈1 means as plausible "
+    "as the baseline; far below 1 usually means the text repeats itself, which is easy to predict) and **distinct-2** "
+    "(low means repetition). ✕ marks incoherent cells (click one: its verdict says which rule decided), ★ the "
+    "recommended one. "
     "Pick a cell below to read its text, then send it to the playground or save it as the concept's recommendation."
 )
 
@@ -84,9 +89,12 @@ def build(service: Any, ctx: Any) -> None:
             kind = gr.Radio(list(KINDS), value="grid", label="Kind of sweep",
                             info="Fills in sensible layers and strengths", elem_id="sw-kind")
             with gr.Row():
-                max_tokens = gr.Slider(4, MAX_SWEEP_TOKENS, value=DEFAULT_SWEEP_TOKENS, step=1, label="Max tokens",
+                max_tokens = gr.Slider(limits.SWEEP_MIN_TOKENS, MAX_SWEEP_TOKENS, value=DEFAULT_SWEEP_TOKENS, step=1, label="Max tokens",
                                        elem_id="sw-max-tokens")
                 absolute = gr.Checkbox(value=False, label="Absolute strengths", elem_id="sw-absolute")
+            ops = [o for o in service.operations() if o.hook_point == "residual"]
+            op = gr.Dropdown([(f"{o.name} (sweeps {o.param})", o.name) for o in ops], value="add", label="Operation",
+                             elem_id="sw-op", info="For ablate/cap/clamp/rotate the strengths are its a / t / theta")
     with gr.Row():
         run = gr.Button("Run sweep", variant="primary", elem_id="sw-run", scale=3)
         stop = gr.Button("Stop", variant="stop", elem_id="sw-stop", scale=1)
@@ -119,18 +127,15 @@ def build(service: Any, ctx: Any) -> None:
     kind.input(prefill, [kind], [layers, strengths], api_visibility="private", queue=False)
 
     @guarded
-    def run_sweep(concept, prompt, layers, strengths, max_tokens, absolute, request: gr.Request,
+    def run_sweep(concept, prompt, layers, strengths, max_tokens, absolute, op="add", request: gr.Request = None,
                   progress=gr.Progress()):
-        from app.service.generation_ops import parse_float_list, parse_int_list  # lazy: no model runtime at import
-
         prompt = check_prompt(prompt)
         concept = check_concept(concept)
-        layer_list = parse_int_list(layers, "layers", upper=num_layers(service))
-        strength_list = parse_float_list(strengths, "strengths")
-        lim = 8.0 if absolute else 1.0
-        for s in strength_list:
-            check_number(s, "strength", -lim, lim)
-        mt = int(check_number(max_tokens, "max tokens", 1, MAX_SWEEP_TOKENS, integer=True))
+        layer_list = parse_layers(layers, num_layers(service), "layers")
+        op_name = op or "add"
+        # other operations: their values are a / t / theta, checked against the operation's range by the service
+        strength_list = parse_floats(strengths, "strengths", limits.strength_limit(not absolute) if op_name == "add" else 180.0)
+        mt = int(check_number(max_tokens, "max tokens", limits.SWEEP_MIN_TOKENS, MAX_SWEEP_TOKENS, integer=True))
         n_cells = len(layer_list) * len(strength_list)
         progress(0.0, desc=f"preparing {n_cells} cells…")
 
@@ -141,7 +146,7 @@ def build(service: Any, ctx: Any) -> None:
         try:
             result = service.sweep(prompt, concept, layer_list, strength_list,
                                    params=GenerationParams(max_tokens=mt), relative=not absolute,
-                                   progress=report, token=token)
+                                   progress=throttled(report), token=token, op=op_name)
         except Cancelled:
             result = None
         finally:
@@ -171,7 +176,7 @@ def build(service: Any, ctx: Any) -> None:
         )
 
     run.click(guarded(arm_session), None, None, queue=False, show_progress="hidden", api_visibility="private").then(
-        run_sweep, [concept, prompt, layers, strengths, max_tokens, absolute],
+        run_sweep, [concept, prompt, layers, strengths, max_tokens, absolute, op],
         [state, summary, heatmap, lines, table, cell, cell_md, dl_md, dl_json],
         api_name="sweep", show_progress="full", show_progress_on=[heatmap], **MODEL_CONCURRENCY)
 
@@ -205,6 +210,9 @@ def build(service: Any, ctx: Any) -> None:
         if not data or cell_v is None:
             raise gr.Error("Run a sweep and pick a cell first.", print_exception=False)
         concept_v = check_concept(data.get("concept") or concept)
+        if (data.get("op") or "add") != "add":
+            raise gr.Error(f"A recommendation stores a strength for add; this sweep varied {data['op']}'s parameter.",
+                           print_exception=False)
         service.save_recommendation(concept_v, cell_v[0], cell_v[1], relative=bool(data.get("relative", True)),
                                     source="sweep")
         return (f"Saved: **{concept_v}** now recommends layer {cell_v[0]}, strength {cell_v[1]:g} "
@@ -214,7 +222,7 @@ def build(service: Any, ctx: Any) -> None:
 
     ctx.register("sweeps", prompt=prompt, concept=concept, layers=layers, strengths=strengths, run=run,
                  max_tokens=max_tokens, absolute=absolute, kind=kind, state=state, cell=cell, use=use, stop=stop,
-                 heatmap=heatmap, summary=summary)
+                 heatmap=heatmap, summary=summary, op=op)
 
 
 def wire(service: Any, ctx: Any) -> None:

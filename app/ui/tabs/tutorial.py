@@ -1,4 +1,4 @@
-"""The guided path: seven short steps, each with a "Try it" that fills another tab and opens it."""
+"""The guided path: short steps, each with a "Try it" that fills another tab and opens it."""
 
 from __future__ import annotations
 
@@ -127,6 +127,27 @@ the concept shows. Good settings sit just below where coherence drops: the stron
         {"sweeps.prompt": "Tell me about your weekend.", "sweeps.concept": "happy",
          "sweeps.layers": "12", "sweeps.strengths": "0.1, 0.3, 0.6, 1.0, 1.5"},
         "Run the sweep and watch the coherence score fall as the strength grows.",
+    ),
+    Step(
+        "Beyond adding: ablate and rotate",
+        """Adding is one thing you can do with a concept direction *u*. Two others change the residual stream *h*
+in other ways:
+- **ablate** removes the concept's component, *h − (h·u) u*: the model can no longer read how much "happy" the
+  text has at that layer (the parameter *a* in 0–1 removes part of it);
+- **rotate** turns *h* towards *u* by an angle θ while keeping its length, so the layer sees a vector of the
+  size it was trained on (adding makes it longer).
+
+The Try-it fills the playground with **rotate** happy by 15° at layer 12. Press **Generate**, then open
+**Advanced**, set **Operation** to *add* (strength 0.3) and then to *ablate*, and generate each time.
+**Which one changed the text least while still changing its tone?** Look at the **effect map** under the answers
+(red = where the steered model's next-token guess differs most from the unsteered one) and at **Where it applied**
+in the advanced section.""",
+        "playground",
+        {"playground.prompt": "Tell me about your weekend.", "playground.concept": "happy",
+         "playground.layer": 12, "playground.strength": 0.3, "playground.max_tokens": 48,
+         "playground.op": "rotate", "playground.op_param": "15", "playground.op_layers": "",
+         "playground.condition": ""},
+        "Generate with rotate, then with add and with ablate, and compare the three steered answers.",
     ),
     Step(
         "Mixing concepts",
