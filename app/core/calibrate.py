@@ -24,13 +24,14 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from app.core.cellbatch import Cell, generate_cells
+from app.core.cellbatch import Cell
 from app.core.chat import encode, format_chat
 from app.errors import InputError
 from app.types import ConceptVectors
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "assets" / "prompts"
 MIN_SHARE = 0.8  # a cell must be coherent and clean on at least this share of prompts
+MAX_PADDED_ROWS = 200  # rows of one left-padded batch (prompts x cells); KV memory ~12 MB a row
 
 
 def load_prompts(name: str, folder: Path = PROMPTS_DIR) -> list[str]:
@@ -132,11 +133,7 @@ def evaluate(lm, prompts: Sequence[str], vectors: Mapping[str, ConceptVectors], 
     out = {c: CellStats(c.key, c.layer, c.strength) for c in cells}
     if not cells:
         return out
-    for i, prompt in enumerate(prompts):
-        if progress is not None:
-            progress(f"prompt {i + 1}/{len(prompts)}: {len(cells)} cells")
-        tokens = encode(lm.tokenizer, format_chat(lm.tokenizer, prompt))
-        base, texts = generate_cells(lm, tokens, vectors, cells, max_tokens, should_stop)
+    for base, texts in generate_all(lm, prompts, vectors, cells, max_tokens, progress):
         by_slug: dict[str, list[int]] = {}
         for j, c in enumerate(cells):
             by_slug.setdefault(c.key.split(":", 1)[0], []).append(j)
@@ -150,6 +147,27 @@ def evaluate(lm, prompts: Sequence[str], vectors: Mapping[str, ConceptVectors], 
                 if keep_texts:
                     st.texts.append(texts[j].text)
     return out
+
+
+def generate_all(lm, prompts, vectors, cells, max_tokens, progress):
+    """(baseline, cell texts) per prompt: all prompts' rows in left-padded batches of <= MAX_PADDED_ROWS."""
+    from app.core.cellbatch import generate_padded, score_rows
+
+    token_lists = [encode(lm.tokenizer, format_chat(lm.tokenizer, p)) for p in prompts]
+    per = 1 + len(cells)
+    step = max(1, MAX_PADDED_ROWS // per)
+    results = []
+    for s in range(0, len(prompts), step):
+        chunk = token_lists[s:s + step]
+        if progress is not None:
+            progress(f"prompts {s + 1}-{s + len(chunk)}/{len(prompts)}: {len(cells)} cells, {per * len(chunk)} rows")
+        rows = [t for t in chunk for _ in range(per)]
+        plan = [c for _ in chunk for c in [None, *cells]]
+        gen = generate_padded(lm, rows, vectors, plan, max_tokens)
+        for i, t in enumerate(chunk):
+            texts = score_rows(lm, t, gen[i * per:(i + 1) * per])
+            results.append((texts[0], texts[1:]))
+    return results
 
 
 def pair_consistency(pos: np.ndarray, neg: np.ndarray, layer: int) -> float:

@@ -15,7 +15,8 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from app.core.cellbatch import Cell, generate_cells, generate_plain
+from app.core.calibrate import generate_all
+from app.core.cellbatch import Cell, generate_plain
 from app.core.chat import encode, eos_ids, format_chat
 from app.types import Concept, ConceptVectors
 
@@ -69,10 +70,7 @@ def measure(lm, concepts: Sequence[Concept], vectors: Mapping[str, ConceptVector
     out = {c.slug: ConceptEfficacy(c.slug, vectors[c.slug].method, *settings[c.slug]) for c in concepts}
     cells = [Cell(c.slug, *settings[c.slug]) for c in concepts]
     baselines = []
-    for i, p in enumerate(prompts):
-        if log:
-            log(f"steered: prompt {i + 1}/{len(prompts)}")
-        base, texts = generate_cells(lm, encode(lm.tokenizer, format_chat(lm.tokenizer, p)), vectors, cells, max_tokens)
+    for base, texts in generate_all(lm, prompts, vectors, cells, max_tokens, log):
         baselines.append(base.text)
         for c, t in zip(concepts, texts):
             e = out[c.slug]
