@@ -24,7 +24,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from app.core.cellbatch import Cell
+from app.core.cellbatch import Cell, generate_cells
 from app.core.chat import encode, format_chat
 from app.errors import InputError
 from app.types import ConceptVectors
@@ -121,32 +121,63 @@ def rank_layers(stats: Sequence[CellStats], k: int) -> list[int]:
 Judges = Mapping[str, Callable[[Sequence[str]], np.ndarray]]  # slug -> texts -> signed scores
 
 
+Runner = Callable[[Sequence[int], Callable[[int], list]], list]  # (items, fn) -> [fn(item) ...]
+
+
 def evaluate(lm, prompts: Sequence[str], vectors: Mapping[str, ConceptVectors], cells: Sequence[Cell],
              judges: Judges, max_tokens: int, keep_texts: bool = False,
              progress: Optional[Callable[[str], None]] = None,
-             should_stop: Optional[Callable[[], bool]] = None) -> dict[Cell, CellStats]:
+             should_stop: Optional[Callable[[], bool]] = None,
+             runner: Optional[Runner] = None) -> dict[Cell, CellStats]:
     """Every cell on every prompt (one batch of all cells per prompt), judged against the baseline.
 
     A cell's key is ``"<slug>:<method>"``; ``judges[slug]`` scores its texts (higher = more
-    of the concept).
+    of the concept). ``runner`` maps the per-prompt work over prompt indices: in order here, or
+    split over the ranks of a distributed job (``app.core.distributed.run_json_items``).
     """
     out = {c: CellStats(c.key, c.layer, c.strength) for c in cells}
     if not cells:
         return out
-    for base, texts in generate_all(lm, prompts, vectors, cells, max_tokens, progress):
-        by_slug: dict[str, list[int]] = {}
-        for j, c in enumerate(cells):
-            by_slug.setdefault(c.key.split(":", 1)[0], []).append(j)
-        for slug, idx in by_slug.items():
-            scores = np.asarray(judges[slug]([base.text] + [texts[j].text for j in idx]), dtype=np.float64)
-            for j, sc in zip(idx, scores[1:]):
-                st = out[cells[j]]
-                st.changes.append(float(sc - scores[0]))
-                st.coherent.append(texts[j].coherent)
-                st.clean.append(texts[j].clean)
-                if keep_texts:
-                    st.texts.append(texts[j].text)
+    if runner is None:  # one process: every prompt's rows in shared left-padded batches
+        results = [_judge_rows(base, texts, cells, judges)
+                   for base, texts in generate_all(lm, prompts, vectors, cells, max_tokens, progress)]
+    else:  # spread over ranks (app.core.distributed): each rank judges whole prompts
+
+        def one_prompt(i: int) -> list:
+            if progress is not None:
+                progress(f"prompt {i + 1}/{len(prompts)}: {len(cells)} cells")
+            return _judge_prompt(lm, prompts[i], vectors, cells, judges, max_tokens, should_stop)
+
+        results = runner(list(range(len(prompts))), one_prompt)
+    for rows in results:
+        for cell, (change, coherent, clean, text) in zip(cells, rows):
+            st = out[cell]
+            st.changes.append(change)
+            st.coherent.append(coherent)
+            st.clean.append(clean)
+            if keep_texts:
+                st.texts.append(text)
     return out
+
+
+def _judge_rows(base, texts, cells: Sequence[Cell], judges: Judges) -> list:
+    """[change, coherent, clean, text] per cell for one prompt (plain values: they travel as JSON)."""
+    rows: list = [None] * len(cells)
+    by_slug: dict[str, list[int]] = {}
+    for j, c in enumerate(cells):
+        by_slug.setdefault(c.key.split(":", 1)[0], []).append(j)
+    for slug, idx in by_slug.items():
+        scores = np.asarray(judges[slug]([base.text] + [texts[j].text for j in idx]), dtype=np.float64)
+        for j, sc in zip(idx, scores[1:]):
+            rows[j] = [float(sc - scores[0]), bool(texts[j].coherent), bool(texts[j].clean), texts[j].text]
+    return rows
+
+
+def _judge_prompt(lm, prompt: str, vectors: Mapping[str, ConceptVectors], cells: Sequence[Cell],
+                  judges: Judges, max_tokens: int, should_stop) -> list:
+    tokens = encode(lm.tokenizer, format_chat(lm.tokenizer, prompt))
+    base, texts = generate_cells(lm, tokens, vectors, cells, max_tokens, should_stop)
+    return _judge_rows(base, texts, cells, judges)
 
 
 def generate_all(lm, prompts, vectors, cells, max_tokens, progress):

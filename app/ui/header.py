@@ -18,6 +18,11 @@ TAGLINE = ("Look inside a small language model layer by layer, build a *concept 
            "New here? Start with the **Tutorial** tab.")
 
 
+BASE_MODEL_NOTE = (" · **base model**: no chat template, so every prompt (and every contrast pair) is "
+                   "plain text that the model continues; write the start of the text you want, "
+                   "e.g. *My weekend was* rather than a question.")
+
+
 def short_blas(blas: str) -> str:
     """'OpenBLAS (/usr/lib/.../libopenblas.so.0)' -> 'OpenBLAS'."""
     return (blas or "unknown").split(" (", 1)[0]
@@ -30,7 +35,8 @@ def model_line(service: Any) -> str:
                 "(or run `./setup_local_cache.sh` to prepare the bundled one).")
     info = service.info()
     return (f"**Model:** `{info.model_id.replace('`', '')}` · {info.num_layers} layers (0–{info.num_layers - 1}) · "
-            f"hidden size {info.hidden_size} · {info.dtype} · {info.device} · BLAS: {md_escape(short_blas(info.blas))}")
+            f"hidden size {info.hidden_size} · {info.dtype} · {info.device} · BLAS: {md_escape(short_blas(info.blas))}"
+            + ("" if info.has_chat_template else BASE_MODEL_NOTE))
 
 
 def model_choices(service: Any) -> list[str]:
