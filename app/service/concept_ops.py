@@ -168,6 +168,9 @@ class ConceptOps:
         return cv
 
     def _opposite(self, concept: Concept) -> Concept:
+        """The opposite concept; a form copy of a library concept inherits the library's ``opposite:``."""
+        if not concept.opposite and self.library.exists(concept.slug):
+            concept = self.library.get(concept.slug)
         if not concept.opposite:
             raise InputError(f"the bipolar method needs an opposite concept: set `opposite:` for {concept.slug!r}")
         return self.library.get(concept.opposite)

@@ -44,6 +44,15 @@ def template_choices(service: Any) -> list[tuple[str, str]]:
         return []
 
 
+def _calibration_of(service: Any, slug: str):
+    """The stored calibration of a library concept with this slug (its shipped vectors), or None."""
+    try:
+        return service.calibration_report(slug) if slug and service.library.exists(slug) else None
+    except Exception:
+        log.exception("reading the calibration report failed")
+        return None
+
+
 def _form_concept(name, slug, description, category, table, sys_pos, sys_neg, provenance=None, strict_slug=True):
     pairs, problems = present.table_to_pairs(table)
     present.check_pairs(pairs, problems)
@@ -194,8 +203,10 @@ def build(service: Any, ctx: Any) -> None:
             if _RUNNING.get(key) is token:
                 del _RUNNING[key]
         title = f"Quality of “{concept.name}” per layer ({cv.method}, {n} pairs)"
+        calibration = _calibration_of(service, concept.slug)
         lens = vector_lens_md(service.vector_lens(cv), cv.recommended_layers)
-        yield (present.quality_summary_md(cv, concept.name) + "\n\n" + lens, present.quality_figure(cv, title), cv,
+        yield (present.quality_summary_md(cv, concept.name, calibration) + "\n\n" + lens,
+               present.quality_figure(cv, title), cv,
                f"Extracted {n} pairs with `{cv.method}`. Press **Save to library** to keep the concept and its "
                "vectors.")
 
