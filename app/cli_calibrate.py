@@ -33,6 +33,12 @@ def register(sub, add) -> None:
     sp.add_argument("--save", action="store_true", help="store the result in your concept library")
     sp.add_argument("--ship", action="store_true", help="(maintainers) write vectors, settings and the report to the repo")
     sp.add_argument("--log", default=None, help="also append progress lines to this file")
+    sp.add_argument("--reuse-vectors", action="store_true",
+                    help="calibrate the stored vectors as they are (no extraction, no method comparison)")
+    sp.add_argument("--distributed", action="store_true",
+                    help="spread each stage's prompts over the ranks of an mlx.launch job; rank 0 logs, prints and "
+                         "saves (mlx.launch --backend ring -n 2 --python .venv/bin/python .venv/bin/steering-lab "
+                         "calibrate ... --distributed)")
 
 
 def _plan(args, lm):
@@ -92,11 +98,12 @@ def cmd_calibrate(args) -> int:
             if not lib.is_shipped(c.slug):
                 raise CLIError(f"{c.slug} is not a shipped concept")
     plan = _plan(args, lm)
-    logf = open(args.log, "a", encoding="utf-8") if args.log else None
+    runner, main, rank = _runner(args)
+    logf = open(args.log, "a", encoding="utf-8") if args.log and main else None
     t0 = time.perf_counter()
 
     def log(msg: str) -> None:
-        line = f"[{time.perf_counter() - t0:7.1f} s] {msg}"
+        line = f"[{time.perf_counter() - t0:7.1f} s]{rank} {msg}"
         print(line, file=sys.stderr, flush=True)
         if logf:
             logf.write(line + "\n")
@@ -108,12 +115,18 @@ def cmd_calibrate(args) -> int:
         for o in everyone:
             if o.slug == c.opposite or o.category == c.category:
                 context.setdefault(o.slug, o)
-    variants, consistency = build_variants(lm, list(context.values()), plan.methods, log,
-                                           targets=[c.slug for c in targets])
+    if args.reuse_vectors:
+        variants, consistency = _stored(svc, targets), {}
+    else:
+        variants, consistency = build_variants(lm, list(context.values()), plan.methods, log,
+                                               targets=[c.slug for c in targets])
     log("vectors ready")
-    report = run_search(lm, variants, judges, load_prompts("calibration"), load_prompts("validation"), plan, log)
+    report = run_search(lm, variants, judges, load_prompts("calibration"), load_prompts("validation"), plan, log,
+                        runner=runner)
     seconds = round(time.perf_counter() - t0, 1)
     log(f"done in {seconds} s")
+    if not main:
+        return 0  # another rank of a distributed job: rank 0 reports and saves
     if args.log:  # keep the raw result even if storing fails below
         from app.library.atomic import atomic_write_text
 
@@ -126,13 +139,36 @@ def cmd_calibrate(args) -> int:
     for c in targets:
         r = report[c.slug]
         r["judge"] = labels[c.slug]
-        r["pair_consistency"] = consistency[c.slug].get(str(r["layer"]))
+        r["pair_consistency"] = consistency.get(c.slug, {}).get(str(r["layer"]))
         _store(args, lib, lm, c, r, variants[c.slug][r["method"]], key)
     if args.ship:
         _write_report(paths.REPO_DIR / CALIBRATION_DIR / f"{key}.json", report, plan, seconds, lm.model_id)
     if args.json:
         _print_json(report)
     return 0
+
+
+def _stored(svc, targets) -> dict:
+    """slug -> {its stored method: its stored vectors} (CLIError when a concept has none)."""
+    lm, out = svc.loaded, {}
+    info = lm.info()
+    for c in targets:
+        cv = svc.library.load_vectors(c.slug, lm.model_id, info.fingerprint, lm.hidden_size, lm.num_layers)
+        if cv is None:
+            raise CLIError(f"{c.slug}: no stored vectors for {lm.model_id} to reuse; drop --reuse-vectors")
+        out[c.slug] = {"mean_diff" if cv.method == "mean_diff" else cv.method: cv}
+    return out
+def _runner(args):
+    """(runner for calibrate.evaluate, is this the reporting rank, log prefix)."""
+    if not args.distributed:
+        return None, True, ""
+    import functools
+
+    from app.core import distributed
+
+    grp = distributed.group()
+    return functools.partial(distributed.run_json_items, grp=grp), distributed.is_main(grp), \
+        f" rank {grp.rank()} of {grp.size()}:"
 
 
 def _store(args, lib, lm, concept, r, cv, key) -> None:

@@ -11,6 +11,8 @@ SHIPPED_CONCEPTS = REPO_DIR / "concepts"
 SHIPPED_VECTORS = REPO_DIR / "assets" / "vectors"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_MODEL_ID = "SmolLM2-135M-Instruct"  # model key: smollm2-135m-instruct
+# Second real models ``steering-lab prepare --extra KEY`` prepares: key -> model id (= folder name).
+EXTRA_MODELS = {"gemma3-270m": "gemma-3-270m"}
 
 
 def cache_dir() -> Path:

@@ -95,10 +95,10 @@ def _flat(variants: Mapping[str, Mapping[str, ConceptVectors]]) -> dict[str, Con
     return {f"{s}:{m}": cv for s, ms in variants.items() for m, cv in ms.items()}
 
 
-def _run(lm, prompts, *, variants, cells, judges, tokens, log, stop, stage: str, keep_texts=False):
+def _run(lm, prompts, *, variants, cells, judges, tokens, log, stop, stage: str, keep_texts=False, runner=None):
     t0 = time.perf_counter()
     res = evaluate(lm, prompts, _flat(variants), cells, judges, tokens, keep_texts,
-                   progress=(lambda m: log(f"{stage}: {m}")) if log else None, should_stop=stop)
+                   progress=(lambda m: log(f"{stage}: {m}")) if log else None, should_stop=stop, runner=runner)
     if log:
         log(f"{stage}: {len(cells)} cells x {len(prompts)} prompts in {time.perf_counter() - t0:.0f} s")
     return res
@@ -110,11 +110,16 @@ def _of(stats: Mapping[Cell, CellStats], key: str) -> list[CellStats]:
 
 def run_search(lm, variants: Mapping[str, Mapping[str, ConceptVectors]], judges: Judges,
                cal_prompts: Sequence[str], val_prompts: Sequence[str], plan: SearchPlan = SearchPlan(),
-               log: Log = None, should_stop: Optional[Callable[[], bool]] = None) -> dict[str, dict]:
-    """Choose (method, layer, strength) per concept on ``cal_prompts``; report on ``val_prompts``."""
+               log: Log = None, should_stop: Optional[Callable[[], bool]] = None,
+               runner=None) -> dict[str, dict]:
+    """Choose (method, layer, strength) per concept on ``cal_prompts``; report on ``val_prompts``.
+
+    ``runner`` (see ``calibrate.evaluate``) spreads each stage's prompts over distributed ranks;
+    every rank then takes the same decisions from the same gathered results.
+    """
     coarse = list(cal_prompts[:plan.coarse_prompts])
     slugs = [s for s in variants if "mean_diff" in variants[s]]
-    run = functools.partial(_run, lm, variants=variants, judges=judges, log=log, stop=should_stop)
+    run = functools.partial(_run, lm, variants=variants, judges=judges, log=log, stop=should_stop, runner=runner)
     cells = [Cell(f"{s}:mean_diff", l, st) for s in slugs for l in plan.layers_for(lm.num_layers)
              for st in plan.coarse_strengths]
     depth = run(coarse, cells=cells, tokens=plan.coarse_tokens, stage="depth")

@@ -31,6 +31,7 @@ from app.types import ConceptVectors
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "assets" / "prompts"
 MIN_SHARE = 0.8  # a cell must be coherent and clean on at least this share of prompts
+MAX_PADDED_ROWS = 200  # rows of one left-padded batch (prompts x cells); KV memory ~12 MB a row
 
 
 def load_prompts(name: str, folder: Path = PROMPTS_DIR) -> list[str]:
@@ -93,7 +94,7 @@ class CellStats:
              "wrong_way": round(self.wrong_way, 3), "mean_change": round(self.mean_change, 4),
              "spread": round(self.spread, 4), "coherent_share": round(self.coherent_share, 3),
              "clean_share": round(self.clean_share, 3),
-             "changes": [round(c, 4) for c in self.changes]}
+             "changes": [round(c, 4) for c in self.changes], "clean": list(self.clean)}
         if with_texts:
             d["texts"] = list(self.texts)
         return d
@@ -120,36 +121,84 @@ def rank_layers(stats: Sequence[CellStats], k: int) -> list[int]:
 Judges = Mapping[str, Callable[[Sequence[str]], np.ndarray]]  # slug -> texts -> signed scores
 
 
+Runner = Callable[[Sequence[int], Callable[[int], list]], list]  # (items, fn) -> [fn(item) ...]
+
+
 def evaluate(lm, prompts: Sequence[str], vectors: Mapping[str, ConceptVectors], cells: Sequence[Cell],
              judges: Judges, max_tokens: int, keep_texts: bool = False,
              progress: Optional[Callable[[str], None]] = None,
-             should_stop: Optional[Callable[[], bool]] = None) -> dict[Cell, CellStats]:
+             should_stop: Optional[Callable[[], bool]] = None,
+             runner: Optional[Runner] = None) -> dict[Cell, CellStats]:
     """Every cell on every prompt (one batch of all cells per prompt), judged against the baseline.
 
     A cell's key is ``"<slug>:<method>"``; ``judges[slug]`` scores its texts (higher = more
-    of the concept).
+    of the concept). ``runner`` maps the per-prompt work over prompt indices: in order here, or
+    split over the ranks of a distributed job (``app.core.distributed.run_json_items``).
     """
     out = {c: CellStats(c.key, c.layer, c.strength) for c in cells}
     if not cells:
         return out
-    for i, prompt in enumerate(prompts):
-        if progress is not None:
-            progress(f"prompt {i + 1}/{len(prompts)}: {len(cells)} cells")
-        tokens = encode(lm.tokenizer, format_chat(lm.tokenizer, prompt))
-        base, texts = generate_cells(lm, tokens, vectors, cells, max_tokens, should_stop)
-        by_slug: dict[str, list[int]] = {}
-        for j, c in enumerate(cells):
-            by_slug.setdefault(c.key.split(":", 1)[0], []).append(j)
-        for slug, idx in by_slug.items():
-            scores = np.asarray(judges[slug]([base.text] + [texts[j].text for j in idx]), dtype=np.float64)
-            for j, sc in zip(idx, scores[1:]):
-                st = out[cells[j]]
-                st.changes.append(float(sc - scores[0]))
-                st.coherent.append(texts[j].coherent)
-                st.clean.append(texts[j].clean)
-                if keep_texts:
-                    st.texts.append(texts[j].text)
+    if runner is None:  # one process: every prompt's rows in shared left-padded batches
+        results = [_judge_rows(base, texts, cells, judges)
+                   for base, texts in generate_all(lm, prompts, vectors, cells, max_tokens, progress)]
+    else:  # spread over ranks (app.core.distributed): each rank judges whole prompts
+
+        def one_prompt(i: int) -> list:
+            if progress is not None:
+                progress(f"prompt {i + 1}/{len(prompts)}: {len(cells)} cells")
+            return _judge_prompt(lm, prompts[i], vectors, cells, judges, max_tokens, should_stop)
+
+        results = runner(list(range(len(prompts))), one_prompt)
+    for rows in results:
+        for cell, (change, coherent, clean, text) in zip(cells, rows):
+            st = out[cell]
+            st.changes.append(change)
+            st.coherent.append(coherent)
+            st.clean.append(clean)
+            if keep_texts:
+                st.texts.append(text)
     return out
+
+
+def _judge_rows(base, texts, cells: Sequence[Cell], judges: Judges) -> list:
+    """[change, coherent, clean, text] per cell for one prompt (plain values: they travel as JSON)."""
+    rows: list = [None] * len(cells)
+    by_slug: dict[str, list[int]] = {}
+    for j, c in enumerate(cells):
+        by_slug.setdefault(c.key.split(":", 1)[0], []).append(j)
+    for slug, idx in by_slug.items():
+        scores = np.asarray(judges[slug]([base.text] + [texts[j].text for j in idx]), dtype=np.float64)
+        for j, sc in zip(idx, scores[1:]):
+            rows[j] = [float(sc - scores[0]), bool(texts[j].coherent), bool(texts[j].clean), texts[j].text]
+    return rows
+
+
+def _judge_prompt(lm, prompt: str, vectors: Mapping[str, ConceptVectors], cells: Sequence[Cell],
+                  judges: Judges, max_tokens: int, should_stop) -> list:
+    tokens = encode(lm.tokenizer, format_chat(lm.tokenizer, prompt))
+    base, texts = generate_cells(lm, tokens, vectors, cells, max_tokens, should_stop)
+    return _judge_rows(base, texts, cells, judges)
+
+
+def generate_all(lm, prompts, vectors, cells, max_tokens, progress):
+    """(baseline, cell texts) per prompt: all prompts' rows in left-padded batches of <= MAX_PADDED_ROWS."""
+    from app.core.cellbatch import generate_padded, score_rows
+
+    token_lists = [encode(lm.tokenizer, format_chat(lm.tokenizer, p)) for p in prompts]
+    per = 1 + len(cells)
+    step = max(1, MAX_PADDED_ROWS // per)
+    results = []
+    for s in range(0, len(prompts), step):
+        chunk = token_lists[s:s + step]
+        if progress is not None:
+            progress(f"prompts {s + 1}-{s + len(chunk)}/{len(prompts)}: {len(cells)} cells, {per * len(chunk)} rows")
+        rows = [t for t in chunk for _ in range(per)]
+        plan = [c for _ in chunk for c in [None, *cells]]
+        gen = generate_padded(lm, rows, vectors, plan, max_tokens)
+        for i, t in enumerate(chunk):
+            texts = score_rows(lm, t, gen[i * per:(i + 1) * per])
+            results.append((texts[0], texts[1:]))
+    return results
 
 
 def pair_consistency(pos: np.ndarray, neg: np.ndarray, layer: int) -> float:

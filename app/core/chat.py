@@ -1,28 +1,18 @@
-"""Chat formatting and tokenization with the model's own template."""
+"""Chat formatting (the model's own template, plain text for base models) and tokenization."""
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
+from app.core.family import format_prompt
+
 
 def format_chat(tokenizer: Any, user: str, system: Optional[str] = None) -> str:
-    """Wrap a user message (and optional system prompt) in the model's chat template."""
-    messages = []
-    if system:
-        messages.append({"role": "system", "content": system})
-    messages.append({"role": "user", "content": user})
-    template = getattr(tokenizer, "chat_template", None)
-    if not template:
-        prefix = f"{system}\n\n" if system else ""
-        return f"{prefix}User: {user}\nAssistant:"
-    try:
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    except Exception:
-        if not system:
-            raise
-        # Some templates (e.g. Gemma) reject a system role: fold it into the user turn.
-        merged = [{"role": "user", "content": f"{system}\n\n{user}"}]
-        return tokenizer.apply_chat_template(merged, add_generation_prompt=True, tokenize=False)
+    """The text the model reads: its chat template, or plain text for a base model.
+
+    The family rules (base models, templates without a system role) live in ``app.core.family``.
+    """
+    return format_prompt(tokenizer, user, system)
 
 
 def encode(tokenizer: Any, text: str) -> list[int]:

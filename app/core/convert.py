@@ -309,10 +309,22 @@ def convert_gguf_to_mlx(gguf_path: Path, out_dir: Path, *, force: bool = False) 
             pass
     weights, config, meta = read_gguf_model(gguf_path)
     tokenizer = build_tokenizer(meta)
+    return write_model_folder(out_dir, weights, config, tokenizer, source)
+
+
+def write_model_folder(out_dir: Path, weights: dict[str, Any], config: dict[str, Any], tokenizer,
+                       source: dict[str, Any]) -> Path:
+    """Write config, weights (MLX or numpy arrays), tokenizer and source marker atomically."""
+    out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-convert-", dir=out_dir.parent))
     try:
-        mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
+        if all(isinstance(w, mx.array) for w in weights.values()):
+            mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
+        else:
+            from safetensors.numpy import save_file
+
+            save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "mlx"})
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         (tmp / "generation_config.json").write_text(
             json.dumps({"eos_token_id": config["eos_token_id"], "bos_token_id": config["bos_token_id"]})

@@ -10,30 +10,11 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
 
+from app.core import family
 from app.core.capture import capture
 from app.core.models import LoadedModel
-
-
-def final_norm_and_unembed(model: nn.Module):
-    """(norm, unembed) callables of an mlx-lm model, for any of its families."""
-    inner = getattr(model, "model", None) or getattr(model, "language_model", None)
-    norm = None
-    for name in ("norm", "final_layernorm", "ln_f", "final_norm"):
-        if inner is not None and name in inner:
-            norm = inner[name]
-            break
-    if "lm_head" in model:
-        unembed = model["lm_head"]
-    elif inner is not None and "embed_tokens" in inner:
-        unembed = inner["embed_tokens"].as_linear
-    elif inner is not None and "wte" in inner:
-        unembed = inner["wte"].as_linear
-    else:
-        raise ValueError(f"{type(model).__name__}: cannot find the unembedding for the logit lens")
-    return (norm if norm is not None else (lambda x: x)), unembed
 
 
 @dataclass
@@ -54,10 +35,10 @@ def explore(lm: LoadedModel, token_ids: Sequence[int], unit_vectors: Optional[np
     hidden = res.hidden[:, 0]  # [L, T, H]
     L, T, _ = hidden.shape
     norms = np.linalg.norm(hidden, axis=-1)
-    norm, unembed = final_norm_and_unembed(lm.model)
+    head = family.lens_head(lm.model, lm.config)
     positions = list(range(T)) if lens_positions is None else list(lens_positions)
     h = mx.array(hidden[:, positions, :])  # [L, P, H]
-    logits = unembed(norm(h.astype(lm.dtype))).astype(mx.float32)
+    logits = head(h.astype(lm.dtype)).astype(mx.float32)
     probs = mx.softmax(logits, axis=-1)
     part = mx.argpartition(-probs, kth=top_k - 1, axis=-1)[..., :top_k]
     part_p = mx.take_along_axis(probs, part, axis=-1)
@@ -99,11 +80,11 @@ def vector_lens(lm: LoadedModel, vectors: np.ndarray, layers: Optional[Sequence[
     the output head: tokens it promotes are what adding it pushes the next-token guess towards.
     """
     layers = list(range(vectors.shape[0])) if layers is None else [int(l) for l in layers]
-    norm, unembed = final_norm_and_unembed(lm.model)
+    head = family.lens_head(lm.model, lm.config)
     v = np.asarray(vectors, dtype=np.float32)[layers]
     n = np.linalg.norm(v, axis=1, keepdims=True)
     u = mx.array(np.where(n > 0, v / np.where(n > 0, n, 1.0), 0.0).astype(np.float32))
-    logits = unembed(norm(u[:, None, :].astype(lm.dtype)))[:, 0, :].astype(mx.float32)  # [L, V]
+    logits = head(u[:, None, :].astype(lm.dtype))[:, 0, :].astype(mx.float32)  # [L, V]
     k = max(1, min(int(k), logits.shape[-1] // 2))
     order = mx.argsort(logits, axis=-1)
     top_i, bot_i = order[:, ::-1][:, :k], order[:, :k]

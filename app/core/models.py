@@ -1,8 +1,7 @@
 """Load any mlx-lm model (bundled folder, local folder or hub id) and describe it.
 
-On CPU the weights are dequantized and cast to float32: MLX's quantized and half-precision
-CPU kernels are several times slower than float32 with OpenBLAS. On Metal the native dtype
-is kept.
+The device rule (dequantize to float32 on CPU, keep quantized weights on a GPU) is
+``app.core.device.weight_plan``.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
+from app.core import device, family
 from app.core.blas import active_blas
 from app.errors import ModelLoadError
 from app.types import ModelInfo
@@ -62,47 +62,20 @@ class LoadedModel:
 
 
 def device_name() -> str:
-    try:
-        if mx.metal.is_available():
-            return "gpu (Metal)"
-    except Exception:  # pragma: no cover - older mlx without mx.metal
-        pass
-    dev = mx.default_device()
-    return "gpu" if dev.type == mx.DeviceType.gpu else "cpu"
+    return device.device_label()
 
 
 def on_cpu() -> bool:
-    return mx.default_device().type == mx.DeviceType.cpu
+    return device.current_device() == "cpu"
 
 
 def layers_of(model: nn.Module) -> list:
     """The list of decoder blocks (``model.layers`` in every mlx-lm family)."""
-    layers = getattr(model, "layers", None)
-    if layers is None and hasattr(model, "model"):
-        layers = getattr(model.model, "layers", None)
-    elif isinstance(layers, list) and getattr(model, "layers", None) is not layers:
-        # A property that returns a new list each time (mlx-lm's PipelineMixin families, e.g.
-        # qwen2, return a slice of model.model.layers): patch the list the forward pass uses.
-        inner = getattr(model, "model", None)
-        stored = getattr(inner, "layers", None) if inner is not None else None
-        if isinstance(stored, list) and getattr(inner, "layers", None) is stored:
-            layers = stored
-    if not isinstance(layers, list):
-        raise ModelLoadError(f"{type(model).__name__} exposes no list of decoder layers")
-    return layers
+    return family.blocks(model)
 
 
 def hidden_size_of(model: nn.Module, config: dict[str, Any] | None = None) -> int:
-    config = config or {}
-    for key in ("hidden_size", "d_model", "n_embd"):
-        if key in config:
-            return int(config[key])
-        if "text_config" in config and key in config["text_config"]:
-            return int(config["text_config"][key])
-    args = getattr(model, "args", None)
-    if args is not None and hasattr(args, "hidden_size"):
-        return int(args.hidden_size)
-    raise ModelLoadError("cannot tell the model's hidden size")
+    return family.residual_width(model, config)
 
 
 def activation_dtype(model: nn.Module) -> mx.Dtype:
@@ -127,16 +100,9 @@ def model_fingerprint(config: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def prepare_for_device(model: nn.Module) -> nn.Module:
-    """Dequantize and use float32 on CPU; keep the native dtype on Metal."""
-    if not on_cpu():
-        return model
-    from mlx_lm.utils import dequantize_model
-
-    model = dequantize_model(model)
-    model.set_dtype(mx.float32)
-    mx.eval(model.parameters())
-    return model
+def prepare_for_device(model: nn.Module, on: str | None = None) -> nn.Module:
+    """Apply the device rule of ``app.core.device`` (float32 on CPU, as-is on a GPU)."""
+    return device.apply_plan(model, device.weight_plan(on or device.current_device()))
 
 
 def load_model(model_id: str, path: str | Path) -> LoadedModel:

@@ -16,6 +16,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from app.core import family
 from app.core.interventions import Add
 from app.core.models import layers_of
 from app.errors import InputError
@@ -247,7 +248,7 @@ def patch_layers(model: nn.Module, hooks: dict[int, Sequence[Hook]], state: Opti
             if isinstance(h, InterventionHook):
                 width = h.direction.shape[-1]
                 if hidden is None:
-                    hidden = _hidden_width(layers[i])
+                    hidden = family.block_width(layers[i])
                 if h.direction.ndim != 1 or (hidden is not None and width != hidden):
                     raise PatchError(
                         f"steering vector has shape {tuple(h.direction.shape)}, but layer {i} "
@@ -262,17 +263,6 @@ def patch_layers(model: nn.Module, hooks: dict[int, Sequence[Hook]], state: Opti
     finally:
         for i, block in originals.items():
             layers[i] = block
-
-
-def _hidden_width(block: nn.Module) -> Optional[int]:
-    """Width of the residual stream read off the block's first norm weight."""
-    for name in ("input_layernorm", "ln_1", "attention_norm", "norm1", "pre_attention_norm",
-                 "post_attention_layernorm"):  # olmo2 blocks have post-norms only
-        norm = getattr(block, name, None) if name in block else None
-        w = getattr(norm, "weight", None) if norm is not None else None
-        if w is not None and w.ndim == 1:
-            return int(w.shape[0])
-    return None
 
 
 def is_patched(model: nn.Module) -> bool:

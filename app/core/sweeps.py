@@ -23,6 +23,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from app.core import family
 from app.core.chat import pad_id
 from app.core.generation import run_batch, validate_params
 from app.core.judges import Judge, judge_scores
@@ -113,10 +114,8 @@ class SweepResult:
 def rows_per_batch(lm: LoadedModel, prompt_len: int, max_tokens: int) -> int:
     """How many rows fit the memory budget (KV cache + logits per row), capped for CPU speed."""
     cfg = lm.config
-    heads = int(cfg.get("num_key_value_heads") or cfg.get("num_attention_heads") or 1)
-    head_dim = int(cfg.get("head_dim") or lm.hidden_size // max(int(cfg.get("num_attention_heads", 1)), 1))
     bytes_per = 4
-    kv = 2 * lm.num_layers * heads * head_dim * (prompt_len + max_tokens) * bytes_per
+    kv = family.kv_geometry(cfg, lm.num_layers, lm.hidden_size).cache_bytes(prompt_len + max_tokens, bytes_per)
     logits = int(cfg.get("vocab_size", 32000)) * bytes_per * 4
     act = (prompt_len * lm.hidden_size * 8) * bytes_per
     per_row = kv + logits + act

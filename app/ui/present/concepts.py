@@ -231,8 +231,9 @@ def verdict(cv: ConceptVectors) -> tuple[str, str]:
                    "positive only in the concept, and add more pairs.")
 
 
-def quality_summary_md(cv: ConceptVectors, name: str = "") -> str:
-    """The numbers behind the quality chart, with what they mean."""
+def quality_summary_md(cv: ConceptVectors, name: str = "", calibration: Optional[Mapping] = None) -> str:
+    """The numbers behind the quality chart, with what they mean; with ``calibration`` (the
+    library concept's stored report) also how reliably its shipped setting steers."""
     L = cv.num_layers
     a = _quality_arrays(cv)
     lo, hi = cv.recommended_layers
@@ -279,6 +280,8 @@ def quality_summary_md(cv: ConceptVectors, name: str = "") -> str:
               "lab are relative to the typical length, so the vector's own length does not matter for steering.",
               "- **Recommended layers** — the best-scoring contiguous middle layers (not the first or last layer).",
               "", "</details>"]
+    if calibration:
+        lines += ["", "#### The library's calibrated setting for this concept", reliability_md(calibration)]
     return "\n".join(lines)
 
 

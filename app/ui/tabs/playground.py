@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import re
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -19,6 +18,7 @@ from app.domain import limits
 from app.types import GenerationParams
 from app.ui import urlstate
 from app.ui.context import MODEL_CONCURRENCY
+from app.ui.downloads import out_dir
 from app.ui.errors import guarded
 from app.ui.present import generation as present
 from app.ui.present import insight as fx
@@ -179,7 +179,7 @@ def file_stem(text: str) -> str:
 
 
 def write_downloads(record: dict, stem: str) -> tuple[str, str]:
-    folder = Path(tempfile.mkdtemp(prefix="steering-lab-"))
+    folder = out_dir("generation")
     md = folder / f"{stem}.md"
     js = folder / f"{stem}.json"
     md.write_text(present.comparison_markdown(record), encoding="utf-8")

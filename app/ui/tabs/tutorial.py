@@ -125,7 +125,7 @@ The sweep scores every cell for **coherence** (how varied and non-repetitive the
 the concept shows. Good settings sit just below where coherence drops: the strongest push that still reads well.""",
         "sweeps",
         {"sweeps.prompt": "Tell me about your weekend.", "sweeps.concept": "happy",
-         "sweeps.layers": "12", "sweeps.strengths": "0.1, 0.3, 0.6, 1.0, 1.5"},
+         "sweeps.layers": "12", "sweeps.strengths": "0.1, 0.3, 0.6, 0.8, 1.0"},
         "Run the sweep and watch the coherence score fall as the strength grows.",
     ),
     Step(
@@ -161,6 +161,28 @@ them in the explorer's cosine chart), so mixing them mostly strengthens that sha
     ),
 ]
 
+EXAMPLE_LAYERS = 30  # the examples' layers are written for the default model's 30 layers
+
+
+def fit_example(fill: dict[str, Any], num_layers: int) -> dict[str, Any]:
+    """The example mapped onto the loaded model's depth (layer 12 of 30 -> layer 7 of 18), so
+    every "Try it" also runs on models with fewer layers, such as Gemma 3 270M (18)."""
+    if num_layers == EXAMPLE_LAYERS or num_layers < 2:
+        return dict(fill)
+
+    def fit(layer: int) -> int:
+        return min(num_layers - 1, round(layer * (num_layers - 1) / (EXAMPLE_LAYERS - 1)))
+
+    out = dict(fill)
+    for key, value in fill.items():
+        if key.endswith(".layer") and isinstance(value, int):
+            out[key] = fit(value)
+        elif key.endswith(".layers") and isinstance(value, str):
+            layers = dict.fromkeys(fit(int(p)) for p in value.split(",") if p.strip())
+            out[key] = ", ".join(str(l) for l in layers)
+    return out
+
+
 TAB_LABELS = {"explorer": "Layer explorer", "creator": "Concept creator", "playground": "Steering playground",
               "sweeps": "Sweeps", "mixer": "Concept mixer"}
 
@@ -195,14 +217,15 @@ def wire(service: Any, ctx: Any) -> None:
         missing = [k for k in step.fill if k not in ctx.components]
         if missing:
             log.warning("tutorial step %d: skipping components that are not registered: %s", i, ", ".join(missing))
-        values = [step.fill[k] for k in present]
         outputs = [ctx.components[k] for k in present]
         switch = ctx.tabs is not None
         if switch:
             outputs.append(ctx.tabs)
 
-        def fill(values=values, tab=step.tab, switch=switch):
-            out = list(values)
+        def fill(example=step.fill, present=present, tab=step.tab, switch=switch):
+            depth = service.info().num_layers if getattr(service, "is_loaded", False) else EXAMPLE_LAYERS
+            fitted = fit_example(example, depth)
+            out = [fitted[k] for k in present]
             if switch:
                 out.append(gr.Tabs(selected=tab))
             return out if len(out) != 1 else out[0]
