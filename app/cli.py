@@ -88,7 +88,8 @@ def _prepare_extra(key: str, force: bool):
 def cmd_serve(args: argparse.Namespace) -> int:
     from app.ui.server import serve
 
-    return serve(host=args.host, port=args.port, share=args.share, model=args.model, open_browser=False)
+    return serve(host=args.host, port=args.port, share=args.share, model=args.model, open_browser=False,
+                 allow_model_paths=args.allow_model_paths)
 
 
 # Each module adds its subcommands with ``register(subparsers, add)``.
@@ -118,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; 0.0.0.0 exposes the lab on your network)")
     sp.add_argument("--port", type=int, default=7860)
     sp.add_argument("--share", action="store_true", help="create a public Gradio share link (exposes the lab)")
+    sp.add_argument("--allow-model-paths", action="store_true",
+                    help="let the page load any server folder or hub id (default: only the prepared models)")
     add("info", "print the loaded model's facts", cmd_info)
     add("models", "list the models the lab can load", cmd_models, model=False)
     sp = add("prepare", "convert the bundled model and link models from the Hugging Face cache", cmd_prepare, model=False, json_flag=False)

@@ -33,6 +33,8 @@ def register(sub, add) -> None:
     sp.add_argument("--save", action="store_true", help="store the result in your concept library")
     sp.add_argument("--ship", action="store_true", help="(maintainers) write vectors, settings and the report to the repo")
     sp.add_argument("--log", default=None, help="also append progress lines to this file")
+    sp.add_argument("--reuse-vectors", action="store_true",
+                    help="calibrate the stored vectors as they are (no extraction, no method comparison)")
     sp.add_argument("--distributed", action="store_true",
                     help="spread each stage's prompts over the ranks of an mlx.launch job; rank 0 logs, prints and "
                          "saves (mlx.launch --backend ring -n 2 --python .venv/bin/python .venv/bin/steering-lab "
@@ -113,8 +115,11 @@ def cmd_calibrate(args) -> int:
         for o in everyone:
             if o.slug == c.opposite or o.category == c.category:
                 context.setdefault(o.slug, o)
-    variants, consistency = build_variants(lm, list(context.values()), plan.methods, log,
-                                           targets=[c.slug for c in targets])
+    if args.reuse_vectors:
+        variants, consistency = _stored(svc, targets), {}
+    else:
+        variants, consistency = build_variants(lm, list(context.values()), plan.methods, log,
+                                               targets=[c.slug for c in targets])
     log("vectors ready")
     report = run_search(lm, variants, judges, load_prompts("calibration"), load_prompts("validation"), plan, log,
                         runner=runner)
@@ -134,7 +139,7 @@ def cmd_calibrate(args) -> int:
     for c in targets:
         r = report[c.slug]
         r["judge"] = labels[c.slug]
-        r["pair_consistency"] = consistency[c.slug].get(str(r["layer"]))
+        r["pair_consistency"] = consistency.get(c.slug, {}).get(str(r["layer"]))
         _store(args, lib, lm, c, r, variants[c.slug][r["method"]], key)
     if args.ship:
         _write_report(paths.REPO_DIR / CALIBRATION_DIR / f"{key}.json", report, plan, seconds, lm.model_id)
@@ -143,6 +148,16 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def _stored(svc, targets) -> dict:
+    """slug -> {its stored method: its stored vectors} (CLIError when a concept has none)."""
+    lm, out = svc.loaded, {}
+    info = lm.info()
+    for c in targets:
+        cv = svc.library.load_vectors(c.slug, lm.model_id, info.fingerprint, lm.hidden_size, lm.num_layers)
+        if cv is None:
+            raise CLIError(f"{c.slug}: no stored vectors for {lm.model_id} to reuse; drop --reuse-vectors")
+        out[c.slug] = {"mean_diff" if cv.method == "mean_diff" else cv.method: cv}
+    return out
 def _runner(args):
     """(runner for calibrate.evaluate, is this the reporting rank, log prefix)."""
     if not args.distributed:

@@ -139,7 +139,19 @@ def _make_files(folder: Path, service: Any) -> dict[str, Path]:
         arr[3, 3] = np.nan
         e["vectors_b64"] = _b64(arr)
 
+    def absurd(e):  # finite, but 3e38: relative steering would silently do nothing
+        e["vectors_b64"] = _b64(np.full((N_LAYERS, HIDDEN), 3e38))
+
     bundle("bundle_ok")
+    bundle("bundle_absurd", absurd)
+    doc = yaml.safe_load(service.library.export_bundle("happy"))
+    doc["concept"]["name"] = "Bad \ud800 name"  # written as the escape "\ud800": valid YAML, not valid text
+    files["bundle_surrogate"] = folder / "bundle_surrogate.yaml"
+    files["bundle_surrogate"].write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    files["bundle_100k_pairs"] = folder / "bundle_100k_pairs.yaml"
+    files["bundle_100k_pairs"].write_text(
+        "format: steering-lab-concept/1\nslug: big\nconcept:\n  name: Big\n  pairs:\n"
+        + "".join(f"    - {{positive: 'happy {i}', negative: 'plain {i}'}}\n" for i in range(100_000)), encoding="utf-8")
     bundle("bundle_wrong_width", wrong_width)
     bundle("bundle_wrong_layers", wrong_layers)
     bundle("bundle_wrong_dtype", wrong_dtype)
@@ -178,6 +190,9 @@ def _make_files(folder: Path, service: Any) -> dict[str, Path]:
     nan[5] = np.nan
     files["cv_nan"] = _write_gguf(folder / "nan-cv.gguf", {"direction.10": nan})
     files["ok_cv"] = ok
+    files["cv_aliased"] = _write_gguf(folder / "aliased-cv.gguf", {"direction.12": np.ones(HIDDEN, np.float32),
+                                                                   "direction.012": np.zeros(HIDDEN, np.float32)})
+    files["cv_absurd"] = _write_gguf(folder / "absurd-cv.gguf", {"direction.10": np.full(HIDDEN, 3e38, np.float32)})
     files["safetensors_wide"] = folder / "wide.safetensors"
     save_file({"vectors": np.ones((N_LAYERS, 100), np.float32), "typical_norms": np.ones(N_LAYERS, np.float32)},
               str(files["safetensors_wide"]))
@@ -378,6 +393,7 @@ CASES = [
     Case("sweep-layers-backwards", "/sweep", _sweep(layers="8-4"), ("8-4",)),
     Case("sweep-layers-garbage", "/sweep", _sweep(layers="a-b"), ("whole number",)),
     Case("sweep-layers-empty", "/sweep", _sweep(layers=""), ("no layers",)),
+    Case("sweep-layers-huge-range", "/sweep", _sweep(layers="0-999999999"), ("999999999", "at most")),
     Case("sweep-strength-nan", "/sweep", _sweep(strengths="0.2,nan"), ("finite",)),
     Case("sweep-strength-inf", "/sweep", _sweep(strengths="inf"), ("finite",)),
     Case("sweep-strength-1e9", "/sweep", _sweep(strengths="1e9"), ("out of range|between",)),
@@ -450,6 +466,12 @@ CASES = [
     Case("save-concept-shipped-slug", "/save_concept", dict(CREATOR, slug_v="happy", overwrite_v=False),
          ("already", "overwrite")),
     Case("save-concept-name-100k", "/save_concept", dict(CREATOR, name_v=LONG, overwrite_v=False), ("name", "100")),
+    Case("save-concept-name-lone-surrogate-rawhttp", "/save_concept",
+         raw=json.dumps(["QA \ud800", "qa-surrogate", "", "custom", PAIRS, "", "", False]), words=("name", "surrogate")),
+    Case("save-concept-pair-lone-surrogate-rawhttp", "/save_concept",
+         raw=json.dumps(["QA", "qa-surrogate-pair", "", "custom",
+                         {"headers": PAIRS["headers"], "data": [["Yawn \udfff", "Desk."], ["Nap.", "Tea."]]},
+                         "", "", False]), words=("surrogate",)),
     Case("creator-template-traversal", "/creator_template", dict(slug_v=TRAVERSAL), ("path separator",)),
     Case("creator-template-unknown", "/creator_template", dict(slug_v="nosuch"), ("nosuch",)),
     Case("creator-paste-empty", "/creator_paste", dict(table=PAIRS, text=""), ("empty",)),
@@ -464,6 +486,8 @@ CASES = [
     Case("library-export-unknown", "/library_export", dict(slug_v="nosuch"), ("nosuch",)),
     Case("library-export-empty", "/library_export", dict(slug_v=""), ("select a concept",)),
     Case("export-gguf-strength-nan", "/library_export_gguf", dict(GGUF, strength_v="nan"), ("finite",)),
+    Case("export-gguf-layers-huge-range", "/library_export_gguf", dict(GGUF, layers_v="1-999999999"),
+         ("999999999", "at most")),
     Case("export-gguf-strength-inf", "/library_export_gguf", dict(GGUF, strength_v="inf"), ("finite",)),
     Case("export-gguf-strength-1e9", "/library_export_gguf", dict(GGUF, strength_v="1e9"),
          ("strength", "range|too large|at most")),
@@ -517,11 +541,21 @@ CASES = [
     Case("import-gguf-slug-con", "/library_import", _import("ok_cv", "con"), ("reserved",)),
     Case("import-safetensors-wrong-width", "/library_import", _import("safetensors_wide", "qa-st-wide"), ("file type",)),
     Case("import-no-file", "/library_import", dict(file_v=None, slug_v="x", overwrite_v=False, **LIB), ("choose",)),
-    # -- model picker
+    Case("import-bundle-lone-surrogate", "/library_import", _import("bundle_surrogate", "qa-bundle-sur"),
+         ("name", "surrogate")),
+    Case("import-bundle-100k-pairs", "/library_import", _import("bundle_100k_pairs", "qa-bundle-big"), ("512 pairs",)),
+    Case("import-bundle-absurd-vectors", "/library_import", _import("bundle_absurd", "qa-bundle-absurd"),
+         ("far beyond",)),
+    Case("import-gguf-aliased-layers", "/library_import", _import("cv_aliased", "qa-cv-aliased"),
+         ("layer 12", "more than once")),
+    Case("import-gguf-absurd-values", "/library_import", _import("cv_absurd", "qa-cv-absurd"), ("far beyond",)),
+    # -- model picker: the server was started without --allow-model-paths, so a folder is refused
+    # with the same words whether it exists or not (nothing about the server's disk leaks)
     Case("load-model-missing-path", "/load_model", dict(model_text="/nonexistent/model/dir"),
-         ("no folder", "available")),
-    Case("load-model-not-a-model-folder", "/load_model", dict(model_text="/etc"), ("config.json",)),
-    Case("load-model-traversal", "/load_model", dict(model_text="../../etc/passwd"), ("config.json|no folder",)),
+         ("--allow-model-paths", "available")),
+    Case("load-model-not-a-model-folder", "/load_model", dict(model_text="/etc"), ("--allow-model-paths", "available")),
+    Case("load-model-traversal", "/load_model", dict(model_text="../../etc/passwd"), ("--allow-model-paths",)),
+    Case("load-model-hub-id", "/load_model", dict(model_text="someone/some-model"), ("--allow-model-paths",)),
     Case("load-model-empty", "/load_model", dict(model_text="  "), ("pick a model",)),
 ]
 
@@ -560,6 +594,8 @@ def test_bad_input(lab: Lab, case: Case):
         assert "something went wrong" not in low, msg  # the fallback for unexpected exceptions
         for word in case.words:
             assert any(w.lower() in low for w in word.split("|")), f"{word!r} not in {msg!r}"
+        assert str(lab.library) not in msg, f"the message shows the server's library path: {msg!r}"
+        assert "/gradio/" not in msg and "/tmp/" not in msg, f"the message shows a server path: {msg!r}"
     # the server still answers, the model is the same and unpatched, the library did not change
     rows = lab.client.predict("", "all", api_name="/library_list")
     data = rows["data"] if isinstance(rows, dict) else rows

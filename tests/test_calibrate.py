@@ -148,3 +148,20 @@ def test_plain_rows_of_different_prompts_match_single_runs(lm):
     for p, (toks, _) in zip(prompts, batched):
         base, _ = generate_cells(lm, p, {}, [], 10)
         assert base.tokens == toks
+
+
+def test_padded_steered_rows_match_per_prompt_batches(lm):
+    """Rows with different prompts AND different steering in one left-padded batch give the same
+    greedy tokens as each prompt's own batch (the first real token is never steered)."""
+    from app.core.calib_search import build_variants
+    from app.core.cellbatch import Cell, generate_cells, generate_padded
+
+    variants, _ = build_variants(lm, _concepts(), ("mean_diff",))
+    vec = {f"{s}:{m}": cv for s, ms in variants.items() for m, cv in ms.items()}
+    prompts = [[5, 9, 23, 40, 7], [11, 3], [60, 61, 62, 63, 64, 65, 66, 67]]
+    cells = [Cell("up:mean_diff", 1, 3.0), None, Cell("down:mean_diff", 2, 6.0)]
+    padded = generate_padded(lm, prompts, vec, cells, 10)
+    for p, c, (toks, _) in zip(prompts, cells, padded):
+        base, out = generate_cells(lm, p, vec, [c] if c else [], 10)
+        assert (out[0].tokens if c else base.tokens) == toks
+    assert padded[2][0] != generate_cells(lm, prompts[2], vec, [], 10)[0].tokens

@@ -75,6 +75,34 @@ def sweep(layers="10-12", strengths="0.1,0.3", *extra):
 
 
 GARBAGE = b"GGUF" + os.urandom(64) + b"definitely not a control vector" * 10
+HIDDEN = 576
+
+
+def _cv_bytes(tensors: dict, hint: str = "llama") -> bytes:
+    """A llama.cpp control vector file's bytes (written by the gguf package)."""
+    import tempfile
+
+    import gguf
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "cv.gguf")
+        w = gguf.GGUFWriter(path, "controlvector")
+        w.add_string("controlvector.model_hint", hint)
+        w.add_uint32("controlvector.layer_count", len(tensors))
+        for name, value in tensors.items():
+            w.add_tensor(name, np.full(HIDDEN, value, np.float32))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        with open(path, "rb") as fh:
+            return fh.read()
+
+
+ALIASED = _cv_bytes({"direction.12": 1.0, "direction.012": 0.0})  # two names, one layer
+ABSURD = _cv_bytes({"direction.10": 3e38})  # finite, but far beyond any residual stream
+NOT_UTF8_HINT = _cv_bytes({"direction.10": 1.0}, hint="lxxma").replace(b"lxxma", b"l\xed\xa0\x80a")  # a surrogate
 
 CASES = [
     # prompts
@@ -107,6 +135,8 @@ CASES = [
     Case("sweep-backwards-range", sweep(layers="5-2"), r"backwards|after the end|reversed|descending"),
     Case("sweep-layers-x", sweep(layers="x"), r"layers.*'x'"),
     Case("sweep-strength-nan", sweep(strengths="0.1,nan"), r"strength.*(finite|nan)"),
+    Case("sweep-huge-range", sweep(layers="0-999999999"), r"layers.*999999999.*(out of range|at most)"),
+    Case("sweep-huge-range-later", sweep(layers="3, 0-999999999"), r"layers.*999999999.*(out of range|at most)"),
     # extraction with bad slugs
     Case("extract-dotdot", ["extract", "../../etc/x", "--json"], r"slug.*(\.\.|separator)"),
     Case("extract-con", ["extract", "con", "--json"], r"slug.*(reserved|con)"),
@@ -119,6 +149,14 @@ CASES = [
     Case("import-missing-file", ["import-gguf", "{scratch}/nope.gguf", "--slug", "nope"], r"nope\.gguf|no such|not found|does not exist"),
     Case("export-unknown", ["export-gguf", "nosuch-concept", "--out", "{scratch}/out.gguf"], r"nosuch-concept",
          absent=["out.gguf"]),
+    Case("export-huge-range", ["export-gguf", "happy", "--out", "{scratch}/out.gguf", "--layers", "1-999999999"],
+         r"layers.*(0-29|999999999)", absent=["out.gguf"]),
+    Case("import-aliased-layers", ["import-gguf", "{scratch}/aliased.gguf", "--slug", "aliased"],
+         r"layer 12 appears more than once", files={"aliased.gguf": ALIASED}),
+    Case("import-absurd-values", ["import-gguf", "{scratch}/absurd.gguf", "--slug", "absurd"], r"far beyond",
+         files={"absurd.gguf": ABSURD}),
+    Case("import-hint-not-utf8", ["import-gguf", "{scratch}/hint.gguf", "--slug", "hint"], r"model_hint.*utf-8",
+         files={"hint.gguf": NOT_UTF8_HINT}),
     # models
     Case("model-missing", gen() + ["--model", "/does/not/exist"], r"/does/not/exist"),
 ]

@@ -445,9 +445,6 @@ MANY_PAIRS = pairs_table([[f"Yawn... I'm so sleepy this evening, number {i}, my 
                           for i in range(16)])
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: a client that disconnects does not cancel a running extraction/sweep "
-                   "(non-streaming handlers never see the disconnect; the Stop buttons do cancel). Fix: run them as "
-                   "generator handlers over JobRunner.stream so closing cancels the token.")
 def test_cancel_extraction_in_the_middle(lab: Lab):
     client = lab.client()
     before = len(lab.probes.of("extract"))
@@ -485,9 +482,6 @@ def test_stop_sweep_in_the_middle(lab: Lab):
     assert_model_clean(lab)
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: a client that disconnects does not cancel a running extraction/sweep "
-                   "(non-streaming handlers never see the disconnect; the Stop buttons do cancel). Fix: run them as "
-                   "generator handlers over JobRunner.stream so closing cancels the token.")
 def test_closing_the_client_job_stops_the_sweep(lab: Lab):
     client = lab.client()
     before = len(lab.probes.of("sweep"))

@@ -276,3 +276,118 @@ def test_sigkill_at_random_times_in_a_save_loop(tmp_path):
         prev = (c, a, b)
     print(f"{RANDOM_KILLS} random kills, {finished_total} complete saves in between, "
           f"{strays_seen} kills left temp files")
+
+
+# ---- multi-file operations: the concept changes as a whole, or not at all -----------------------------
+# A forked child (cheap: the parent has imported everything) performs ONE concept-level operation on
+# the same initial library (concept "joy" revision 0 with vectors for A and B) with ``os`` of both the
+# atomic writes and the journal routed through the killing proxy above, and is SIGKILLed before its
+# Nth file-system step, for every N. After each kill the next ConceptLibrary must show exactly the old
+# library or exactly the new one, file for file: no concept without its vectors (a taken-but-empty
+# slug), no half-renamed pair of copies, no temp file or journal left behind.
+MULTI_OPS = ["rename", "duplicate", "delete", "bundle", "save-with-vectors", "import-gguf"]
+_proxy_ns: dict = {}
+exec(CHILD_SRC.split("lib = ConceptLibrary(root)")[0].replace(
+    "root, mode, arg = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])", ""), _proxy_ns)
+
+
+def _imported(slug: str):
+    from app.types import Concept
+
+    return Concept(slug=slug, name="Imported cv", category="imported", pairs=[], tags=["imported"],
+                   recipe=[(slug, 1.0)], provenance={"file": "cv.gguf"})
+
+
+def _multi_op(lib: ConceptLibrary, op: str, root: Path) -> None:
+    if op == "rename":
+        lib.rename(SLUG, "glee")
+    elif op == "duplicate":
+        lib.duplicate(SLUG, "glee")
+    elif op == "delete":
+        lib.delete(SLUG)
+    elif op == "bundle":
+        lib.import_bundle((root.parent / "bundle.yaml").read_text(encoding="utf-8"), slug="glee")
+    elif op == "save-with-vectors":
+        lib.save_with_vectors(make_concept(1), {m: make_vectors(1, m, "") for m in (MODEL_A, MODEL_B)}, overwrite=True)
+    elif op == "import-gguf":  # what the service's import_gguf writes: an imported concept and its vectors
+        lib.save_with_vectors(_imported("glee"), {MODEL_A: make_vectors(5, MODEL_A, "")})
+
+
+def _fork_op(root: Path, op: str, kill_at: int) -> tuple[int, int]:
+    """(wait status, steps counted) of a forked child running ``op`` and killed before step ``kill_at``."""
+    import app.library.atomic as atomic
+    import app.library.txn as txn
+
+    count_file = root.parent / "steps"
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            lib = ConceptLibrary(root)
+            proxy = _proxy_ns["_OsProxy"](kill_at)
+            atomic.os = txn.os = proxy
+            _multi_op(lib, op, root)
+            count_file.write_text(str(proxy.count))
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    steps = int(count_file.read_text()) if kill_at == 0 and count_file.exists() else -1
+    return status, steps
+
+
+def _canonical(path: Path):
+    """A file's content; vectors files as (metadata, tensors), since safetensors orders metadata freely."""
+    import safetensors
+
+    from app.library.vectors import _header
+
+    data = path.read_bytes()
+    if path.suffix != ".safetensors":
+        return data
+    _, meta = _header(data, path.name)
+    tensors = sorted((n, v["dtype"], tuple(v["shape"]), bytes(v["data"])) for n, v in safetensors.deserialize(data))
+    return sorted(meta.items()), tensors
+
+
+def _files(root: Path) -> dict:
+    return {str(p.relative_to(root)): _canonical(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _multi_initial(root: Path) -> None:
+    _write_initial(root, 0, with_b=True)
+    bundle = ConceptLibrary(root).export_bundle(SLUG)  # joy r0 with both vectors, imported as "glee"
+    (root.parent / "bundle.yaml").write_text(bundle, encoding="utf-8")
+
+
+def _leftovers(root: Path) -> list[str]:
+    return [p.name for p in root.rglob("*") if p.name.startswith((TMP_PREFIX, ".journal-"))]
+
+
+@pytest.mark.parametrize("op", MULTI_OPS)
+def test_sigkill_at_every_step_of_a_multi_file_operation(tmp_path, op):
+    root = tmp_path / "lib"
+    _multi_initial(root)
+    old = _files(root)
+    status, n_steps = _fork_op(root, op, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"{op}: the operation failed without a kill"
+    ConceptLibrary(root)
+    new = _files(root)
+    assert new != old and n_steps >= 4, (op, n_steps)
+    seen, strays_seen = set(), 0
+    for n in range(1, n_steps + 1):
+        _multi_initial(root)
+        status, _ = _fork_op(root, op, n)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"{op} step {n}: not killed"
+        strays_seen += bool(_leftovers(root))
+        lib = ConceptLibrary(root)  # the next start: finishes or drops the change
+        assert _leftovers(root) == [], f"{op} step {n}: left behind {_leftovers(root)}"
+        now = _files(root)
+        state = "old" if now == old else "new" if now == new else None
+        assert state is not None, (f"{op} step {n}: the library is neither the old nor the new state: "
+                                   f"{sorted(now)} vs old {sorted(old)} / new {sorted(new)}")
+        lib.list()
+        assert lib.problems == [], f"{op} step {n}: {lib.problems}"
+        seen.add(state)
+    assert seen == {"old", "new"}, f"{op}: every kill gave {seen}; is the injection working?"
+    assert strays_seen >= 1, f"{op}: no kill ever left a temp file or journal behind"

@@ -145,6 +145,8 @@ def test_side_by_side_steering_changes_the_text(svc):
                        params=GenerationParams(max_tokens=16))
     chunk, _ = svc.compare(req)
     assert chunk.divergence is not None and chunk.steered_text != chunk.baseline_text
+    judged = chunk.stats["judge"]  # happy's declared judge scores every row of the run
+    assert {"baseline", "steered", "steered_change"} <= set(judged)
     assert len(chunk.steered_pieces) == len(chunk.baseline_pieces) or chunk.done
 
 

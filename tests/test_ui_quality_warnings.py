@@ -35,5 +35,5 @@ def test_pairs_that_share_a_cue_phrase_are_flagged():
               ContrastPair("Wow, you are so early, only two hours late.", "You are two hours late.")]
     assert [w for w, _ in pc.shared_cue_words(cue)] == ["great", "oh"]
     assert pc.shared_cue_words(varied) == []
-    card = pc.quality_summary_md(make_cv([0.5, 0.8, 1.0, 2.0, 7.7, 7.5, 7.0, 4.0]), "Sarcastic", cue)
+    card = pc.quality_summary_md(make_cv([0.5, 0.8, 1.0, 2.0, 7.7, 7.5, 7.0, 4.0]), "Sarcastic", pairs=cue)
     assert "differ mostly in a few shared words" in card and "“great” (5 of 5 pairs)" in card

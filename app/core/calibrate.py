@@ -31,6 +31,7 @@ from app.types import ConceptVectors
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "assets" / "prompts"
 MIN_SHARE = 0.8  # a cell must be coherent and clean on at least this share of prompts
+MAX_PADDED_ROWS = 200  # rows of one left-padded batch (prompts x cells); KV memory ~12 MB a row
 
 
 def load_prompts(name: str, folder: Path = PROMPTS_DIR) -> list[str]:
@@ -93,7 +94,7 @@ class CellStats:
              "wrong_way": round(self.wrong_way, 3), "mean_change": round(self.mean_change, 4),
              "spread": round(self.spread, 4), "coherent_share": round(self.coherent_share, 3),
              "clean_share": round(self.clean_share, 3),
-             "changes": [round(c, 4) for c in self.changes]}
+             "changes": [round(c, 4) for c in self.changes], "clean": list(self.clean)}
         if with_texts:
             d["texts"] = list(self.texts)
         return d
@@ -123,10 +124,6 @@ Judges = Mapping[str, Callable[[Sequence[str]], np.ndarray]]  # slug -> texts ->
 Runner = Callable[[Sequence[int], Callable[[int], list]], list]  # (items, fn) -> [fn(item) ...]
 
 
-def _in_order(items: Sequence[int], fn: Callable[[int], list]) -> list:
-    return [fn(i) for i in items]
-
-
 def evaluate(lm, prompts: Sequence[str], vectors: Mapping[str, ConceptVectors], cells: Sequence[Cell],
              judges: Judges, max_tokens: int, keep_texts: bool = False,
              progress: Optional[Callable[[str], None]] = None,
@@ -141,13 +138,18 @@ def evaluate(lm, prompts: Sequence[str], vectors: Mapping[str, ConceptVectors], 
     out = {c: CellStats(c.key, c.layer, c.strength) for c in cells}
     if not cells:
         return out
+    if runner is None:  # one process: every prompt's rows in shared left-padded batches
+        results = [_judge_rows(base, texts, cells, judges)
+                   for base, texts in generate_all(lm, prompts, vectors, cells, max_tokens, progress)]
+    else:  # spread over ranks (app.core.distributed): each rank judges whole prompts
 
-    def one_prompt(i: int) -> list:
-        if progress is not None:
-            progress(f"prompt {i + 1}/{len(prompts)}: {len(cells)} cells")
-        return _judge_prompt(lm, prompts[i], vectors, cells, judges, max_tokens, should_stop)
+        def one_prompt(i: int) -> list:
+            if progress is not None:
+                progress(f"prompt {i + 1}/{len(prompts)}: {len(cells)} cells")
+            return _judge_prompt(lm, prompts[i], vectors, cells, judges, max_tokens, should_stop)
 
-    for rows in (runner or _in_order)(list(range(len(prompts))), one_prompt):
+        results = runner(list(range(len(prompts))), one_prompt)
+    for rows in results:
         for cell, (change, coherent, clean, text) in zip(cells, rows):
             st = out[cell]
             st.changes.append(change)
@@ -158,11 +160,8 @@ def evaluate(lm, prompts: Sequence[str], vectors: Mapping[str, ConceptVectors], 
     return out
 
 
-def _judge_prompt(lm, prompt: str, vectors: Mapping[str, ConceptVectors], cells: Sequence[Cell],
-                  judges: Judges, max_tokens: int, should_stop) -> list:
+def _judge_rows(base, texts, cells: Sequence[Cell], judges: Judges) -> list:
     """[change, coherent, clean, text] per cell for one prompt (plain values: they travel as JSON)."""
-    tokens = encode(lm.tokenizer, format_chat(lm.tokenizer, prompt))
-    base, texts = generate_cells(lm, tokens, vectors, cells, max_tokens, should_stop)
     rows: list = [None] * len(cells)
     by_slug: dict[str, list[int]] = {}
     for j, c in enumerate(cells):
@@ -172,6 +171,34 @@ def _judge_prompt(lm, prompt: str, vectors: Mapping[str, ConceptVectors], cells:
         for j, sc in zip(idx, scores[1:]):
             rows[j] = [float(sc - scores[0]), bool(texts[j].coherent), bool(texts[j].clean), texts[j].text]
     return rows
+
+
+def _judge_prompt(lm, prompt: str, vectors: Mapping[str, ConceptVectors], cells: Sequence[Cell],
+                  judges: Judges, max_tokens: int, should_stop) -> list:
+    tokens = encode(lm.tokenizer, format_chat(lm.tokenizer, prompt))
+    base, texts = generate_cells(lm, tokens, vectors, cells, max_tokens, should_stop)
+    return _judge_rows(base, texts, cells, judges)
+
+
+def generate_all(lm, prompts, vectors, cells, max_tokens, progress):
+    """(baseline, cell texts) per prompt: all prompts' rows in left-padded batches of <= MAX_PADDED_ROWS."""
+    from app.core.cellbatch import generate_padded, score_rows
+
+    token_lists = [encode(lm.tokenizer, format_chat(lm.tokenizer, p)) for p in prompts]
+    per = 1 + len(cells)
+    step = max(1, MAX_PADDED_ROWS // per)
+    results = []
+    for s in range(0, len(prompts), step):
+        chunk = token_lists[s:s + step]
+        if progress is not None:
+            progress(f"prompts {s + 1}-{s + len(chunk)}/{len(prompts)}: {len(cells)} cells, {per * len(chunk)} rows")
+        rows = [t for t in chunk for _ in range(per)]
+        plan = [c for _ in chunk for c in [None, *cells]]
+        gen = generate_padded(lm, rows, vectors, plan, max_tokens)
+        for i, t in enumerate(chunk):
+            texts = score_rows(lm, t, gen[i * per:(i + 1) * per])
+            results.append((texts[0], texts[1:]))
+    return results
 
 
 def pair_consistency(pos: np.ndarray, neg: np.ndarray, layer: int) -> float:

@@ -59,7 +59,7 @@ def generate_cells(lm, prompt: Sequence[int], vectors: Mapping[str, ConceptVecto
             out.extend(_generate(lm, prompt, vectors, chunk, max_tokens, should_stop)[1:])
         else:
             out.extend(_generate(lm, prompt, vectors, chunk, max_tokens, should_stop))
-    texts = _score(lm, prompt, out)
+    texts = score_rows(lm, prompt, out)
     return texts[0], texts[1:]
 
 
@@ -103,7 +103,8 @@ def token_nll(model, prompt: Sequence[int], conts: Sequence[Sequence[int]], pad:
     return out
 
 
-def _score(lm, prompt, generated: list[tuple[list[int], str]]) -> list[CellText]:
+def score_rows(lm, prompt, generated: list[tuple[list[int], str]]) -> list[CellText]:
+    """Texts, coherence (row 0 is the baseline) and cleanliness of generated rows of one prompt."""
     eos = eos_ids(lm.tokenizer)
     visible = [[t for t in toks if t not in eos] for toks, _ in generated]
     nlls = token_nll(lm.model, prompt, [v or [pad_id(lm.tokenizer)] for v in visible], pad_id(lm.tokenizer))
@@ -155,4 +156,64 @@ def generate_plain(lm, prompts: Sequence[Sequence[int]], max_tokens: int) -> lis
             break
         feed = [toks[r][-1] if not finish[r] else pad for r in range(len(prompts))]
         logits = model(mx.array(feed)[:, None], cache=cache)[:, -1, :]
+    return [(t, f or "length") for t, f in zip(toks, finish)]
+
+
+class _PaddedAdd:
+    """``h + coef[r] * unit`` at every position from row r's SECOND real token on.
+
+    With left padding a row's first real token (the attention sink, never steered, like
+    ``skip_first``) sits at index ``left[r]``, not 0; pads before it are masked anyway.
+    """
+
+    def __init__(self, unit: np.ndarray, coefs: np.ndarray, left: Sequence[int]):
+        self.unit = mx.array(np.asarray(unit, np.float32))
+        self.coefs = mx.array(np.asarray(coefs, np.float32))
+        self.start = mx.array(np.asarray(left, np.int32) + 1)
+
+    def __call__(self, h, state):
+        coef = self.coefs.astype(h.dtype)[:, None]
+        if state.phase == "prompt":
+            coef = coef * (mx.arange(h.shape[1])[None, :] >= self.start[:, None]).astype(h.dtype)
+        return h + coef[..., None] * self.unit.astype(h.dtype)[None, None, :]
+
+
+def generate_padded(lm, prompts: Sequence[Sequence[int]], vectors: Mapping[str, ConceptVectors],
+                    cells: Sequence[Optional[Cell]], max_tokens: int) -> list[tuple[list[int], str]]:
+    """Greedy rows that differ in prompt AND steering, in one left-padded batch (row r: prompts[r], cells[r])."""
+    from mlx_lm.models.cache import BatchKVCache
+
+    from app.core.models import layers_of
+    from app.core.patching import ForwardState, patch_layers
+    from app.core.scoring import detect_loop
+
+    model, eos, pad = lm.model, eos_ids(lm.tokenizer), pad_id(lm.tokenizer)
+    T = max(len(p) for p in prompts)
+    left = [T - len(p) for p in prompts]
+    groups: dict[tuple[str, int], np.ndarray] = {}
+    for r, c in enumerate(cells):
+        if c is not None and c.strength != 0:
+            cv = vectors[c.key]
+            groups.setdefault((c.key, c.layer), np.zeros(len(cells), np.float32))[r] = c.strength * float(cv.typical_norms[c.layer])
+    hooks: dict[int, list] = {}
+    for (key, layer), coefs in groups.items():
+        hooks.setdefault(layer, []).append(_PaddedAdd(vectors[key].unit(layer), coefs, left))
+    state = ForwardState(phase="prompt", step=0)
+    toks: list[list[int]] = [[] for _ in prompts]
+    finish = [""] * len(prompts)
+    with patch_layers(model, hooks, state):
+        cache = [BatchKVCache(left) for _ in layers_of(model)]
+        logits = model(mx.array([[pad] * l + list(p) for l, p in zip(left, prompts)]), cache=cache)[:, -1, :]
+        for step in range(max_tokens):
+            nxt = mx.argmax(logits, axis=-1)
+            mx.eval(nxt)
+            for r, t in enumerate(nxt.tolist()):
+                if not finish[r]:
+                    toks[r].append(int(t))
+                    finish[r] = "eos" if t in eos else ("loop" if detect_loop(toks[r]) is not None else "")
+            if all(finish):
+                break
+            state.phase, state.step = "generated", step
+            feed = [toks[r][-1] if not finish[r] else pad for r in range(len(prompts))]
+            logits = model(mx.array(feed)[:, None], cache=cache)[:, -1, :]
     return [(t, f or "length") for t, f in zip(toks, finish)]

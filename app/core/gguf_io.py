@@ -22,9 +22,11 @@ import numpy as np
 
 from app.errors import InputError
 from app.library.atomic import atomic_write_bytes
+from app.library.vectors import MAX_ABS_VALUE
 from app.types import ConceptVectors
 
 ARCH = "controlvector"
+MAX_HINT_LEN = 64
 _DIRECTION = re.compile(r"direction\.(\d+)")
 
 
@@ -134,6 +136,23 @@ def _field_value(reader: Any, key: str) -> Any:
         return None
 
 
+def _text_field(reader: Any, key: str, name: str) -> Optional[str]:
+    """A metadata string, refused unless it is short, valid UTF-8 text (it ends up in the library)."""
+    f = reader.get_field(key)
+    if f is None:
+        return None
+    try:
+        value = f.contents()
+    except UnicodeDecodeError:
+        raise GGUFError(f"{name}: metadata {key!r} is not valid UTF-8 text") from None
+    except Exception:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_HINT_LEN or not value.isprintable():
+        raise GGUFError(f"{name}: metadata {key!r} must be a short line of text (at most {MAX_HINT_LEN} "
+                        "printable characters)")
+    return value
+
+
 def _peek_architecture(path: Path) -> Optional[str]:
     """``general.architecture`` when it is the file's first key (writers put it first), else None.
 
@@ -176,7 +195,7 @@ def import_control_vector(path: str | os.PathLike, num_layers: int, hidden_size:
     p = Path(path)
     name = p.name
     if not p.is_file():
-        raise GGUFError(f"{p} does not exist or is not a file")
+        raise GGUFError(f"{name} does not exist or is not a file")
     with open(p, "rb") as fh:
         magic = fh.read(4)
     if magic != b"GGUF":
@@ -198,6 +217,9 @@ def import_control_vector(path: str | os.PathLike, num_layers: int, hidden_size:
         if m is None:
             raise GGUFError(f"{name}: unexpected tensor {t.name!r}; a control vector holds only direction.N tensors")
         layer = int(m.group(1))
+        if layer in present:  # "direction.12" twice, or aliased as "direction.012"
+            raise GGUFError(f"{name}: layer {layer} appears more than once ({t.name}); a control vector holds "
+                            "one direction per layer, so the file is ambiguous and was refused")
         if layer >= num_layers:
             raise GGUFError(f"{name}: {t.name} is for layer {layer}, but the loaded model has layers 0-{num_layers - 1}; "
                             "it was made for a deeper model")
@@ -210,6 +232,10 @@ def import_control_vector(path: str | os.PathLike, num_layers: int, hidden_size:
                             f"{hidden_size}; it was made for another model")
         if not np.all(np.isfinite(data)):
             raise GGUFError(f"{name}: {t.name} contains NaN or infinite values")
+        biggest = float(np.max(np.abs(data))) if data.size else 0.0
+        if biggest > MAX_ABS_VALUE:
+            raise GGUFError(f"{name}: {t.name} holds a value of {biggest:.3g}, far beyond any residual stream "
+                            f"(at most {MAX_ABS_VALUE:g}); steering with it cannot work, so it was refused")
         vectors[layer] = data
         present.append(layer)
     if not present:
@@ -217,7 +243,7 @@ def import_control_vector(path: str | os.PathLike, num_layers: int, hidden_size:
     present.sort()
     meta = {
         "architecture": arch,
-        "model_hint": _field_value(reader, f"{ARCH}.model_hint"),
+        "model_hint": _text_field(reader, f"{ARCH}.model_hint", name),
         "layer_count": _field_value(reader, f"{ARCH}.layer_count"),
         "file": name,
         "layers": present,

@@ -28,14 +28,12 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically, creating parent directories.
+def write_temp(target: Path, data: bytes) -> Path:
+    """Write ``data`` durably to a fresh ``.tmp-*`` file beside ``target``; returns its path.
 
-    On an ordinary exception the temp file is removed. If the process dies (or a
-    ``BaseException`` such as KeyboardInterrupt interrupts it) a ``.tmp-*`` file may be
-    left behind; ``clean_stray_temp_files`` removes those at the next start.
+    The caller publishes it with ``os.replace`` (or a journal does, see ``txn``); until then
+    ``clean_stray_temp_files`` treats it as a stray once its writer is gone.
     """
-    target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp_name = target.parent / f"{TMP_PREFIX}{target.name}.{os.getpid()}-{secrets.token_hex(6)}.part"
     # O_EXCL: never reuse a file; mode 0o666 lets the umask decide, like an ordinary write.
@@ -46,6 +44,25 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+    except Exception:
+        try:
+            os.unlink(tmp_name)
+        except OSError:
+            pass
+        raise
+    return tmp_name
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically, creating parent directories.
+
+    On an ordinary exception the temp file is removed. If the process dies (or a
+    ``BaseException`` such as KeyboardInterrupt interrupts it) a ``.tmp-*`` file may be
+    left behind; ``clean_stray_temp_files`` removes those at the next start.
+    """
+    target = Path(path)
+    tmp_name = write_temp(target, data)
+    try:
         os.replace(tmp_name, target)
     except Exception:
         try:

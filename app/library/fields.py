@@ -17,7 +17,7 @@ from app.types import (
 
 from .errors import InvalidSlug
 from .slugs import validate_model_key, validate_slug
-from .yamlsafe import LineMap
+from .yamlsafe import LineMap, not_unicode
 
 CONCEPT_KEYS = (
     "name", "description", "category", "tags", "judge", "system_prompts", "pairs",
@@ -87,6 +87,10 @@ class Checker:
         if len(value) > max_len:
             self.fail(path, f"is {len(value)} characters long; the maximum is {max_len}")
             return None
+        bad = not_unicode(value)
+        if bad:
+            self.fail(path, bad)
+            return None
         return value
 
     def mapping(self, value: Any, path: tuple, allowed: tuple | None = None) -> dict | None:
@@ -97,6 +101,9 @@ class Checker:
         for key in value:
             if not isinstance(key, str):
                 self.fail(path, f"keys must be text, got {kind(key)} {key!r}")
+                ok = False
+            elif not_unicode(key):
+                self.fail(path, f"a key {not_unicode(key)}")
                 ok = False
             elif allowed is not None and key not in allowed:
                 self.fail(path + (key,), f"unknown key {key!r}; allowed keys: {', '.join(allowed)}", key=True)
@@ -118,6 +125,9 @@ class Checker:
             return value.isoformat()
         if isinstance(value, float) and not math.isfinite(value):
             self.fail(path, "must be a finite number (not .nan / .inf)")
+            return None
+        if isinstance(value, str) and not_unicode(value):
+            self.fail(path, not_unicode(value))
             return None
         if value is None or isinstance(value, (str, bool, int, float)):
             return value

@@ -23,6 +23,7 @@ from .errors import LibraryError, VectorMismatch
 FORMAT = "steering-lab-vectors/1"
 QUALITY_FIELDS = ("d_prime", "loo_accuracy", "pc1_share", "vector_norm", "typical_norm")
 MAX_HEADER_BYTES = 16 * 1024 * 1024
+MAX_ABS_VALUE = 1e6  # residual streams of the supported models stay far below (outliers ~1e4)
 _FLOAT_DTYPES = ("F32", "F16", "BF16")
 _REQUIRED_META = ("format", "model_id", "model_fingerprint", "method")
 
@@ -39,6 +40,11 @@ def _check_arrays(vectors: np.ndarray, norms: np.ndarray, label: str) -> None:
     for name, arr in (("vectors", vectors), ("typical_norms", norms)):
         if not np.all(np.isfinite(arr)):
             raise LibraryError(f"{label}: '{name}' contains NaN or infinite values; re-extract the concept")
+        biggest = float(np.max(np.abs(arr))) if arr.size else 0.0
+        if biggest > MAX_ABS_VALUE:
+            raise LibraryError(
+                f"{label}: '{name}' holds a value of {biggest:.3g}, far beyond any residual stream "
+                f"(at most {MAX_ABS_VALUE:g}); steering with it cannot work, so it was refused")
     if np.any(norms < 0):
         raise LibraryError(f"{label}: 'typical_norms' must not be negative")
 
@@ -243,14 +249,19 @@ def load_vectors(
     *,
     label: str | None = None,
     expect_model_id: str | None = None,
+    source: str | None = None,
 ) -> ConceptVectors:
-    """Read, validate and check a vectors file against the loaded model (``VectorMismatch``)."""
+    """Read, validate and check a vectors file against the loaded model (``VectorMismatch``).
+
+    ``source`` names the file in messages (the library passes a path relative to itself).
+    """
     path = Path(path)
     label = label or path.stem
+    source = source or str(path)
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise LibraryError(f"{label}: cannot read vectors file {path} ({e.strerror or e})") from None
-    cv = decode_vectors(data, str(path))
+        raise LibraryError(f"{label}: cannot read vectors file {source} ({e.strerror or type(e).__name__})") from None
+    cv = decode_vectors(data, source)
     check_compatible(cv, label, expect_model_fingerprint, expect_hidden_size, expect_num_layers, expect_model_id)
     return cv

@@ -14,7 +14,18 @@ import yaml
 
 from .errors import ConceptValidationError
 
+
+def not_unicode(text: str) -> str | None:
+    """Why ``text`` cannot be stored or served as UTF-8 (a lone surrogate such as "\\ud800"), else None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return (f"contains a character that is not valid Unicode text (U+{ord(text[e.start]):04X} at "
+                f"position {e.start + 1}, a lone surrogate); remove it")
+    return None
+
 MAX_DEPTH = 32
+MAX_NODES = 20_000  # a concept of 512 pairs is ~2,600 values; a bundle adds ~20 per model
 _CORE = "tag:yaml.org,2002:"
 _ALLOWED_TAGS = {_CORE + t for t in ("str", "int", "float", "bool", "null", "seq", "map")}
 
@@ -27,10 +38,15 @@ class _GuardedComposer(yaml.SafeLoader):
     """SafeLoader that composes nodes only and rejects constructs we never allow."""
 
     _depth = 0
+    _nodes = 0
 
     def compose_node(self, parent, index):  # noqa: D401 - PyYAML hook
         event = self.peek_event()
         mark = event.start_mark
+        self._nodes += 1
+        if self._nodes > MAX_NODES:  # stop while parsing: a 100,000-pair upload costs milliseconds
+            raise _Refused(problem=f"more than {MAX_NODES} values (a concept holds at most 512 pairs)",
+                           problem_mark=mark)
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             raise _Refused(
                 problem="anchors and aliases (&name / *name) are not allowed in concept files",
@@ -81,12 +97,20 @@ def load_yaml(text: str | bytes, source: str, max_bytes: int) -> tuple[Any, yaml
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
             raise ConceptValidationError(f"{source}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    if len(text) > max_bytes:  # before encoding: a character is at least one byte
+        raise ConceptValidationError(f"{source}: text is over {max_bytes} bytes; the limit is {max_bytes}")
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > max_bytes:
         raise ConceptValidationError(f"{source}: text is {size} bytes; the limit is {max_bytes}")
+    if not_unicode(text):
+        raise ConceptValidationError(f"{source}: {not_unicode(text)}")
     try:
-        node = yaml.compose(text, Loader=_GuardedComposer)
-        data = yaml.safe_load(text) if node is not None else None
+        loader = _GuardedComposer(text)
+        try:  # compose once (guarded), then build the data from those nodes: one parse, not two
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         problem = getattr(e, "problem", None) or str(e)
         context = getattr(e, "context", None)

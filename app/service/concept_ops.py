@@ -32,6 +32,7 @@ log = logging.getLogger("steering_lab.concepts")
 MAX_PAIR_TEXT = limits.PAIR_TEXT_CHARS
 MAX_PAIRS = limits.PAIRS_PER_CONCEPT
 MAX_RECIPE_DEPTH = limits.MIX_DEPTH
+MAX_EXTRACT_TOKENS = 32_768  # all prompts of one extraction together: minutes on a laptop CPU, not hours
 
 Progress = Optional[Callable[[int, int], None]]
 
@@ -110,6 +111,27 @@ class ConceptOps:
     def _known_slugs(self) -> list[str]:
         return [s.slug for s in self.library.list()]
 
+    def _check_extraction_size(self, concept: Concept) -> int:
+        """Bound the work by tokens, not characters: 64 long pairs once held the model for 15 minutes.
+
+        Counted outside the model lock (the tokenizer is not MLX); stops counting at the limit.
+        """
+        from app.core.chat import encode
+
+        tok = self.loaded.tokenizer
+        sp = concept.system_prompts
+        extra = {True: 0, False: 0}
+        if sp is not None:
+            extra = {True: len(encode(tok, sp.positive)), False: len(encode(tok, sp.negative))}
+        total = 0
+        for p in concept.pairs:
+            total += len(encode(tok, p.positive)) + len(encode(tok, p.negative)) + extra[True] + extra[False]
+            if total > MAX_EXTRACT_TOKENS:
+                raise InputError(
+                    f"{concept.slug!r}: its {len(concept.pairs)} pairs are too long to extract at once (more than "
+                    f"{MAX_EXTRACT_TOKENS} tokens together); use fewer or shorter pairs (4-20 sentences are enough)")
+        return total
+
     # ---- extraction ------------------------------------------------------------------------
     def extract_concept(
         self,
@@ -125,6 +147,7 @@ class ConceptOps:
         concept = self.library.get(slug_or_concept) if isinstance(slug_or_concept, str) else slug_or_concept
         method = method or concept.method or "mean_diff"
         validate_for_extraction(concept, method)
+        self._check_extraction_size(concept)
         others = self._other_vectors(concept.slug)
         needs = METHODS[method].needs
         opposite = self._opposite(concept) if "opposite_pos" in needs else None
@@ -145,6 +168,9 @@ class ConceptOps:
         return cv
 
     def _opposite(self, concept: Concept) -> Concept:
+        """The opposite concept; a form copy of a library concept inherits the library's ``opposite:``."""
+        if not concept.opposite and self.library.exists(concept.slug):
+            concept = self.library.get(concept.slug)
         if not concept.opposite:
             raise InputError(f"the bipolar method needs an opposite concept: set `opposite:` for {concept.slug!r}")
         return self.library.get(concept.opposite)
@@ -291,20 +317,27 @@ class ConceptOps:
         return export_control_vector(cv, path, layers=layers, strength=strength, relative=relative, model_hint=hint)
 
     def import_bundle(self, text: str | bytes, slug: Optional[str] = None, overwrite: bool = False) -> str:
-        """Import a YAML bundle; vectors it carries for the loaded model must fit that model."""
+        """Import a YAML bundle; vectors it carries for the loaded model must fit that model.
+
+        Parsed and validated once, without the model lock (it never touches the model), then
+        written all at once under the library's writer lock.
+        """
         from app.library.bundle import decode_bundle
         from app.library.slugs import model_key
 
-        _, vectors = decode_bundle(text, slug=slug)
-        lm = self.loaded
-        mine = vectors.get(model_key(lm.model_id))
-        if mine is not None and (mine.hidden_size != lm.hidden_size or mine.num_layers != lm.num_layers):
-            raise InputError(
-                f"the bundle's vectors for {lm.model_id} have {mine.num_layers} layers x width {mine.hidden_size}, "
-                f"but the model has {lm.num_layers} layers x width {lm.hidden_size}; the bundle was not imported")
-        return self.library.import_bundle(text, slug=slug, overwrite=overwrite)
+        concept, vectors = decode_bundle(text, slug=slug)
+        if self.is_loaded:
+            lm = self.loaded
+            mine = vectors.get(model_key(lm.model_id))
+            if mine is not None and (mine.hidden_size != lm.hidden_size or mine.num_layers != lm.num_layers):
+                raise InputError(
+                    f"the bundle's vectors for {lm.model_id} have {mine.num_layers} layers x width {mine.hidden_size}, "
+                    f"but the model has {lm.num_layers} layers x width {lm.hidden_size}; the bundle was not imported")
+        self.library.save_with_vectors(concept, vectors, overwrite=overwrite)
+        return concept.slug
 
-    def import_gguf(self, path: str | Path, slug: str, name: Optional[str] = None, overwrite: bool = False) -> str:
+    def import_gguf(self, path: str | Path, slug: str, name: Optional[str] = None, overwrite: bool = False,
+                    token: Any = None) -> str:
         """Import a llama.cpp control vector as an "imported" concept for the loaded model."""
         from app.library import ConceptExists, validate_slug
 
@@ -322,19 +355,18 @@ class ConceptOps:
             category="imported",
             pairs=[],
             tags=["imported"],
-            provenance={"source": str(path), "file": file_name, "model_hint": meta.get("model_hint"),
+            provenance={"file": file_name, "model_hint": meta.get("model_hint"),
                         "layers": present, "imported_at": utc_now()},
             recipe=[(slug, 1.0)],
         )
-        typical = self.jobs.run(lambda tok: typical_norms_for(lm, should_stop=tok))
+        typical = self.jobs.run(lambda tok: typical_norms_for(lm, should_stop=tok), token)
         info = lm.info()
-        stored = self.library.save(concept, overwrite=overwrite)
         cv = ConceptVectors(
             model_id=info.model_id, model_fingerprint=info.fingerprint, method="imported",
-            vectors=vectors, typical_norms=typical, concept_fingerprint=stored.pairs_fingerprint(),
+            vectors=vectors, typical_norms=typical, concept_fingerprint="",
             quality=[], recommended_layers=(present[0], present[-1]), created_at=utc_now(),
             lab_version=__import__("app").__version__,
             extra={"source_file": file_name, "present_layers": present, "model_hint": meta.get("model_hint")},
         )
-        self.library.save_vectors(slug, lm.model_id, cv)
+        self.library.save_with_vectors(concept, {lm.model_id: cv}, overwrite=overwrite)  # both or neither
         return slug

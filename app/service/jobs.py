@@ -3,7 +3,10 @@
 MLX must not be driven from two threads at once, so every job holds the service lock. A
 streaming job runs in its own thread and hands items over a queue; closing the consumer
 (browser Stop, client gone) cancels the job, which then stops within one step and leaves
-the model unpatched (its own context managers do that).
+the model unpatched (its own context managers do that). ``follow`` does the same for jobs
+that return one result (extraction, sweeps), so a client that leaves cancels every kind of
+job. A job waiting for the lock knows its place in line (``token.waiting_ahead``), which
+``follow`` reports, and it gives up as soon as it is cancelled.
 """
 
 from __future__ import annotations
@@ -17,9 +20,13 @@ from app.errors import Cancelled
 _DONE = object()
 
 
+WAIT_POLL_S = 0.25
+
+
 class CancelToken:
     def __init__(self) -> None:
         self._event = threading.Event()
+        self.waiting_ahead: int | None = None  # jobs ahead while this one waits for the lock
 
     def cancel(self) -> None:
         self._event.set()
@@ -41,6 +48,26 @@ class JobRunner:
         self.lock = threading.RLock()
         self._tokens: set[CancelToken] = set()
         self._tokens_lock = threading.Lock()
+        self._line: list[CancelToken] = []  # running and waiting jobs, in arrival order
+
+    def ahead_of(self, token: CancelToken) -> int:
+        """How many jobs came before ``token`` and have not finished (the running one included)."""
+        with self._tokens_lock:
+            return self._line.index(token) if token in self._line else len(self._line)
+
+    def _acquire(self, token: CancelToken) -> None:
+        """Take the model lock, keeping ``token.waiting_ahead`` current; Cancelled if cancelled meanwhile."""
+        if self.lock.acquire(blocking=False):
+            return
+        try:
+            while True:
+                token.waiting_ahead = max(1, self.ahead_of(token))
+                if token.cancelled:
+                    raise Cancelled("cancelled while waiting for the model")
+                if self.lock.acquire(timeout=WAIT_POLL_S):
+                    return
+        finally:
+            token.waiting_ahead = None
 
     def _register(self, token: CancelToken) -> None:
         with self._tokens_lock:
@@ -61,11 +88,18 @@ class JobRunner:
         """Run ``fn(token)`` under the model lock in the calling thread."""
         token = token or CancelToken()
         self._register(token)
+        with self._tokens_lock:
+            self._line.append(token)
         try:
-            with self.lock:
+            self._acquire(token)
+            try:
                 token.check()
                 return fn(token)
+            finally:
+                self.lock.release()
         finally:
+            with self._tokens_lock:
+                self._line.remove(token)
             self._unregister(token)
 
     def stream(self, fn: Callable[[Callable[[Any], None], CancelToken], None], token: CancelToken | None = None) -> Iterator[Any]:
@@ -98,3 +132,46 @@ class JobRunner:
             token.cancel()  # consumer closed early: stop the worker at its next step
             self._unregister(token)
             thread.join(timeout=60)
+
+
+def follow(fn: Callable[[], Any], token: CancelToken, poll_s: float = WAIT_POLL_S) -> Iterator[tuple[str, Any]]:
+    """Run ``fn()`` (a service call that uses ``token``) on a worker thread.
+
+    Yields ``("tick", None)`` once before starting, then ``("wait", n_ahead)`` whenever its place
+    in line changes, ``("tick", None)`` every ``poll_s`` so a generator handler notices a client
+    that left, then ``("done", result)``;
+    an exception from ``fn`` is raised here. Closing the iterator cancels ``token``.
+    """
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def worker() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # handed to the consumer, raised there
+            box["error"] = exc
+        finally:
+            done.set()
+
+    # A first tick before any work: Gradio can only close (cancel) a generator it has seen yield once.
+    yield "tick", None
+    thread = threading.Thread(target=worker, name="steering-lab-follow", daemon=True)
+    thread.start()
+    finished = False
+    try:
+        shown = None
+        while not done.wait(poll_s):
+            ahead = token.waiting_ahead
+            if ahead != shown:
+                shown = ahead
+                if ahead:
+                    yield "wait", ahead
+                    continue
+            yield "tick", None
+        finished = True
+    finally:
+        if not finished:  # the consumer went away: stop the job at its next step. No join: Gradio
+            token.cancel()  # closes generators on its event loop, which must never wait for the model
+    if "error" in box:
+        raise box["error"]
+    yield "done", box.get("result")

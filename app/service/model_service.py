@@ -6,6 +6,7 @@ The UI and the CLI call only this; all numerical work is in ``app.core``.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import app.core  # noqa: F401  (loads the fast BLAS before MLX)
@@ -29,10 +30,14 @@ MAX_PROMPTS = limits.PROMPTS_PER_CALL
 
 
 class ModelService(GenerationOps, ExploreOps, ConceptOps):
-    def __init__(self, loaded: Optional[LoadedModel] = None, library: Any = None):
+    def __init__(self, loaded: Optional[LoadedModel] = None, library: Any = None, allow_model_paths: bool = True):
         self.jobs = JobRunner()
         self._loaded = loaded
         self._library = library
+        # The web lab sets this False unless started with --allow-model-paths: a browser tab may
+        # then switch only between the prepared models, never to an arbitrary server folder.
+        self.allow_model_paths = allow_model_paths
+        self.switch_notice: Optional[str] = None  # shown to every user after a switch
 
     @property
     def library(self):
@@ -75,6 +80,27 @@ class ModelService(GenerationOps, ExploreOps, ConceptOps):
             return loaded.info()
 
         return self.jobs.run(job)
+
+    def switch_model(self, model: str, token: Optional[CancelToken] = None) -> ModelInfo:
+        """A browser's model switch: one action for the whole server, announced to every user.
+
+        Without ``allow_model_paths`` only prepared models can be chosen, and the message for
+        anything else is the same whether or not such a path exists on the server.
+        """
+        text = (model or "").strip()
+        prepared = [e.model_id for e in registry.list_models()]
+        if not self.allow_model_paths and text not in ("", "default", *prepared):
+            raise ModelLoadError(
+                f"{text[:80]!r} is not one of the prepared models of this server; it was started without "
+                "--allow-model-paths, so other folders and hub ids cannot be loaded from the page. "
+                + self._available_hint())
+        before = self._loaded.model_id if self._loaded is not None else None
+        info = self.load(text)
+        if info.model_id != before:
+            self.switch_notice = (f"The model was switched to {info.model_id} at {time.strftime('%H:%M')} "
+                                  "for every user of this lab.")
+            log.warning("model switched from %s to %s by a browser tab", before, info.model_id)
+        return info
 
     def _available_hint(self) -> str:
         ids = [e.model_id for e in registry.list_models()]

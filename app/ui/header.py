@@ -34,9 +34,21 @@ def model_line(service: Any) -> str:
         return ("**No model loaded.** Pick or type a model on the right and press **Load** "
                 "(or run `./setup_local_cache.sh` to prepare the bundled one).")
     info = service.info()
-    return (f"**Model:** `{info.model_id.replace('`', '')}` · {info.num_layers} layers (0–{info.num_layers - 1}) · "
+    line = (f"**Model:** `{info.model_id.replace('`', '')}` · {info.num_layers} layers (0–{info.num_layers - 1}) · "
             f"hidden size {info.hidden_size} · {info.dtype} · {info.device} · BLAS: {md_escape(short_blas(info.blas))}"
             + ("" if info.has_chat_template else BASE_MODEL_NOTE))
+    notice = getattr(service, "switch_notice", None)
+    return f"{line}\n\n⚠️ {md_escape(notice)}" if notice else line
+
+
+NOTICE_POLL_S = 10  # every open tab re-reads the model line, so a switch is announced to all users
+
+
+def picker_info(service: Any) -> str:
+    """Loading a model changes it for every user of the server: the picker says so."""
+    where = ("a prepared model, a hub id or a local MLX folder" if getattr(service, "allow_model_paths", True)
+             else "one of the prepared models")
+    return f"Pick {where}; loading switches the model for everyone using this lab"
 
 
 def model_choices(service: Any) -> list[str]:
@@ -76,10 +88,10 @@ def build(service: Any, ctx: Any) -> None:
             with gr.Row(equal_height=False, elem_classes=["picker-row"]):
                 picker = gr.Dropdown(
                     choices=model_choices(service), value=current_model(service), allow_custom_value=True,
-                    label="Model", info="Pick a prepared model, or type a hub id / local MLX folder",
+                    label="Model", info=picker_info(service),
                     scale=4, min_width=200, elem_id="model-picker",
                 )
-                load = gr.Button("Load", variant="primary", scale=1, min_width=80, elem_id="model-load",
+                load = gr.Button("Load for everyone", variant="primary", scale=1, min_width=80, elem_id="model-load",
                                  elem_classes=["btn-end"])
 
     @guarded
@@ -87,9 +99,11 @@ def build(service: Any, ctx: Any) -> None:
         text = (model_text or "").strip()
         if not text:
             raise gr.Error("Pick a model from the list or type a hub id / local folder first.", print_exception=False)
-        progress(0.05, desc=f"Loading {text} (this can take a while for big models)…")
-        info = service.load(text)
-        gr.Info(f"Loaded {info.model_id}: {info.num_layers} layers, hidden size {info.hidden_size}.")
+        progress(0.05, desc=f"Loading {text} for every user of this lab (this can take a while for big models)…")
+        switch = getattr(service, "switch_model", None) or service.load
+        info = switch(text)
+        gr.Info(f"Loaded {info.model_id}: {info.num_layers} layers, hidden size {info.hidden_size}. Every user of "
+                "this lab now uses it.")
         run_library_hooks(ctx)
         return model_line(service), gr.Dropdown(choices=model_choices(service), value=info.model_id)
 
@@ -101,4 +115,7 @@ def build(service: Any, ctx: Any) -> None:
         return model_line(service), gr.Dropdown(choices=model_choices(service), value=current_model(service))
 
     ctx.on_load.append((refresh_header, [], [info_md, picker]))
+    timer = gr.Timer(NOTICE_POLL_S)
+    timer.tick(guarded(lambda: model_line(service)), None, [info_md], queue=False, show_progress="hidden",
+               api_visibility="private")
     ctx.register("header", model_info=info_md, picker=picker, load=load)

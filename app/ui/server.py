@@ -20,7 +20,8 @@ def build_app(service: Any) -> gr.Blocks:
 
     ctx = UIContext(service=service)
     modules = {tab_id: importlib.import_module(f"app.ui.tabs.{tab_id}") for tab_id in TAB_IDS}
-    with gr.Blocks(title="Activation Steering Lab") as demo:
+    # delete_cache: Gradio's copies of uploads and downloads older than an hour are removed hourly.
+    with gr.Blocks(title="Activation Steering Lab", delete_cache=(3600, 3600)) as demo:
         header.build(service, ctx)
         with gr.Tabs(selected="tutorial") as tabs:
             ctx.tabs = tabs
@@ -38,11 +39,14 @@ def build_app(service: Any) -> gr.Blocks:
 
 
 def serve(host: str = "127.0.0.1", port: int = 7860, share: bool = False, model: Optional[str] = None,
-          open_browser: bool = False, block: bool = True, service: Any = None):
+          open_browser: bool = False, block: bool = True, service: Any = None, allow_model_paths: bool = False):
+    """Launch the lab; browser tabs may load arbitrary server folders only with ``allow_model_paths``."""
     from app.service.model_service import ModelService
 
-    if service is None:
-        service = ModelService()
+    if service is not None:
+        service.allow_model_paths = allow_model_paths
+    else:
+        service = ModelService(allow_model_paths=allow_model_paths)
         try:
             info = service.load(model or "")
             log.info("model ready: %s (%d layers, hidden %d, %s, %s, BLAS: %s)", info.model_id, info.num_layers,

@@ -287,8 +287,10 @@ def quality_warnings(cv: ConceptVectors, pairs: Sequence[ContrastPair] = ()) -> 
     return out
 
 
-def quality_summary_md(cv: ConceptVectors, name: str = "", pairs: Sequence[ContrastPair] = ()) -> str:
-    """The numbers behind the quality chart, with what they mean (and warnings a "good" card must not hide)."""
+def quality_summary_md(cv: ConceptVectors, name: str = "", calibration: Optional[Mapping] = None,
+                       pairs: Sequence[ContrastPair] = ()) -> str:
+    """The numbers behind the quality chart, with what they mean (and warnings a "good" card must not hide);
+    with ``calibration`` (the library concept's stored report) also how reliably its shipped setting steers."""
     L = cv.num_layers
     a = _quality_arrays(cv)
     lo, hi = cv.recommended_layers
@@ -340,6 +342,8 @@ def quality_summary_md(cv: ConceptVectors, name: str = "", pairs: Sequence[Contr
               "lab are relative to the typical length, so the vector's own length does not matter for steering.",
               "- **Recommended layers** — the best-scoring contiguous middle layers (not the first or last layer).",
               "", "</details>"]
+    if calibration:
+        lines += ["", "#### The library's calibrated setting for this concept", reliability_md(calibration)]
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import gradio as gr
 
-from app.service.jobs import CancelToken  # plain threading; no model runtime
+from app.service.jobs import CancelToken, follow  # plain threading; no model runtime
 from app.types import CATEGORIES
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import guarded
@@ -43,6 +43,15 @@ def template_choices(service: Any) -> list[tuple[str, str]]:
     except Exception:
         log.exception("listing concepts failed")
         return []
+
+
+def _calibration_of(service: Any, slug: str):
+    """The stored calibration of a library concept with this slug (its shipped vectors), or None."""
+    try:
+        return service.calibration_report(slug) if slug and service.library.exists(slug) else None
+    except Exception:
+        log.exception("reading the calibration report failed")
+        return None
 
 
 def _form_concept(name, slug, description, category, table, sys_pos, sys_neg, provenance=None, strict_slug=True):
@@ -181,17 +190,26 @@ def build(service: Any, ctx: Any) -> None:
 
         token, key = CancelToken(), _session(request)
         _RUNNING[key] = token
-        try:
-            cv = service.extract_concept(concept, method=method_v or "mean_diff", progress=report, token=token,
-                                         save=False)
+        skip = (gr.skip(),) * 4
+        try:  # a generator: a client that leaves closes it, which cancels the extraction
+            for kind, value in follow(lambda: service.extract_concept(
+                    concept, method=method_v or "mean_diff", progress=report, token=token, save=False), token):
+                if kind == "wait":
+                    progress(0.0, desc=f"waiting: {value} job{'s' if value != 1 else ''} ahead")
+                if kind == "done":
+                    cv = value
+                else:
+                    yield skip
         finally:
             if _RUNNING.get(key) is token:
                 del _RUNNING[key]
         title = f"Quality of “{concept.name}” per layer ({cv.method}, {n} pairs)"
+        calibration = _calibration_of(service, concept.slug)
         lens = vector_lens_md(service.vector_lens(cv), cv.recommended_layers)
-        return (present.quality_summary_md(cv, concept.name, concept.pairs) + "\n\n" + lens, present.quality_figure(cv, title), cv,
-                f"Extracted {n} pairs with `{cv.method}`. Press **Save to library** to keep the concept and its "
-                "vectors.")
+        yield (present.quality_summary_md(cv, concept.name, calibration, concept.pairs) + "\n\n" + lens,
+               present.quality_figure(cv, title), cv,
+               f"Extracted {n} pairs with `{cv.method}`. Press **Save to library** to keep the concept and its "
+               "vectors.")
 
     ext_event = extract.click(do_extract, [name, slug, description, category, pairs, sys_pos, sys_neg, method],
                               [quality_md, quality_plot, cv_state, extract_status], api_name="extract",
@@ -214,11 +232,12 @@ def build(service: Any, ctx: Any) -> None:
                 else "a concept in your library"
             raise gr.Error(f"“{concept.slug}” is already {what}. Choose another slug, or tick “Overwrite an existing "
                            f"concept with this slug” to replace it.", print_exception=False)
-        stored = lib.save(concept, overwrite=bool(overwrite_v))
+        keep = cv is not None and cv.concept_fingerprint == concept.pairs_fingerprint() and service.is_loaded \
+            and cv.model_id == service.info().model_id
+        # the concept and its vectors are written together, or not at all
+        stored = lib.save_with_vectors(concept, {cv.model_id: cv} if keep else {}, overwrite=bool(overwrite_v))
         msg = f"Saved **{md_escape(stored.name)}** as `{stored.slug}` with {len(stored.pairs)} pairs."
-        if cv is not None and cv.concept_fingerprint == stored.pairs_fingerprint() and service.is_loaded \
-                and cv.model_id == service.info().model_id:
-            lib.save_vectors(stored.slug, cv.model_id, cv)
+        if keep:
             msg += f" Its vectors for `{md_escape(cv.model_id)}` are stored too: it is ready to steer."
         else:
             msg += (" No matching extracted vectors were stored (the pairs changed since Extract, or nothing was "

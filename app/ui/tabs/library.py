@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,6 +11,7 @@ import gradio as gr
 from app.library.slugs import slugify
 from app.types import CATEGORIES
 from app.ui.context import MODEL_CONCURRENCY
+from app.ui.downloads import out_dir, remove_upload
 from app.ui.errors import guarded
 from app.ui.present.insight import vector_lens_md
 from app.ui.header import run_library_hooks
@@ -60,6 +60,17 @@ def listing(service: Any, search: str = "", category: str = ALL) -> tuple[list[l
     return rows, [s.slug for s in summaries]
 
 
+def problems_note(service: Any) -> str:
+    """Files the last listing skipped (unreadable or invalid), so one bad file is visible, not fatal."""
+    problems = list(getattr(service.library, "problems", []) or [])
+    if not problems:
+        return ""
+    shown = getattr(service.library, "shown", lambda p: getattr(p, "name", str(p)))
+    items = "\n".join(f"- `{md_escape(shown(path))}`: {md_escape(str(msg).splitlines()[0])}" for path, msg in problems[:10])
+    more = f"\n- … and {len(problems) - 10} more" if len(problems) > 10 else ""
+    return f"**Skipped {len(problems)} file(s) that could not be read:**\n{items}{more}"
+
+
 def _calibration(service: Any, slug: Optional[str] = None) -> Any:
     """The loaded model's calibration reports (all, or one concept's); {} / None without a model."""
     if _model(service) is None:
@@ -106,7 +117,7 @@ def card(service: Any, slug: Optional[str]):
 
 
 def _out_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="steering-lab-export-"))
+    return out_dir("export")
 
 
 def build(service: Any, ctx: Any) -> None:
@@ -120,6 +131,7 @@ def build(service: Any, ctx: Any) -> None:
     table = gr.Dataframe(value=rows0, headers=present.LIBRARY_HEADERS, type="array", interactive=False,
                          max_height=360, elem_id="lib-table", wrap=True,
                          column_widths=["18%", "14%", "10%", "7%", "16%", "15%", "20%"])
+    problems_md = gr.Markdown(problems_note(service), elem_id="lib-problems")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=320):
             selected = gr.Dropdown(choices=_safe_choices(service), value=None, label="Selected concept", allow_custom_value=True,
@@ -163,7 +175,8 @@ def build(service: Any, ctx: Any) -> None:
         rows, _ = listing(service, search_v, category_v)
         return rows_or_placeholder(rows, len(present.LIBRARY_HEADERS), "(no concept matches)")
 
-    refresh.click(do_list, [search, category], [table], api_name="library_list", queue=False)
+    refresh.click(do_list, [search, category], [table], api_name="library_list", queue=False).then(
+        lambda: problems_note(service), None, [problems_md], queue=False, api_visibility="private")
     category.change(do_list, [search, category], [table], api_visibility="private", queue=False)
     search.submit(do_list, [search, category], [table], api_visibility="private", queue=False)
 
@@ -232,7 +245,12 @@ def build(service: Any, ctx: Any) -> None:
     def do_import(file_v, slug_v, overwrite_v, search_v, category_v, progress=gr.Progress()):
         if not file_v:
             raise gr.Error("Choose a .yaml bundle or a .gguf control vector to import.", print_exception=False)
-        path = Path(file_v)
+        try:
+            return _import_file(Path(file_v), slug_v, overwrite_v, search_v, category_v, progress)
+        finally:
+            remove_upload(file_v)  # Gradio keeps every upload otherwise
+
+    def _import_file(path, slug_v, overwrite_v, search_v, category_v, progress):
         slug_v = (slug_v or "").strip()
         size = path.stat().st_size
         if size > MAX_IMPORT_BYTES:
@@ -250,9 +268,11 @@ def build(service: Any, ctx: Any) -> None:
         gr.Info(f"Imported “{new}”.")
         return f"Imported as `{new}`.", rows, _after_change(new)
 
+    # Not in the model queue: a bundle is parsed and checked without the model; a GGUF import takes
+    # the model lock only to measure typical norms (the service serialises that).
     ctx.library_events.append(
         import_btn.click(do_import, [upload, import_slug, import_overwrite, search, category], [status, table, selected],
-                         api_name="library_import", **MODEL_CONCURRENCY))
+                         api_name="library_import"))
 
     # ---- rename / duplicate / delete ----------------------------------------------------------
     @guarded

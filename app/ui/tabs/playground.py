@@ -6,7 +6,6 @@ are shared with the concept mixer, so both tabs show results the same way.
 
 from __future__ import annotations
 
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -20,6 +19,7 @@ from app.ui.widgets import (  # noqa: F401  (re-exported for the tabs that still
     check_layer, check_number, check_prompt, concept_choices, concept_slugs, default_concept, default_layer,
     file_stem, gen_params, num_layers, strength_info)
 from app.ui.context import MODEL_CONCURRENCY
+from app.ui.downloads import out_dir
 from app.ui.errors import guarded
 from app.ui.present import generation as present
 from app.ui.present import insight as fx
@@ -94,7 +94,7 @@ SESSION_JOBS = SessionJobs()
 
 
 def write_downloads(record: dict, stem: str) -> tuple[str, str]:
-    folder = Path(tempfile.mkdtemp(prefix="steering-lab-"))
+    folder = out_dir("generation")
     md = folder / f"{stem}.md"
     js = folder / f"{stem}.json"
     md.write_text(present.comparison_markdown(record), encoding="utf-8")

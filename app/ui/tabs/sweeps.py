@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,6 +12,7 @@ from app.domain.parse import parse_floats, parse_layers
 from app.errors import Cancelled
 from app.types import GenerationParams
 from app.ui.context import MODEL_CONCURRENCY
+from app.ui.downloads import out_dir
 from app.ui.errors import guarded
 from app.ui.present import sweeps as present
 from app.ui.streaming import throttled
@@ -184,28 +184,38 @@ def build(service: Any, ctx: Any) -> None:
         def report(done: int, total: int, desc: str) -> None:
             progress((done, max(total, 1)), desc=f"{n_cells} cells · {desc}", unit="steps")
 
+        from app.service.jobs import follow
+
         token = SESSION_JOBS.start(request)
-        try:
-            result = service.sweep(prompt, concept, layer_list, strength_list,
-                                   params=GenerationParams(max_tokens=mt), relative=not absolute,
-                                   progress=throttled(report), token=token, op=op_name)
+        result = None
+        try:  # a generator: a client that leaves closes it, which cancels the sweep
+            for step, value in follow(lambda: service.sweep(
+                    prompt, concept, layer_list, strength_list, params=GenerationParams(max_tokens=mt),
+                    relative=not absolute, progress=throttled(report), token=token, op=op_name), token):
+                if step == "wait":
+                    progress(0.0, desc=f"waiting: {value} job{'s' if value != 1 else ''} ahead")
+                if step == "done":
+                    result = value
+                else:
+                    yield (gr.skip(),) * 9
         except Cancelled:
             result = None
         finally:
             SESSION_JOBS.finish(request, token)
         if result is None or token.cancelled:
             keep = [gr.update() for _ in range(7)]
-            return (gr.update(), "**Sweep stopped** — nothing was scored. Run it again when you are ready.", *keep)
+            yield (gr.update(), "**Sweep stopped** — nothing was scored. Run it again when you are ready.", *keep)
+            return
         data = present.as_sweep_dict(result)
         record = present.sweep_record(data, concept, prompt, mt)
-        folder = Path(tempfile.mkdtemp(prefix="steering-lab-sweep-"))
+        folder = out_dir("sweep")
         stem = f"sweep-{file_stem(concept)}"
         (folder / f"{stem}.md").write_text(present.sweep_markdown(record), encoding="utf-8")
         (folder / f"{stem}.json").write_text(present.sweep_json(record), encoding="utf-8")
         one_d = present.is_one_dimensional(data)
         first = _default_cell(data)
         first_cell = _parse_cell(first)
-        return (
+        yield (
             record,
             present.summary_markdown(data, concept),
             present.heatmap_figure(data),
