@@ -87,7 +87,7 @@ class TorchWorker:
         script = Path(__file__).with_name("bench_torch_reference.py")
         env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")  # idle OpenMP threads must not spin between its runs
         env.pop("PYTHONPATH", None)
-        self.proc = subprocess.Popen([python, str(script), "--serve", "--tokens", str(tokens), "--gguf", gguf,
+        self.proc = subprocess.Popen([python, str(script), "--serve", "--json", "--tokens", str(tokens), "--gguf", gguf,
                                       "--prompt", PROMPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, env=env, cwd=str(script.parents[1]))
         self.info = self._read()

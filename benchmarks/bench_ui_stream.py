@@ -147,6 +147,8 @@ def main(argv=None) -> int:
     from playwright.sync_api import sync_playwright
 
     note = load_note()
+    out = sys.stdout
+    sys.stdout = sys.stderr  # the server's own prints must not mix with the JSON
     os.environ["STEERING_LAB_LIBRARY"] = tempfile.mkdtemp(prefix="steering-lab-bench-library-")
     from app.ui.server import serve
     from tests.lab_server import free_port
@@ -169,6 +171,7 @@ def main(argv=None) -> int:
                 browser.close()
     finally:
         demo.close()
+        sys.stdout = out
     growth = long["bytes_per_token"] / max(short["bytes_per_token"], 1e-9)
     longest = max(short["longest_task_ms"], long["longest_task_ms"])
     result = {

@@ -340,3 +340,32 @@ def test_finite_but_absurd_vectors_are_refused(tmp_path):
     with pytest.raises(LibraryError, match="far beyond"):
         lib.import_bundle(huge, slug="huge")
     assert not lib.exists("huge")
+
+
+def test_two_processes_saving_one_new_slug_exactly_one_wins(tmp_path):
+    """The web lab and the CLI are two processes: the writer lock is an flock, not only a thread lock."""
+    import time
+
+    for r in range(ROUNDS // 2):
+        root = tmp_path / f"r{r}"
+        ConceptLibrary(root).save(concept("other", "Other"))  # the folder exists, as in real use
+        start = time.time() + 0.3
+        pids = []
+        for i in range(2):
+            pid = os.fork()
+            if pid == 0:  # the child: a fresh library object, like another process would have
+                code = 3
+                try:
+                    lib = ConceptLibrary(root)
+                    time.sleep(max(0.0, start - time.time()))  # released together
+                    try:
+                        lib.save(concept("new", f"Process {i}"))
+                        code = 0
+                    except ConceptExists:
+                        code = 1
+                finally:
+                    os._exit(code)
+            pids.append(pid)
+        codes = sorted(os.WEXITSTATUS(os.waitpid(pid, 0)[1]) for pid in pids)
+        assert codes == [0, 1], f"round {r}: exit codes {codes} (0 saved, 1 refused)"
+        assert ConceptLibrary(root).get("new").name.startswith("Process ")
