@@ -165,7 +165,7 @@ def build(service: Any, ctx: Any) -> None:
                   progress=gr.Progress()):
         """Yields the results; on an error, yields it where the results go (kept until the next run), then raises."""
         try:
-            yield sweep_outputs(concept, prompt, layers, strengths, max_tokens, absolute, op, request, progress)
+            yield from sweep_outputs(concept, prompt, layers, strengths, max_tokens, absolute, op, request, progress)
         except Exception as exc:
             yield error_outputs(exc)
             raise
