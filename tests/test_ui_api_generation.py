@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-from lab_server import running_lab
 
 pytestmark = pytest.mark.real_model
 
@@ -22,9 +21,8 @@ PROMPT = "Tell me about your weekend."
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    with running_lab(tmp_path_factory.mktemp("library")) as url:
-        yield url
+def app_url(running_lab):
+    return running_lab
 
 
 @pytest.fixture(scope="module")

@@ -339,3 +339,24 @@ def test_reliability_readouts_on_card_and_in_table(tmp_path):
     lib.save(Concept(slug="sad", name="Sad", pairs=[ContrastPair("a", "b"), ContrastPair("c", "d")]))
     rows = concepts.library_rows(lib.list(), {"sad": "ready"}, calibration={"sad": _report()})
     assert rows[0][-1] == "9/10 right way, 100% clean"
+
+
+def test_token_window_caps_dense_heatmaps():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from app.domain import limits
+    from app.ui.present import explorer as pe
+
+    T, L = 100, 4
+    ex = SimpleNamespace(tokens=[f"t{i}" for i in range(T)], norms=np.ones((L, T)),
+                         lens_top=[[[("x", 0.5)] for _ in range(T)] for _ in range(L)], projections=None)
+    assert pe.parse_token_range("", T) == (0, limits.HEATMAP_TOKENS)
+    assert pe.parse_token_range("60-79", T) == (60, 80)
+    assert pe.parse_token_range("90-200", T) == (90, 100)
+    assert pe.parse_token_range("0-99", T) == (0, limits.HEATMAP_TOKENS)  # never more than the cap
+    win = pe.token_window(ex, 60, 80)
+    fig = pe.norm_heatmap_figure(win)
+    assert len(fig.data[0].x) == 20 and fig.data[0].x[0].startswith("60 ")  # real positions on the axis
+    assert "60–79 of 100" in pe.window_note(60, 80, T) and pe.window_note(0, T, T) == ""

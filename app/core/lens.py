@@ -13,6 +13,7 @@ import mlx.core as mx
 import numpy as np
 
 from app.core import family
+from app.domain.tokens import readable_piece
 from app.core.capture import capture
 from app.core.models import LoadedModel
 
@@ -26,6 +27,18 @@ class Exploration:
     concept: str = ""
     typical_norms: Optional[np.ndarray] = None
     extra: dict = field(default_factory=dict)
+
+
+def token_piece(tok, t: int) -> str:
+    """One token as text; a partial UTF-8 byte token as its bytes in hex (``<0xE2>``) instead of '�'."""
+    text = tok.decode([t])
+    if "\ufffd" not in text:
+        return text
+    try:
+        raw = tok.convert_ids_to_tokens(int(t))
+    except Exception:  # a tokenizer without the method: keep the decoded text
+        raw = None
+    return readable_piece(text, raw if isinstance(raw, str) else None)
 
 
 def explore(lm: LoadedModel, token_ids: Sequence[int], unit_vectors: Optional[np.ndarray] = None,
@@ -52,7 +65,7 @@ def explore(lm: LoadedModel, token_ids: Sequence[int], unit_vectors: Optional[np
 
     def piece(t: int) -> str:
         if t not in cache:
-            cache[t] = tok.decode([t])
+            cache[t] = token_piece(tok, t)
         return cache[t]
 
     lens = [[[(piece(int(idx_np[l, j, k])), float(p_np[l, j, k])) for k in range(top_k)] for j in range(len(positions))]

@@ -26,6 +26,7 @@ class UIContext:
     components: dict[str, Any] = field(default_factory=dict)  # "playground.prompt" -> component
     on_load: list[tuple[Callable, list, list]] = field(default_factory=list)  # (fn, inputs, outputs)
     library_changed: list[Callable[[], Any]] = field(default_factory=list)
+    library_events: list[Any] = field(default_factory=list)  # events after which every concept list refreshes
 
     def register(self, prefix: str, **components: Any) -> None:
         for name, comp in components.items():

@@ -107,7 +107,8 @@ def build(service: Any, ctx: Any) -> None:
         run_library_hooks(ctx)
         return model_line(service), gr.Dropdown(choices=model_choices(service), value=info.model_id)
 
-    load.click(load_model, [picker], [info_md, picker], api_name="load_model", **MODEL_CONCURRENCY)
+    ctx.library_events.append(
+        load.click(load_model, [picker], [info_md, picker], api_name="load_model", **MODEL_CONCURRENCY))
 
     @guarded
     def refresh_header():

@@ -57,6 +57,9 @@ def serve(host: str = "127.0.0.1", port: int = 7860, share: bool = False, model:
         log.warning("the lab is exposed beyond this machine (host=%s, share=%s): anyone who can reach it can use it", host, share)
     demo = build_app(service)
     demo.queue(default_concurrency_limit=4, max_size=64)
+    if block:  # Gradio's own banner (quiet=False) ends with a "set share=True" hint a newcomer reads as a to-do
+        print(f"* The lab is running at http://{'127.0.0.1' if host in ('127.0.0.1', 'localhost') else host}:{port}"
+              "  (Ctrl+C stops it)", flush=True)
     demo.launch(server_name=host, server_port=port, share=share, inbrowser=open_browser, theme=THEME, css=CSS,
-                prevent_thread_lock=not block, show_error=True, quiet=not block)
+                prevent_thread_lock=not block, show_error=True, quiet=True)
     return demo if not block else 0

@@ -19,6 +19,8 @@ CSS = """
 .pane-wrap {width:100%}
 .pane-title {font-weight:600; font-size:0.85rem; opacity:0.8; margin:0 0 0.25rem 0.1rem}
 .pane-empty {opacity:0.55; font-style:italic}
+.stale {opacity:0.45; filter:grayscale(0.7); transition:opacity .2s}
+.stale::before {content:'inputs changed since this result: run again'; display:block; font-size:0.75rem; font-style:italic}
 .pane .tok {border-radius:3px}
 .tok-gate-open {box-shadow:inset 0 -3px 0 #16a34a}
 .tok-gate-shut {box-shadow:inset 0 -3px 0 #cbd5e1}

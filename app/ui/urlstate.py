@@ -152,7 +152,7 @@ _SW_ORDER = ("concept", "prompt", "layers", "strengths", "max_tokens")
 def install(service: Any, ctx: Any) -> None:
     """Bind URL writers to the playground and sweep controls and add the on-load reader."""
     from app.ui.errors import guarded
-    from app.ui.tabs.playground import ABS_RANGE, REL_RANGE, concept_slugs, num_layers, strength_info
+    from app.ui.widgets import ABS_RANGE, REL_RANGE, concept_slugs, num_layers, strength_info
 
     pg = {k: ctx.components.get(f"playground.{k}") for k in _PG_ORDER}
     sw = {k: ctx.components.get(f"sweeps.{k}") for k in _SW_ORDER}

@@ -55,12 +55,13 @@ def show_token(tok: str) -> str:
     return s
 
 
-def token_axis_labels(tokens: Sequence[str]) -> list[str]:
+def token_axis_labels(tokens: Sequence[str], offset: int = 0) -> list[str]:
     """Unique x-axis labels for token positions (plotly merges equal category labels).
 
-    Each label is ``"<position> <token>"`` so repeated tokens stay separate columns.
+    Each label is ``"<position> <token>"`` so repeated tokens stay separate columns; ``offset`` is the
+    position of the first token shown (a window of a long prompt).
     """
-    return [f"{i} {show_token(t)}" for i, t in enumerate(tokens)]
+    return [f"{i + offset} {show_token(t)}" for i, t in enumerate(tokens)]
 
 
 def md_escape(text: str) -> str:

@@ -5,6 +5,7 @@ Pure functions over ``app.types`` dataclasses and plain lists; no Gradio, no mod
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -231,19 +232,80 @@ def verdict(cv: ConceptVectors) -> tuple[str, str]:
                    "positive only in the concept, and add more pairs.")
 
 
-def quality_summary_md(cv: ConceptVectors, name: str = "", calibration: Optional[Mapping] = None) -> str:
-    """The numbers behind the quality chart, with what they mean; with ``calibration`` (the
-    library concept's stored report) also how reliably its shipped setting steers."""
+EARLY_SHARE = 0.6  # the first layers separate this well relative to the recommended ones: words, not meaning
+CUE_SHARE = 0.5  # one word in at least half of the pairs' differences: a surface cue
+_WORD = re.compile(r"[a-z']+")
+_STOP = frozenset("a an and are as at be but by for from i i'm in is it it's me my of on or so that the this to was "
+                  "we with you".split())
+
+
+def early_separation(cv: ConceptVectors) -> Optional[tuple[int, float, float]]:
+    """(layer, early d′, best recommended d′) when layer 0 or 1 separates nearly as well as the recommended layers.
+
+    Layers 0-1 see little more than the tokens themselves: separation there comes from the words of the pairs.
+    (Measured on the default model: every shipped concept's layer-0/1 d′ is 0.6-1.1x its best middle-layer d′.)
+    """
+    a = _quality_arrays(cv)
+    d = a["d_prime"]
+    lo, hi = cv.recommended_layers
+    if cv.num_layers < 4 or not np.any(np.isfinite(d[:2])) or not np.any(np.isfinite(d[max(lo, 0):hi + 1])):
+        return None
+    layer = int(np.nanargmax(d[:2]))
+    best = float(np.nanmax(d[max(lo, 0):hi + 1]))
+    return (layer, float(d[layer]), best) if best > 0 and d[layer] >= EARLY_SHARE * best else None
+
+
+def shared_cue_words(pairs: Sequence[ContrastPair], top: int = 3) -> list[tuple[str, int]]:
+    """Words that only the positive side has, found in at least half of the pairs: (word, pairs), most first."""
+    counts: dict[str, int] = {}
+    for p in pairs:
+        pos, neg = set(_WORD.findall(p.positive.lower())), set(_WORD.findall(p.negative.lower()))
+        for w in pos - neg - _STOP:
+            counts[w] = counts.get(w, 0) + 1
+    n = max(len(pairs), 1)
+    hits = sorted(((w, c) for w, c in counts.items() if len(pairs) >= 4 and c >= CUE_SHARE * n),
+                  key=lambda wc: (-wc[1], wc[0]))
+    return hits[:top]
+
+
+def quality_warnings(cv: ConceptVectors, pairs: Sequence[ContrastPair] = ()) -> list[str]:
+    """Why a well-separating vector may still not steer, each with what to do about it."""
+    out = []
+    remedies = ("Remedies: write more varied pairs (say the concept differently in each), try the system-prompt "
+                "contrast method, and trust the judge's verdict in the playground or a sweep over this card.")
+    early = early_separation(cv)
+    if early is not None:
+        out.append(f"⚠ **Layer {early[0]} already separates your pairs** (d′ {fmt(early[1])}, vs {fmt(early[2])} at "
+                   "the recommended layers): that early, the model sees little more than *which words* your texts "
+                   "use, so good separation here does not show that the vector carries the meaning or that it "
+                   f"steers. {remedies}")
+    cues = shared_cue_words(pairs)
+    if cues:
+        words = ", ".join(f"“{md_escape(w)}” ({c} of {len(pairs)} pairs)" for w, c in cues)
+        out.append(f"⚠ **Your pairs differ mostly in a few shared words:** {words}. The vector can learn those words "
+                   f"instead of the concept. {remedies}")
+    return out
+
+
+def quality_summary_md(cv: ConceptVectors, name: str = "", calibration: Optional[Mapping] = None,
+                       pairs: Sequence[ContrastPair] = ()) -> str:
+    """The numbers behind the quality chart, with what they mean (and warnings a "good" card must not hide);
+    with ``calibration`` (the library concept's stored report) also how reliably its shipped setting steers."""
     L = cv.num_layers
     a = _quality_arrays(cv)
     lo, hi = cv.recommended_layers
     mid = (lo + hi) // 2
     kind, sentence = verdict(cv)
+    warnings = quality_warnings(cv, pairs)
+    if warnings and kind == "ok":  # "good" must mean the vector steers; a surface cue is not that
+        kind, sentence = "warn", "Separates your pairs well, but see the warning below before trusting it."
     badge = {"ok": "badge-ok", "warn": "badge-warn", "bad": "badge-bad"}[kind]
     label = {"ok": "good", "warn": "fair", "bad": "weak"}[kind]
     n_pairs = (cv.extra or {}).get("n_pairs")
     head = f"### Quality of “{md_escape(name)}”" if name else "### Quality"
     lines = [head, f'<span class="badge {badge}">{label}</span> {sentence}', ""]
+    if warnings:
+        lines += [*warnings, ""]
     facts = [f"**Recommended layers: {lo}–{hi}**" if hi > lo else f"**Recommended layer: {lo}**"]
     facts[-1] += f" (of 0–{L - 1}). Start at layer {mid} with relative strength 0.2–0.4."
     d = a["d_prime"]

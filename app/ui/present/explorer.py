@@ -129,13 +129,44 @@ def norms_figure(ex: Any) -> go.Figure:
     return fig
 
 
+def parse_token_range(text: Any, n_tokens: int) -> tuple[int, int]:
+    """'40-79' -> (40, 80), clipped to the prompt and to HEATMAP_TOKENS columns; empty -> the first window."""
+    from app.domain.parse import parse_layers
+
+    size = limits.HEATMAP_TOKENS
+    picked = parse_layers(str(text or ""), None, "token range", repeats="drop", allow_empty=True)
+    start = min(min(picked), max(n_tokens - 1, 0)) if picked else 0
+    stop = min(n_tokens, (max(picked) + 1) if len(picked) > 1 else start + size, start + size)
+    return start, max(stop, start + 1)
+
+
+def token_window(ex: Any, start: int, stop: int) -> Any:
+    """The same exploration restricted to tokens [start, stop), so dense heatmaps stay readable."""
+    from types import SimpleNamespace
+
+    proj = getattr(ex, "projections", None)
+    return SimpleNamespace(
+        tokens=list(ex.tokens)[start:stop], norms=np.asarray(ex.norms)[:, start:stop],
+        lens_top=[row[start:stop] for row in ex.lens_top],
+        projections=None if proj is None else np.asarray(proj)[:, start:stop],
+        typical_norms=getattr(ex, "typical_norms", None), concept=getattr(ex, "concept", ""),
+        extra=getattr(ex, "extra", None) or {}, token_offset=start)
+
+
+def window_note(start: int, stop: int, n_tokens: int) -> str:
+    if start == 0 and stop >= n_tokens:
+        return ""
+    return (f"The token × layer charts show tokens **{start}–{stop - 1} of {n_tokens}** (at most "
+            f"{limits.HEATMAP_TOKENS} at once, so labels stay readable): type another range under “Tokens shown”.")
+
+
 def norm_heatmap_figure(ex: Any) -> go.Figure:
     """Tokens x layers heatmap of residual norms with a log colour scale."""
     norms = _norms(ex)
     L, T = norms.shape
     with np.errstate(divide="ignore", invalid="ignore"):
         logn = np.where(norms > 0, np.log10(norms), np.nan)
-    labels = token_axis_labels(ex.tokens)
+    labels = token_axis_labels(ex.tokens, getattr(ex, "token_offset", 0))
     finite_vals = logn[np.isfinite(logn)]
     lo, hi = (float(finite_vals.min()), float(finite_vals.max())) if finite_vals.size else (0.0, 1.0)
     ticks = _log_ticks(lo, hi)
@@ -185,7 +216,8 @@ def lens_figure(ex: Any) -> go.Figure:
             probs[l, t] = p if finite(p) is not None else np.nan
             top_tok[l][t] = show_token(tok)
             hover[l][t] = "<br>".join(f"{md_escape(show_token(c))}: {pct(q)}" for c, q in cands)
-    labels = token_axis_labels(ex.tokens)[:T] if len(ex.tokens) >= T else [str(i) for i in range(T)]
+    labels = (token_axis_labels(ex.tokens, getattr(ex, "token_offset", 0))[:T] if len(ex.tokens) >= T
+              else [str(i) for i in range(T)])
     show_text = T <= TEXT_IN_CELLS_MAX_TOKENS
     fig = go.Figure(go.Heatmap(
         z=_none_if_nan(probs), x=labels, y=list(range(L)), text=top_tok, customdata=hover,
@@ -237,11 +269,11 @@ def projection_figure(ex: Any) -> go.Figure:
     raw = np.asarray(ex.projections, dtype=np.float64)
     proj, relative = relative_projections(ex)
     L, T = proj.shape
-    scale_part = proj[:, 1:] if T > 1 else proj
+    scale_part = proj[:, 1:] if T > 1 and not getattr(ex, "token_offset", 0) else proj
     vals = np.abs(scale_part[np.isfinite(scale_part)])
     m = float(np.percentile(vals, 99)) if vals.size else 1.0
     m = m if m > 0 else 1.0
-    labels = token_axis_labels(ex.tokens)[:T]
+    labels = token_axis_labels(ex.tokens, getattr(ex, "token_offset", 0))[:T]
     rec = (getattr(ex, "extra", None) or {}).get("recommended_layers")
     unit = "projection ÷ typical norm" if relative else "projection"
     fig = go.Figure(go.Heatmap(
@@ -263,17 +295,27 @@ def projection_figure(ex: Any) -> go.Figure:
     return fig
 
 
+def sink_ratio(ex: Any) -> Optional[tuple[int, float, float, float]]:
+    """(layer, ratio, sink norm, average norm) at the middle layer: how much longer position 0 is."""
+    norms = _norms(ex)
+    L, T = norms.shape
+    mean_rest, pos0 = norm_profile(ex)
+    mid = L // 2
+    if T > 1 and finite(mean_rest[mid]) and finite(pos0[mid]) and mean_rest[mid] > 0:
+        return mid, float(pos0[mid] / mean_rest[mid]), float(pos0[mid]), float(mean_rest[mid])
+    return None
+
+
 def explore_summary_md(ex: Any) -> str:
     """Three or four facts a beginner can check against the charts."""
     norms = _norms(ex)
     L, T = norms.shape
-    mean_rest, pos0 = norm_profile(ex)
     lines = [f"**{T} tokens × {L} layers.**"]
-    mid = L // 2
-    if T > 1 and finite(mean_rest[mid]) and finite(pos0[mid]) and mean_rest[mid] > 0:
-        ratio = pos0[mid] / mean_rest[mid]
+    sink = sink_ratio(ex)
+    if sink is not None:
+        mid, ratio, s0, avg = sink
         lines.append(f"At layer {mid} the attention sink (position 0) is **{fmt(ratio, 0)}×** longer than an "
-                     f"average token ({fmt(pos0[mid], 0)} vs {fmt(mean_rest[mid], 0)}).")
+                     f"average token ({fmt(s0, 0)} vs {fmt(avg, 0)}).")
     if L and T and ex.lens_top and ex.lens_top[-1] and ex.lens_top[-1][-1]:
         final_tok, final_p = ex.lens_top[-1][-1][0]
         first = next((l for l in range(L) if ex.lens_top[l][-1] and ex.lens_top[l][-1][0][0] == final_tok), L - 1)

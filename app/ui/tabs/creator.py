@@ -11,6 +11,7 @@ from app.service.jobs import CancelToken, follow  # plain threading; no model ru
 from app.types import CATEGORIES
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import guarded
+from app.ui import widgets
 from app.ui.present.insight import vector_lens_md
 from app.ui.header import run_library_hooks
 from app.ui.present import concepts as present
@@ -205,7 +206,7 @@ def build(service: Any, ctx: Any) -> None:
         title = f"Quality of “{concept.name}” per layer ({cv.method}, {n} pairs)"
         calibration = _calibration_of(service, concept.slug)
         lens = vector_lens_md(service.vector_lens(cv), cv.recommended_layers)
-        yield (present.quality_summary_md(cv, concept.name, calibration) + "\n\n" + lens,
+        yield (present.quality_summary_md(cv, concept.name, calibration, concept.pairs) + "\n\n" + lens,
                present.quality_figure(cv, title), cv,
                f"Extracted {n} pairs with `{cv.method}`. Press **Save to library** to keep the concept and its "
                "vectors.")
@@ -246,8 +247,9 @@ def build(service: Any, ctx: Any) -> None:
         return msg, stored.slug, gr.Checkbox(value=False)
 
     saved_slug = gr.State("")
-    save.click(do_save, [name, slug, description, category, pairs, sys_pos, sys_neg, overwrite, cv_state],
-               [save_status, saved_slug, overwrite], api_name="save_concept")
+    ctx.library_events.append(
+        save.click(do_save, [name, slug, description, category, pairs, sys_pos, sys_neg, overwrite, cv_state],
+                   [save_status, saved_slug, overwrite], api_name="save_concept"))
 
     ctx.register("creator", name=name, slug=slug, description=description, category=category, pairs=pairs,
                  template=template, extract=extract, save=save, use=use, saved_slug=saved_slug, paste=paste,
@@ -267,7 +269,8 @@ def wire(service: Any, ctx: Any) -> None:
 
     # "Try it in the playground": hand the concept to the playground (other engineer's tab), if it exists.
     use = ctx.get("creator.use")
-    targets = [k for k in ("playground.concept",) if k in ctx.components]
+    targets = [k for k in ("playground.concept", "playground.layer", "playground.strength", "playground.absolute")
+               if k in ctx.components]
     if not targets:
         log.info("creator: 'Try it in the playground' has no target (missing: playground.concept)")
 
@@ -276,12 +279,15 @@ def wire(service: Any, ctx: Any) -> None:
         slug_v = (saved or slug_v or "").strip()
         if not slug_v or not service.library.exists(slug_v):
             raise gr.Error("Save the concept first, then try it in the playground.", print_exception=False)
-        out = [gr.Dropdown(value=slug_v) for _ in targets]
+        out: list = [gr.Dropdown(value=slug_v)]
+        if len(targets) == 4:  # the playground moves to the concept's recommended setting, as its hint says
+            out += list(widgets.recommended_updates(service, slug_v))
+        out = out[:len(targets)]
         if ctx.tabs is not None:
             out.append(gr.Tabs(selected="playground"))
         return out
 
     outputs = [ctx.get(k) for k in targets] + ([ctx.tabs] if ctx.tabs is not None else [])
     use.click(use_concept, [ctx.get("creator.slug"), ctx.get("creator.saved_slug")], outputs,
-              api_visibility="private", queue=False)
+              api_visibility="private", show_progress="minimal", **MODEL_CONCURRENCY)
 

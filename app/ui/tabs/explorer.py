@@ -12,7 +12,7 @@ from app.ui.errors import guarded
 from app.ui.present.insight import vector_lens_md
 from app.ui.present import explorer as present
 from app.ui.present.common import empty_figure
-from app.ui.present.concepts import concept_choices
+from app.ui import widgets
 
 log = logging.getLogger("steering_lab.ui")
 
@@ -23,11 +23,8 @@ INTRO = ("Type a prompt and press **Explore**: the model reads it once and we re
 
 
 def choices(service: Any, none_label: str | None = None) -> list[tuple[str, str]]:
-    try:
-        return concept_choices(service.library.list(), none_label=none_label)
-    except Exception:
-        log.exception("listing concepts failed")
-        return [(none_label, "")] if none_label else []
+    """The page's one concept list (app.ui.widgets), with an optional leading '(none)'."""
+    return ([(none_label, "")] if none_label else []) + widgets.concept_choices(service)
 
 
 def build(service: Any, ctx: Any) -> None:
@@ -44,6 +41,9 @@ def build(service: Any, ctx: Any) -> None:
                                   elem_id="ex-concept")
             run = gr.Button("Explore", variant="primary", elem_id="ex-run")
     summary = gr.Markdown(elem_id="ex-summary")
+    token_range = gr.Textbox(value="", label="Tokens shown in the token × layer charts", max_lines=1,
+                             placeholder=f"e.g. 40-79 (at most {present.limits.HEATMAP_TOKENS} at once; Enter to redraw)",
+                             elem_id="ex-token-range")
 
     waiting = "Press Explore to read the prompt through every layer."
     norms_plot = gr.Plot(value=empty_figure("Residual-stream norm per layer", waiting), label="Residual norm per layer",
@@ -84,17 +84,33 @@ def build(service: Any, ctx: Any) -> None:
         slug = (concept_v or "").strip() or None
         progress(0.1, desc="Extracting the concept (if needed) and reading the prompt through every layer…"
                  if slug else "Reading the prompt through every layer…")
-        ex = service.explore(prompt_v, concept=slug, chat=bool(chat_v))
+        ex = _explore_cached(service, prompt_v, slug, bool(chat_v), fresh=True)
         progress(0.9, desc="Drawing")
         lens = vector_lens_md(ex.extra.get("vector_lens"), ex.extra.get("recommended_layers"),
                               f"Vector lens of {slug}") if slug else ""
-        summary_md = present.explore_summary_md(ex) + (f"\n\n<details><summary>Vector lens of {slug}: what its "
-                                                        f"direction says per layer</summary>\n\n{lens}\n\n</details>"
-                                                        if lens else "")
-        return (summary_md, present.norms_figure(ex), present.norm_heatmap_figure(ex),
-                present.lens_figure(ex), present.lens_last_rows(ex), present.projection_figure(ex))
+        start, stop = present.parse_token_range("", len(ex.tokens))
+        win = present.token_window(ex, start, stop)
+        note = present.window_note(start, stop, len(ex.tokens))
+        summary_md = present.explore_summary_md(ex) + (f"  \n{note}" if note else "") + (
+            f"\n\n<details><summary>Vector lens of {slug}: what its direction says per layer</summary>\n\n{lens}"
+            "\n\n</details>" if lens else "")
+        return (summary_md, present.norms_figure(ex), present.norm_heatmap_figure(win), present.lens_figure(win),
+                present.lens_last_rows(ex), present.projection_figure(win))
+
+    @guarded
+    def show_range(prompt_v: str, concept_v: str, chat_v: bool, range_v: str):
+        """Redraw the token x layer charts for another window of tokens (the exploration is cached)."""
+        if not (prompt_v or "").strip():
+            raise gr.Error("Type a prompt and press Explore first.", print_exception=False)
+        ex = _explore_cached(service, prompt_v, (concept_v or "").strip() or None, bool(chat_v))
+        start, stop = present.parse_token_range(range_v, len(ex.tokens))
+        win = present.token_window(ex, start, stop)
+        return (present.norm_heatmap_figure(win), present.lens_figure(win), present.projection_figure(win),
+                gr.update(info=f"showing tokens {start}–{stop - 1} of {len(ex.tokens)}"))
 
     outputs = [summary, norms_plot, norm_heat, lens_plot, lens_table, proj_plot]
+    token_range.submit(show_range, [prompt, concept, chat, token_range], [norm_heat, lens_plot, proj_plot, token_range],
+                       api_visibility="private", **MODEL_CONCURRENCY)
     # Progress (and a failed run's "Error" badge) show on the summary line, not over every chart.
     run.click(explore, [prompt, concept, chat], outputs, api_name="explore", show_progress_on=[summary],
               **MODEL_CONCURRENCY)
@@ -139,19 +155,24 @@ class _NoProjection:
     extra: dict = {}
 
 
+_CACHE: dict[tuple, Any] = {}
+
+
+def _explore_cached(service: Any, prompt: str, concept: Any, chat: bool, fresh: bool = False) -> Any:
+    """The last few explorations, so paging through tokens does not run the model again (Explore: always fresh)."""
+    key = (service.info().model_id if service.is_loaded else "", prompt, concept, chat)
+    if fresh or key not in _CACHE:
+        _CACHE.pop(key, None)
+        while len(_CACHE) >= 4:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = service.explore(prompt, concept=concept, chat=chat)
+    return _CACHE[key]
+
+
 def _first(service: Any, slug: str) -> str | None:
     slugs = [s for _, s in choices(service)]
     return slug if slug in slugs else (slugs[0] if slugs else None)
 
 
 def wire(service: Any, ctx: Any) -> None:
-    """Concept lists refresh whenever a tab is opened (a concept may have been saved elsewhere)."""
-    targets = [ctx.get("explorer.concept"), ctx.get("explorer.cos_a"), ctx.get("explorer.cos_b")]
-
-    @guarded
-    def refresh():
-        return (gr.Dropdown(choices=choices(service, "(none)")), gr.Dropdown(choices=choices(service)),
-                gr.Dropdown(choices=choices(service)))
-
-    if ctx.tabs is not None:
-        ctx.tabs.select(refresh, None, targets, api_visibility="private", queue=False, show_progress="hidden")
+    """Nothing of its own: app.ui.widgets refreshes this tab's concept lists with every other tab's."""

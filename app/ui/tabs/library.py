@@ -23,6 +23,9 @@ log = logging.getLogger("steering_lab.ui")
 
 ALL = "all"
 MAX_IMPORT_BYTES = limits.IMPORT_BYTES
+# One click downloads: once the export is written, click the file's link for the user (the link stays as a fallback).
+DOWNLOAD_JS = ("() => { setTimeout(() => { const a = document.querySelector('#lib-export-file a[download], "
+               "#lib-export-file a[href]'); if (a) a.click(); }, 400); }")
 INTRO = ("Every concept you can steer with: the shipped ones (read-only) and yours. Click a row to see its card. "
          "Vectors are stored per model; “not extracted” means they will be computed the first time you use it.")
 NOTHING_SELECTED = "_Select a concept in the table (or the dropdown) to see its card._"
@@ -203,7 +206,8 @@ def build(service: Any, ctx: Any) -> None:
         path.write_text(service.library.export_bundle(slug_v), encoding="utf-8")
         return gr.File(value=str(path), visible=True), f"Exported `{slug_v}` as a YAML bundle (the concept and its current vectors)."
 
-    export_yaml.click(do_export_yaml, [selected], [export_file, status], api_name="library_export")
+    export_yaml.click(do_export_yaml, [selected], [export_file, status], api_name="library_export").success(
+        None, None, None, js=DOWNLOAD_JS, queue=False)
 
     @guarded
     def do_export_gguf(slug_v, layers_v, strength_v, relative_v, progress=gr.Progress()):
@@ -233,7 +237,8 @@ def build(service: Any, ctx: Any) -> None:
                 f"Exported `{slug_v}` as a llama.cpp control vector ({what}; {len(written)} layers written); {use}.{notes}")
 
     export_gguf.click(do_export_gguf, [selected, gguf_layers, gguf_strength, gguf_relative], [export_file, status],
-                      api_name="library_export_gguf", **MODEL_CONCURRENCY)
+                      api_name="library_export_gguf", **MODEL_CONCURRENCY).success(
+        None, None, None, js=DOWNLOAD_JS, queue=False)
 
     # ---- import -----------------------------------------------------------------------------------
     @guarded
@@ -265,8 +270,9 @@ def build(service: Any, ctx: Any) -> None:
 
     # Not in the model queue: a bundle is parsed and checked without the model; a GGUF import takes
     # the model lock only to measure typical norms (the service serialises that).
-    import_btn.click(do_import, [upload, import_slug, import_overwrite, search, category], [status, table, selected],
-                     api_name="library_import")
+    ctx.library_events.append(
+        import_btn.click(do_import, [upload, import_slug, import_overwrite, search, category], [status, table, selected],
+                         api_name="library_import"))
 
     # ---- rename / duplicate / delete ----------------------------------------------------------
     @guarded
@@ -276,8 +282,9 @@ def build(service: Any, ctx: Any) -> None:
         rows, _ = listing(service, search_v, category_v)
         return f"Renamed `{slug_v}` to `{new_v}`.", rows, _after_change(new_v), ""
 
-    rename.click(do_rename, [selected, new_slug, search, category], [status, table, selected, new_slug],
-                 api_name="library_rename")
+    ctx.library_events.append(
+        rename.click(do_rename, [selected, new_slug, search, category], [status, table, selected, new_slug],
+                     api_name="library_rename"))
 
     @guarded
     def do_duplicate(slug_v, new_v, search_v, category_v):
@@ -286,8 +293,9 @@ def build(service: Any, ctx: Any) -> None:
         rows, _ = listing(service, search_v, category_v)
         return f"Duplicated `{slug_v}` as `{new_v}` (your copy: edit it in the creator).", rows, _after_change(new_v), ""
 
-    duplicate.click(do_duplicate, [selected, new_slug, search, category], [status, table, selected, new_slug],
-                    api_name="library_duplicate")
+    ctx.library_events.append(
+        duplicate.click(do_duplicate, [selected, new_slug, search, category], [status, table, selected, new_slug],
+                        api_name="library_duplicate"))
 
     @guarded
     def do_delete(slug_v, confirm_v, search_v, category_v):
@@ -306,8 +314,9 @@ def build(service: Any, ctx: Any) -> None:
         return (f"Deleted `{md_escape(slug_v)}`.{note}", rows, _after_change(slug_v if shadowed else None),
                 gr.Checkbox(value=False))
 
-    delete.click(do_delete, [selected, confirm, search, category], [status, table, selected, confirm],
-                 api_name="library_delete")
+    ctx.library_events.append(
+        delete.click(do_delete, [selected, confirm, search, category], [status, table, selected, confirm],
+                     api_name="library_delete"))
 
     ctx.register("library", search=search, category=category, table=table, selected=selected, card=card_md,
                  status=status, export_file=export_file)

@@ -15,9 +15,9 @@ from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import guarded
 from app.ui.present import generation as present
 from app.ui.present import sweeps as figures
-from app.ui.tabs.playground import (MAX_TOKENS_UI, REL_RANGE, arm_session, check_layer, check_number, check_prompt, concept_choices,
-                                    concept_slugs, default_layer, gen_params, num_layers, stop_session,
-                                    stream_comparison)
+from app.ui.tabs.playground import arm_session, stop_session, stream_comparison
+from app.ui.widgets import (MAX_TOKENS_UI, REL_RANGE, check_layer, check_number, check_prompt, concept_choices,
+                            concept_slugs, default_layer, gen_params, num_layers)
 
 N_SLOTS = 4
 NONE = ("(none)", "")
@@ -44,6 +44,27 @@ def mix_request_text(text: Any, known: Optional[list[str]] = None) -> str:
                        print_exception=False)
     present.parse_mix_text(text, known or None)  # the lab's one mix parser: clear errors before the model
     return text.strip()
+
+
+def each_alone_markdown(service: Any, text: Any, prompt: Any, layer: Any, strength: Any, max_tokens: Any,
+                        progress: Any = None) -> str:
+    """Each concept of the mix steered alone at the mix's layer and strength: what did the mix add?"""
+    from app.service.generation_ops import SteerRequest  # lazy: no model runtime at import
+    from app.ui.present.common import md_escape
+
+    prompt = check_prompt(prompt)
+    terms = present.parse_mix_text(mix_request_text(text, concept_slugs(service)), concept_slugs(service))
+    layer_i = check_layer(service, layer)
+    s = float(check_number(strength, "strength", -REL_RANGE, REL_RANGE))
+    lines = [f"**Each concept alone** at layer {layer_i}, strength {s:g} (compare with the mix above):", ""]
+    for i, (slug, _) in enumerate(terms):
+        if progress is not None:
+            progress((i, len(terms)), desc=f"steering with {slug} by itself…")
+        chunk, _settings = service.compare(SteerRequest(prompt=prompt, concept=slug, layers=[(layer_i, s)],
+                                                        relative=True, params=gen_params(max_tokens)))
+        body = "\n".join("> " + md_escape(l) for l in (chunk.steered_text or "(empty)").splitlines()) or "> (empty)"
+        lines += [f"*{slug} alone:*", "", body, ""]
+    return "\n".join(lines)
 
 
 def build(service: Any, ctx: Any) -> None:
@@ -85,7 +106,8 @@ def build(service: Any, ctx: Any) -> None:
         with gr.Column(scale=2, min_width=320):
             prompt = gr.Textbox(label="Prompt", value="Tell me about your weekend.", lines=2, elem_id="mx-prompt")
             layer = gr.Slider(0, n - 1, value=default_layer(n), step=1, label="Layer", elem_id="mx-layer")
-            strength = gr.Slider(-1.0, 1.0, value=0.3, step=0.01, label="Strength (relative)", elem_id="mx-strength")
+            strength = gr.Slider(-REL_RANGE, REL_RANGE, value=0.3, step=0.01, label="Strength (relative)",
+                                 elem_id="mx-strength")
             max_tokens = gr.Slider(1, MAX_TOKENS_UI, value=64, step=1, label="Max tokens", elem_id="mx-max-tokens")
         with gr.Column(scale=3, min_width=360, elem_id="mx-results"):
             with gr.Row():
@@ -101,6 +123,9 @@ def build(service: Any, ctx: Any) -> None:
                                           elem_id="mx-dl-md")
                 dl_json = gr.DownloadButton("Download JSON", value=None, interactive=False, size="sm",
                                             elem_id="mx-dl-json")
+            alone = gr.Button("Compare with each concept alone (same layer and strength)", size="sm",
+                              elem_id="mx-alone")
+            alone_out = gr.Markdown("", elem_id="mx-alone-out")
     with gr.Accordion("Save the mix as a concept", open=False, elem_id="mx-save-box"):
         with gr.Row():
             save_slug = gr.Textbox(value="", label="Slug", placeholder="e.g. happy-not-excited", elem_id="mx-save-slug")
@@ -177,6 +202,13 @@ def build(service: Any, ctx: Any) -> None:
         **MODEL_CONCURRENCY)
     stop.click(guarded(stop_session), None, None, api_visibility="private", queue=False)
 
+    @guarded
+    def each_alone(text, prompt, layer, strength, max_tokens, progress=gr.Progress()):
+        return each_alone_markdown(service, text, prompt, layer, strength, max_tokens, progress)
+
+    alone.click(each_alone, [text, prompt, layer, strength, max_tokens], [alone_out], api_name="mix_each_alone",
+                show_progress_on=[alone_out], **MODEL_CONCURRENCY)
+
     # ---- save ----
     @guarded
     def save_mix(slug, name, text, normalize, project_out, overwrite):
@@ -190,13 +222,14 @@ def build(service: Any, ctx: Any) -> None:
         options = [o for o, on in (("normalized", normalize), (f"without {project_out}", project_out)) if on]
         extra = f" ({', '.join(options)})" if options else ""
         return (f"Saved **{name}** as `{saved_slug}` = {mix}{extra}. It is now in the library and in every concept "
-                "list (open a tab to refresh its list).")
+                "list.")
 
-    save.click(save_mix, [save_slug, save_name, text, normalize, project_out, overwrite], [saved], api_name="save_mix",
-               **MODEL_CONCURRENCY)
+    ctx.library_events.append(
+        save.click(save_mix, [save_slug, save_name, text, normalize, project_out, overwrite], [saved],
+                   api_name="save_mix", **MODEL_CONCURRENCY))
 
     ctx.register("mixer", text=text, prompt=prompt, generate=generate, normalize=normalize, project_out=project_out,
-                 layer=layer, strength=strength, max_tokens=max_tokens, status=status, cos_layer=cos_layer,
+                 layer=layer, strength=strength, max_tokens=max_tokens, status=status, cos_layer=cos_layer, baseline=baseline_pane, steered=steered_pane, alone_out=alone_out,
                  **{f"concept_{i + 1}": c for i, c in enumerate(slot_concepts)},
                  **{f"weight_{i + 1}": w for i, w in enumerate(slot_weights)})
 

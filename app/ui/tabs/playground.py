@@ -6,8 +6,6 @@ are shared with the concept mixer, so both tabs show results the same way.
 
 from __future__ import annotations
 
-import math
-import re
 import threading
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -15,8 +13,11 @@ from typing import Any, Iterator, Optional
 import gradio as gr
 
 from app.domain import limits
-from app.types import GenerationParams
-from app.ui import urlstate
+from app.ui import urlstate, widgets
+from app.ui.widgets import (  # noqa: F401  (re-exported for the tabs that still import them from here)
+    ABS_RANGE, DEFAULT_ABS_STRENGTH, DEFAULT_MAX_TOKENS, DEFAULT_REL_STRENGTH, MAX_TOKENS_UI, REL_RANGE, check_concept,
+    check_layer, check_number, check_prompt, concept_choices, concept_slugs, default_concept, default_layer,
+    file_stem, gen_params, num_layers, strength_info)
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.downloads import out_dir
 from app.ui.errors import guarded
@@ -25,12 +26,6 @@ from app.ui.present import insight as fx
 from app.ui.streaming import Coalesced
 from app.ui.tabs.operations import op_fields, op_param_update, operation_widgets
 
-MAX_TOKENS_UI = limits.MAX_TOKENS
-DEFAULT_MAX_TOKENS = limits.DEFAULT_MAX_TOKENS
-REL_RANGE = limits.STRENGTH_LIMITS["relative"]
-ABS_RANGE = limits.STRENGTH_LIMITS["absolute"]
-DEFAULT_REL_STRENGTH = limits.DEFAULT_STRENGTH["relative"]
-DEFAULT_ABS_STRENGTH = limits.DEFAULT_STRENGTH["absolute"]
 DEFAULT_PROMPT = "Tell me about your weekend."
 
 HOWTO = (
@@ -96,86 +91,6 @@ class SessionJobs:
 
 
 SESSION_JOBS = SessionJobs()
-
-
-def strength_info(absolute: bool) -> str:
-    return ("Absolute: multiplies the raw concept vector" if absolute
-            else "Relative to the layer's typical residual norm")
-
-
-def num_layers(service: Any, default: int = 30) -> int:
-    try:
-        return int(service.info().num_layers) if service.is_loaded else default
-    except Exception:
-        return default
-
-
-def default_layer(n_layers: int) -> int:
-    return min(n_layers - 1, max(0, round(n_layers * 0.4)))
-
-
-def concept_choices(service: Any) -> list[tuple[str, str]]:
-    """(label, slug) pairs for concept dropdowns; an unreadable library gives an empty list."""
-    try:
-        items = service.library.list()
-    except Exception:
-        return []
-    return [(f"{s.slug} — {s.name}" if s.name and s.name.lower() != s.slug else s.slug, s.slug) for s in items]
-
-
-def concept_slugs(service: Any) -> list[str]:
-    return [slug for _, slug in concept_choices(service)]
-
-
-def default_concept(service: Any) -> Optional[str]:
-    slugs = concept_slugs(service)
-    return "happy" if "happy" in slugs else (slugs[0] if slugs else None)
-
-
-def check_prompt(prompt: Any) -> str:
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise gr.Error("Write a prompt first: the model needs something to answer.", print_exception=False)
-    return prompt
-
-
-def check_concept(concept: Any) -> str:
-    if not isinstance(concept, str) or not concept.strip():
-        raise gr.Error("Choose a concept (or type a mix like happy:0.7, excited:0.3).", print_exception=False)
-    return concept.strip()
-
-
-def check_number(value: Any, what: str, lo: float, hi: float, integer: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise gr.Error(f"{what} must be a number, got {value!r}.", print_exception=False) from None
-    if not math.isfinite(v):
-        raise gr.Error(f"{what} must be a finite number, got {value!r}.", print_exception=False)
-    if integer and v != int(v):
-        raise gr.Error(f"{what} must be a whole number, got {value!r}.", print_exception=False)
-    if not lo <= v <= hi:
-        lo_s, hi_s = (f"{int(lo)}", f"{int(hi)}") if integer else (f"{lo:g}", f"{hi:g}")
-        raise gr.Error(f"{what} must be between {lo_s} and {hi_s}, got {v:g}.", print_exception=False)
-    return int(v) if integer else v
-
-
-def check_layer(service: Any, layer: Any, what: str = "layer") -> int:
-    n = num_layers(service)
-    return int(check_number(layer, what, 0, n - 1, integer=True))
-
-
-def gen_params(max_tokens: Any, temperature: Any = 0.0, top_p: Any = 1.0, seed: Any = 0) -> GenerationParams:
-    return GenerationParams(
-        max_tokens=int(check_number(max_tokens, "max tokens", 1, MAX_TOKENS_UI, integer=True)),
-        temperature=float(check_number(temperature, "temperature", 0.0, limits.TEMPERATURE_MAX)),
-        top_p=float(check_number(top_p, "top-p", limits.TOP_P_MIN, 1.0)),
-        seed=int(check_number(seed if seed not in (None, "") else 0, "seed", 0, limits.SEED_MAX, integer=True)),
-    )
-
-
-def file_stem(text: str) -> str:
-    """A safe file-name part for downloads ('happy:0.7, sad' -> 'happy-0-7-sad')."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "run"
 
 
 def write_downloads(record: dict, stem: str) -> tuple[str, str]:
@@ -362,13 +277,12 @@ def build(service: Any, ctx: Any) -> None:
         trigger(guarded(arm_session), None, None, queue=False, show_progress="hidden", api_visibility="private").then(
             run, inputs, outputs, show_progress="minimal", **api, **MODEL_CONCURRENCY)
     stop.click(guarded(stop_session), None, None, api_name="stop_generate", queue=False)
+    widgets.mark_stale_on([prompt, system, concept, layer, strength, absolute, max_tokens, temperature],
+                          ["pg-baseline", "pg-steered"], [generate])
 
     @guarded
     def toggle_absolute(is_abs):
-        if is_abs:
-            return gr.Slider(minimum=-ABS_RANGE, maximum=ABS_RANGE, value=DEFAULT_ABS_STRENGTH,
-                             info=strength_info(True))
-        return gr.Slider(minimum=-REL_RANGE, maximum=REL_RANGE, value=DEFAULT_REL_STRENGTH, info=strength_info(False))
+        return widgets.strength_slider(bool(is_abs))
 
     absolute.input(toggle_absolute, [absolute], [strength], api_visibility="private", queue=False)
     op.input(guarded(lambda name: op_param_update(service, name)), [op], [op_param], api_visibility="private",
@@ -377,24 +291,7 @@ def build(service: Any, ctx: Any) -> None:
     @guarded
     def concept_picked(concept):
         """Move layer/strength to the concept's recommended setting and say so in the slider's info."""
-        from app.errors import LabError
-
-        concept = check_concept(concept)
-        try:
-            cv, label = service.resolve_vectors(concept)
-            rec_layer, rec_strength, relative, source = service.recommended_setting(concept, cv)
-        except (LabError, ValueError) as exc:  # e.g. a half-typed mix: say so, keep the sliders as they are
-            gr.Warning(f"No recommended setting for {concept!r}: {exc}")
-            return gr.update(), gr.update(), gr.update()
-        n_now = num_layers(service)
-        rec_layer = min(max(int(rec_layer), 0), n_now - 1)
-        limit = REL_RANGE if relative else ABS_RANGE
-        info = f"★ recommended for {label}: layer {rec_layer} — {source}"
-        return (gr.Slider(maximum=n_now - 1, value=rec_layer, info=info),
-                gr.Slider(minimum=-limit, maximum=limit, value=max(-limit, min(limit, float(rec_strength))),
-                          info=f"★ recommended strength {float(rec_strength):g} "
-                               f"({'relative' if relative else 'absolute'})"),
-                gr.Checkbox(value=not relative))
+        return widgets.recommended_updates(service, concept)
 
     concept.input(concept_picked, [concept], [layer, strength, absolute], api_name="recommended_setting",
                   show_progress="minimal", **MODEL_CONCURRENCY)
@@ -407,26 +304,8 @@ def build(service: Any, ctx: Any) -> None:
 
 
 def wire(service: Any, ctx: Any) -> None:
-    """Refresh concept lists when a tab is opened (the library may have changed) and bind the URL state."""
-    dropdowns = [ctx.components[k] for k in ("playground.concept", "sweeps.concept", "mixer.concept_1",
-                                              "mixer.concept_2", "mixer.concept_3", "mixer.concept_4",
-                                              "mixer.project_out", "playground.condition") if k in ctx.components]
-
-    @guarded
-    def refresh_concepts():
-        choices = concept_choices(service)
-        out = []
-        for key in ("playground.concept", "sweeps.concept", "mixer.concept_1", "mixer.concept_2", "mixer.concept_3",
-                    "mixer.concept_4", "mixer.project_out", "playground.condition"):
-            if key not in ctx.components:
-                continue
-            extra = [("(none)", "")] if key.startswith("mixer.") or key == "playground.condition" else []
-            out.append(gr.Dropdown(choices=extra + choices))
-        return out
-
-    if ctx.tabs is not None and dropdowns:
-        ctx.tabs.select(refresh_concepts, None, dropdowns, api_visibility="private", queue=False,
-                        show_progress="hidden")
+    """Refresh every concept list after each library change and on tab switches; bind the URL state."""
+    widgets.refresh_concept_lists_on(ctx, service, ctx.library_events)
     layer_sliders = [ctx.components[k] for k in ("playground.layer", "mixer.layer", "mixer.cos_layer")
                      if k in ctx.components]
     model_info = ctx.components.get("header.model_info")

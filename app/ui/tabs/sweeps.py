@@ -16,8 +16,9 @@ from app.ui.downloads import out_dir
 from app.ui.errors import guarded
 from app.ui.present import sweeps as present
 from app.ui.streaming import throttled
-from app.ui.tabs.playground import (SESSION_JOBS, arm_session, check_concept, check_number, check_prompt, file_stem,
-                                    concept_choices, default_concept, default_layer, num_layers, stop_session)
+from app.ui.tabs.playground import SESSION_JOBS, arm_session, stop_session
+from app.ui.widgets import (ABS_RANGE, REL_RANGE, check_concept, check_number, check_prompt, concept_choices,
+                            default_concept, default_layer, file_stem, mark_stale_on, num_layers)
 
 MAX_SWEEP_TOKENS = limits.SWEEP_MAX_TOKENS
 DEFAULT_SWEEP_TOKENS = limits.DEFAULT_SWEEP_TOKENS
@@ -69,6 +70,36 @@ def _default_cell(data: dict) -> Optional[str]:
         return f"{rec[0]}|{rec[1]!r}"
     cells = data.get("cells") or []
     return f"{int(cells[0]['layer'])}|{float(cells[0]['strength'])!r}" if cells else None
+
+
+def kind_of(layers_text: Any, strengths_text: Any) -> Optional[str]:
+    """Which kind of sweep the typed lists describe (None while they do not parse)."""
+    from app.errors import InputError
+
+    try:
+        n_layers = len(parse_layers(str(layers_text or "")))
+        n_strengths = len(parse_floats(str(strengths_text or "")))
+    except InputError:
+        return None
+    if n_layers == 1:
+        return "strength sweep"
+    return "layer sweep" if n_strengths == 1 else "grid"
+
+
+def kind_update(layers_text: Any, strengths_text: Any) -> Any:
+    kind = kind_of(layers_text, strengths_text)
+    return gr.update() if kind is None else gr.update(value=kind)
+
+
+def error_outputs(exc: BaseException) -> tuple:
+    """Old results cleared and the error written in their place, so it stays until the next run."""
+    from app.errors import user_message
+
+    msg = getattr(exc, "message", None) if isinstance(exc, gr.Error) else user_message(exc)
+    text = f"**⚠ The sweep did not run:** {msg or 'something went wrong inside the lab (details in the server log)'}"
+    return (None, text, None, gr.Plot(value=None, visible=False), None, gr.Dropdown(choices=[], value=None),
+            "Fix the input above and press **Run sweep** again.",
+            gr.DownloadButton(value=None, interactive=False), gr.DownloadButton(value=None, interactive=False))
 
 
 def build(service: Any, ctx: Any) -> None:
@@ -125,10 +156,21 @@ def build(service: Any, ctx: Any) -> None:
         return kind_defaults(kind_v, num_layers(service))
 
     kind.input(prefill, [kind], [layers, strengths], api_visibility="private", queue=False)
+    for box in (layers, strengths):  # typed, filled by the tutorial or read from a link: the kind follows
+        box.change(guarded(kind_update), [layers, strengths], [kind], api_visibility="private", queue=False,
+                   show_progress="hidden")
 
     @guarded
     def run_sweep(concept, prompt, layers, strengths, max_tokens, absolute, op="add", request: gr.Request = None,
                   progress=gr.Progress()):
+        """Yields the results; on an error, yields it where the results go (kept until the next run), then raises."""
+        try:
+            yield sweep_outputs(concept, prompt, layers, strengths, max_tokens, absolute, op, request, progress)
+        except Exception as exc:
+            yield error_outputs(exc)
+            raise
+
+    def sweep_outputs(concept, prompt, layers, strengths, max_tokens, absolute, op, request, progress):
         prompt = check_prompt(prompt)
         concept = check_concept(concept)
         layer_list = parse_layers(layers, num_layers(service), "layers")
@@ -191,6 +233,8 @@ def build(service: Any, ctx: Any) -> None:
         api_name="sweep", show_progress="full", show_progress_on=[heatmap], **MODEL_CONCURRENCY)
 
     stop.click(guarded(stop_session), None, None, api_name="stop_sweep", queue=False)
+    mark_stale_on([prompt, concept, layers, strengths, max_tokens, absolute],
+                  ["sw-heatmap", "sw-table"], [run])
 
     @guarded
     def show_cell(data, cell):
@@ -243,8 +287,6 @@ def wire(service: Any, ctx: Any) -> None:
 
     @guarded
     def use_setting(data, cell):
-        from app.ui.tabs.playground import ABS_RANGE, REL_RANGE
-
         cell_v = _parse_cell(cell)
         if not data or cell_v is None:
             raise gr.Error("Run a sweep and pick a cell first.", print_exception=False)

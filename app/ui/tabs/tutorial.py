@@ -49,17 +49,22 @@ The layer explorer records this vector after every layer. Two things to look at:
 - its **norm** (length), which grows with depth; the very first token (position 0) is enormous, an
   *attention sink* the model uses as a resting place for attention. It carries no meaning, so the lab ignores it.
 - the **logit lens**: run any layer's vector through the model's output head and see which next token that
-  layer "would predict". Early layers echo the input; the real answer appears in the last third.""",
+  layer "would predict". Early layers echo the input; the real answer appears in the last third.
+
+Tokens usually carry the space in front of a word: ` Paris` and `Paris` are two different tokens. The lab shows
+that leading space as a dot, so `·Paris` is the token the model would write after a space, and a lens row that
+says `·Paris` already predicts the word "Paris".""",
         "explorer",
         {"explorer.prompt": "What is the capital of France?", "explorer.concept": ""},
-        "Press **Explore**, then find the layer where the lens first predicts the answer's first word.",
+        "Press **Explore**, then find the layer where the lens first predicts the answer's first word (with or "
+        "without its leading space `·`); the summary above the charts names it too.",
     ),
     Step(
         "What a steering vector is",
         """Take pairs of texts that differ **only** in one concept, e.g. *“I got the job! I'm so thrilled!”* vs
 *“I got the job. I start next month.”* Run them all through the model and, at each layer, average the residual
-vectors over the tokens of each text (skipping position 0, the attention sink, which is ~10× longer than other
-tokens and would swamp everything). The **mean of the positives minus the mean of the negatives** is a direction
+vectors over the tokens of each text (skipping position 0, the attention sink, which is far longer than other
+tokens ({SINK}) and would swamp everything). The **mean of the positives minus the mean of the negatives** is a direction
 that points from “neutral” toward “happy”: the **steering vector** for that layer, one per layer.
 
 In the explorer, choose a concept and the last chart shows how far each token of your prompt points along it.""",
@@ -72,7 +77,7 @@ In the explorer, choose a concept and the last chart shows how far each token of
         "Making your own concept",
         """In the **Concept creator**, write 4–20 contrast pairs. Keep each negative as close to its positive as
 you can, changing only the concept (same topic, same length): whatever else differs leaks into the vector.
-Press **Extract**: the lab reads all the texts in one batch and shows a **quality card** per layer:
+Press **Extract vectors**: the lab reads all the texts in one batch and shows a **quality card** per layer:
 - **d′**: how far apart positives and negatives lie along the vector (above ~2 = clearly separated);
 - **held-out accuracy**: build the vector without one pair and check that pair still comes out the right way round;
 - the **recommended layers** (shaded), where both are high.
@@ -111,8 +116,8 @@ difference comes from the vector.""",
 A **sweep** runs the same prompt at many layers (and strengths) so you can see this for yourself.""",
         "sweeps",
         {"sweeps.prompt": "Tell me about your weekend.", "sweeps.concept": "happy",
-         "sweeps.layers": "4, 8, 12, 16, 20, 24, 28", "sweeps.strengths": "0.3"},
-        "Run the sweep and compare the rows: where does the text get happier without breaking?",
+         "sweeps.kind": "layer sweep", "sweeps.layers": "4, 8, 12, 16, 20, 24, 28", "sweeps.strengths": "0.3"},
+        "Press **Run sweep** and compare the rows: where does the text get happier without breaking?",
     ),
     Step(
         "Why too much strength breaks text",
@@ -121,12 +126,14 @@ stream leaves that range: the model starts **repeating itself** (“happy happy 
 or emits gibberish. On the default model this typically starts around relative strength **0.5** and is
 certain by ~1.0.
 
-The sweep scores every cell for **coherence** (how varied and non-repetitive the text is) next to how strongly
-the concept shows. Good settings sit just below where coherence drops: the strongest push that still reads well.""",
+The sweep judges every cell **coherent or not** (✕) next to how strongly the concept shows: still plausible to
+the unsteered model (perplexity ratio), varied (distinct-2) and not repeating a phrase over much of the text.
+Click a cell to read its verdict: it names the rule that decided. Good settings sit just below where cells turn
+incoherent: the strongest push that still reads well. (The largest relative strength the lab accepts is 1.0.)""",
         "sweeps",
-        {"sweeps.prompt": "Tell me about your weekend.", "sweeps.concept": "happy",
+        {"sweeps.prompt": "Tell me about your weekend.", "sweeps.concept": "happy", "sweeps.kind": "strength sweep",
          "sweeps.layers": "12", "sweeps.strengths": "0.1, 0.3, 0.6, 0.8, 1.0"},
-        "Run the sweep and watch the coherence score fall as the strength grows.",
+        "Press **Run sweep** and watch the cells turn incoherent (✕) as the strength grows; click one to read why.",
     ),
     Step(
         "Beyond adding: ablate and rotate",
@@ -157,7 +164,7 @@ them in the explorer's cosine chart), so mixing them mostly strengthens that sha
 (a mood and a style) combine more cleanly. Keep the total strength in the same range as for one concept.""",
         "mixer",
         {"mixer.text": "happy:0.6, pirate:0.4", "mixer.prompt": "Describe your favourite food."},
-        "Run the mix and compare it with each concept alone.",
+        "Press **Generate with the mix**, then **Compare with each concept alone** to see what each part adds.",
     ),
 ]
 
@@ -192,13 +199,55 @@ worked example and takes you there; come back here for the next step. Nothing yo
 steering only changes this run's activations, never the weights."""
 
 
+SINK_UNKNOWN = "the explorer's summary gives the exact factor for your prompt"
+_SINK_CACHE: dict[str, str] = {}
+SCROLL_TOP_JS = "() => { window.scrollTo({top: 0}); document.querySelectorAll('.tabitem').forEach(t => t.scrollTop = 0); }"
+
+
+def step_body(step: Step, sink: str = SINK_UNKNOWN) -> str:
+    return step.body.replace("{SINK}", sink)
+
+
+def sink_phrase(service: Any) -> str:
+    """The sink ratio the explorer shows for step 2's prompt, measured on the loaded model (cached per model)."""
+    from app.ui.present.common import fmt
+    from app.ui.present.explorer import sink_ratio
+
+    if not getattr(service, "is_loaded", False):
+        return SINK_UNKNOWN
+    model = service.info().model_id
+    if model not in _SINK_CACHE:
+        ex = service.explore(STEPS[1].fill["explorer.prompt"], chat=True)
+        sink = sink_ratio(ex)
+        _SINK_CACHE[model] = SINK_UNKNOWN if sink is None else (
+            f"on this step's prompt it is **{fmt(sink[1], 0)}×** longer than an average token at layer {sink[0]}, "
+            "as the explorer's summary shows")
+    return _SINK_CACHE[model]
+
+
+def reset_values(tab: str) -> dict[str, Any]:
+    """Results a "Try it" clears in its target tab, so no old answer sits under the new inputs."""
+    from app.ui.present.generation import badge_html, empty_panes
+
+    base, steer = empty_panes("Press the button above to run this example.")
+    ready = badge_html("ok", "ready: run the example")
+    return {
+        "playground": {"playground.baseline": base, "playground.steered": steer, "playground.status": ready},
+        "mixer": {"mixer.baseline": base, "mixer.steered": steer, "mixer.status": ready, "mixer.alone_out": ""},
+        "sweeps": {"sweeps.summary": "_Press **Run sweep** to run this example._", "sweeps.heatmap": None},
+        "explorer": {"explorer.summary": "_Press **Explore** to run this example._"},
+        "creator": {},
+    }.get(tab, {})
+
+
 def build(service: Any, ctx: Any) -> None:
     gr.Markdown(INTRO, elem_id="tutorial-intro")
     buttons = []
+    bodies = []
     for i, step in enumerate(STEPS, start=1):
         with gr.Accordion(f"Step {i}. {step.title}", open=(i == 1), elem_id=f"tutorial-step-{i}",
                           elem_classes=["tutorial-step"]):
-            gr.Markdown(step.body)
+            bodies.append(gr.Markdown(step_body(step)))
             btn = gr.Button(f"Try it in the {TAB_LABELS.get(step.tab, step.tab)} →", variant="primary", size="sm",
                             elem_id=f"tutorial-try-{i}", elem_classes=["try-it"])
             gr.Markdown(f"**Then:** {step.after}", elem_classes=["howto", "try-after"])
@@ -208,12 +257,32 @@ def build(service: Any, ctx: Any) -> None:
                 "can also export them for llama.cpp.", elem_classes=["howto"])
     ctx.register("tutorial", **{f"try_{i}": b for i, b in enumerate(buttons, start=1)})
 
+    def fill_sink():
+        try:
+            return step_body(STEPS[1], sink_phrase(service))
+        except Exception:  # the number is a nicety; never break the page for it
+            log.exception("could not measure the sink ratio for the tutorial")
+            return step_body(STEPS[1])
+
+    ctx.on_load.append((fill_sink, [], [bodies[1]]))
+
+
+# sliders whose info line may still describe an earlier setting ("★ recommended for sleepy")
+_INFO_KEYS = {"playground.layer": "layer", "playground.strength": "strength"}
+
+
+def _fill_value(key: str, value: Any, step: int) -> Any:
+    if key in _INFO_KEYS:
+        return gr.update(value=value, info=f"set by tutorial step {step}")
+    return value
+
 
 def wire(service: Any, ctx: Any) -> None:
-    """Each "Try it" writes its example into the target tab's components and switches to that tab."""
+    """Each "Try it" writes its example into the target tab, clears its old results, opens it at the top."""
     for i, step in enumerate(STEPS, start=1):
         btn = ctx.get(f"tutorial.try_{i}")
-        present = [k for k in step.fill if k in ctx.components]
+        wanted = {**reset_values(step.tab), **step.fill}
+        present = [k for k in wanted if k in ctx.components]
         missing = [k for k in step.fill if k not in ctx.components]
         if missing:
             log.warning("tutorial step %d: skipping components that are not registered: %s", i, ", ".join(missing))
@@ -222,12 +291,13 @@ def wire(service: Any, ctx: Any) -> None:
         if switch:
             outputs.append(ctx.tabs)
 
-        def fill(example=step.fill, present=present, tab=step.tab, switch=switch):
+        def fill(example=wanted, present=present, tab=step.tab, switch=switch, step_no=i):
             depth = service.info().num_layers if getattr(service, "is_loaded", False) else EXAMPLE_LAYERS
             fitted = fit_example(example, depth)
-            out = [fitted[k] for k in present]
+            out = [_fill_value(k, fitted[k], step_no) for k in present]
             if switch:
                 out.append(gr.Tabs(selected=tab))
             return out if len(out) != 1 else out[0]
 
-        btn.click(guarded(fill), None, outputs, api_visibility="private", queue=False, show_progress="hidden")
+        btn.click(guarded(fill), None, outputs, api_visibility="private", queue=False, show_progress="hidden",
+                  js=SCROLL_TOP_JS)

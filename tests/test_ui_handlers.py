@@ -1,0 +1,47 @@
+"""Module-level tab handlers, called as plain functions (no server, no model)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from app.domain import limits
+from app.domain.parse import parse_floats
+from app.ui.tabs import sweeps, tutorial
+
+
+def test_kind_of_sweep_follows_the_lists():
+    assert sweeps.kind_of("12", "0.1, 0.3, 0.6") == "strength sweep"
+    assert sweeps.kind_of("4, 8, 12", "0.3") == "layer sweep"
+    assert sweeps.kind_of("4-8", "0.1,0.2") == "grid"
+    assert sweeps.kind_of("4-", "0.1") is None  # half typed: leave the radio alone
+    assert sweeps.kind_update("x", "0.1") == gr.update()
+
+
+def test_a_failed_sweep_replaces_old_results_with_the_error():
+    out = sweeps.error_outputs(ValueError("strength 1.5 is out of range"))
+    assert out[0] is None and "did not run" in out[1] and "1.5" in out[1]
+    assert out[2] is None and out[4] is None  # no old heatmap or table under the error
+
+
+def test_every_tutorial_example_is_inside_the_limits():
+    for step in tutorial.STEPS:
+        fill = step.fill
+        if "sweeps.strengths" in fill:
+            parse_floats(fill["sweeps.strengths"], limit=limits.strength_limit(True))  # raises if not
+            assert sweeps.kind_of(fill["sweeps.layers"], fill["sweeps.strengths"]) == fill["sweeps.kind"]
+        if "playground.strength" in fill:
+            assert abs(fill["playground.strength"]) <= limits.strength_limit(True)
+
+
+def test_tutorial_text_matches_the_app():
+    bodies = " ".join(s.body + s.after for s in tutorial.STEPS)
+    assert "Extract vectors" in bodies and "Run sweep" in bodies and "coherence score fall" not in bodies
+    assert "10× longer" not in bodies and "{SINK}" in tutorial.STEPS[1].body  # the sink ratio is measured, not guessed
+    assert "·" in tutorial.STEPS[0].body  # leading-space tokens are explained
+
+
+def test_try_it_clears_the_target_tab_results():
+    assert set(tutorial.reset_values("playground")) == {"playground.baseline", "playground.steered", "playground.status"}
+    assert tutorial.reset_values("sweeps")["sweeps.heatmap"] is None
+    hint = tutorial._fill_value("playground.layer", 12, 4)
+    assert hint["value"] == 12 and "tutorial step 4" in hint["info"]
