@@ -99,10 +99,12 @@ def _writer_alive(name: str) -> bool:
         return True
 
 
-def clean_stray_temp_files(root: str | os.PathLike) -> list[Path]:
+def clean_stray_temp_files(root: str | os.PathLike, check_writers: bool = True) -> list[Path]:
     """Delete ``.tmp-*`` files under ``root`` left by a crash between write and rename.
 
-    Symlinked directories are not followed. Returns the removed paths.
+    Symlinked directories are not followed. Returns the removed paths. ``check_writers=False``
+    is for a caller holding the library's writer lock: then no writer can be mid-write, and a
+    temp file is a stray even if its pid now belongs to some other (reused) process.
     """
     removed: list[Path] = []
     root_path = Path(root)
@@ -111,7 +113,7 @@ def clean_stray_temp_files(root: str | os.PathLike) -> list[Path]:
     for dirpath, _dirnames, filenames in os.walk(root_path, followlinks=False):
         for name in filenames:
             if name.startswith(TMP_PREFIX):
-                if _writer_alive(name):
+                if check_writers and _writer_alive(name):
                     continue  # another process (e.g. the web lab) is mid-save: not a stray
                 stray = Path(dirpath) / name
                 try:

@@ -79,7 +79,7 @@ class ConceptLibrary:
         if self.user_root.is_dir():
             with self.writer:  # a killed writer's change is finished (or dropped) before anything reads
                 recover(self.user_root)
-                clean_stray_temp_files(self.user_root)
+                clean_stray_temp_files(self.user_root, check_writers=False)  # every writer takes this lock
 
     def shown(self, path: Path | None) -> str:
         """A library file as messages show it: relative to its library folder."""
