@@ -60,6 +60,9 @@ MIX_DEPTH: Final = 8  # mixes of mixes
 
 # ---- files -------------------------------------------------------------------------------
 IMPORT_BYTES: Final = 64 * 1024 * 1024  # an uploaded bundle or GGUF
+YAML_VALUES: Final = 20_000  # values in one YAML file (a 512-pair concept is ~2,600; a bundle adds ~20 per model)
+YAML_DEPTH: Final = 32  # nesting depth of one YAML file
+EXTRACT_TOKENS: Final = 32_768  # all prompts of one extraction together: minutes on a laptop CPU, not hours
 
 # ---- token x layer heatmaps ----------------------------------------------------------------
 HEATMAP_TOKENS: Final = 40  # tokens shown at once; beyond this a token range is picked

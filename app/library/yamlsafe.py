@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from app.domain import limits
+
 from .errors import ConceptValidationError
 
 
@@ -24,8 +26,8 @@ def not_unicode(text: str) -> str | None:
                 f"position {e.start + 1}, a lone surrogate); remove it")
     return None
 
-MAX_DEPTH = 32
-MAX_NODES = 20_000  # a concept of 512 pairs is ~2,600 values; a bundle adds ~20 per model
+MAX_DEPTH = limits.YAML_DEPTH
+MAX_NODES = limits.YAML_VALUES
 _CORE = "tag:yaml.org,2002:"
 _ALLOWED_TAGS = {_CORE + t for t in ("str", "int", "float", "bool", "null", "seq", "map")}
 

@@ -32,7 +32,7 @@ log = logging.getLogger("steering_lab.concepts")
 MAX_PAIR_TEXT = limits.PAIR_TEXT_CHARS
 MAX_PAIRS = limits.PAIRS_PER_CONCEPT
 MAX_RECIPE_DEPTH = limits.MIX_DEPTH
-MAX_EXTRACT_TOKENS = 32_768  # all prompts of one extraction together: minutes on a laptop CPU, not hours
+MAX_EXTRACT_TOKENS = limits.EXTRACT_TOKENS
 
 Progress = Optional[Callable[[int, int], None]]
 
