@@ -82,7 +82,10 @@ def test_playground_narrow_window(browser, app_url, shots):
 def test_stop_keeps_the_partial_answer(browser, app_url, shots):
     page = _open(browser, app_url + "?tab=playground&concept=happy&max_tokens=400")
     page.click("#pg-generate")
-    page.wait_for_function("() => document.querySelectorAll('#pg-steered .tok').length >= 3", timeout=RUN_TIMEOUT_MS)
+    # while streaming the panes are plain text (colours come at the end): read the token counter
+    page.wait_for_function(
+        "() => { const m = /token (\\d+)\\//.exec(document.querySelector('#pg-status').innerText);"
+        " return m !== null && Number(m[1]) >= 3; }", timeout=RUN_TIMEOUT_MS)
     page.click("#pg-stop")
     page.wait_for_function("() => /stopped/.test(document.querySelector('#pg-status').innerText)", timeout=60_000)
     n = page.locator("#pg-steered .tok").count()

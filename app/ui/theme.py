@@ -30,7 +30,7 @@ CSS = """
 .tok-after {text-decoration:underline dotted rgba(225,29,72,0.55); text-underline-offset:3px}
 .run-status {display:flex; flex-wrap:wrap; gap:0.5rem; align-items:center}
 .run-status .stat {font-size:0.8rem; opacity:0.8; font-variant-numeric:tabular-nums}
-.settings-line, .diverge-line {font-size:0.8rem; opacity:0.85; margin-top:0.2rem}
+.settings-line, .diverge-line, .judge-detail {font-size:0.8rem; opacity:0.85; margin-top:0.2rem}
 .tok-legend {font-size:0.75rem; opacity:0.8; margin-top:0.2rem}
 .tok-legend .sw {padding:0 0.3rem; border-radius:3px}
 #pg-results .pane, #mx-results .pane {min-height:18rem}

@@ -232,7 +232,7 @@ def judge_html(judge: Optional[Mapping[str, Any]]) -> str:
     acc = _finite(judge.get("accuracy"))
     label = str(judge.get("label") or judge.get("kind") or "judge")
     acc_txt = f"; held-out accuracy {acc:.2f}" if acc is not None and "accuracy" not in label else ""
-    return (f'<div class="judge-line">{" ".join(bits)}<div class="settings-line">{html.escape(label + acc_txt)}: '
+    return (f'<div class="judge-line">{" ".join(bits)}<div class="judge-detail">{html.escape(label + acc_txt)}: '
             f'{" · ".join(rows)}</div></div>')
 
 
