@@ -12,19 +12,20 @@ pytestmark = pytest.mark.real_model
 PROMPTS = ["Describe your morning routine.", "What is your opinion of rainy weather?", "Write two sentences about your job."]
 
 
-def test_happy_recommended_setting_raises_concept_score(default_service):
+def test_happy_recommended_setting_raises_the_judge_score(default_service):
+    """Judged by VADER sentiment (independent of the vector), on prompts calibration never saw."""
     svc = default_service
     concept = svc.library.get("happy")
     rec = concept.recommended[model_key(svc.info().model_id)]
-    assert rec.source == "sweep"
+    assert rec.source == "calibration"
     scores = []
     for prompt in PROMPTS:
         res = svc.sweep(prompt, "happy", [rec.layer], [rec.strength], GenerationParams(max_tokens=24),
                         relative=rec.strength_mode == "relative")
         cell = res.cells[0]
-        scores.append(cell.concept_score)
+        scores.append(cell.judge_score)
         assert cell.text.strip() and cell.text != res.baseline_text
-    assert sum(scores) / len(scores) > 0.1, scores
+    assert sum(scores) / len(scores) > 0, scores
     assert sum(s > 0 for s in scores) >= 2, scores
 
 
@@ -51,5 +52,5 @@ def test_cli_generate_uses_recommended_setting(default_service):
     rec = default_service.library.get("happy").recommended[model_key(default_service.info().model_id)]
     assert data["settings"]["layers"][0]["layer"] == rec.layer
     assert data["settings"]["layers"][0]["strength"] == rec.strength
-    assert data["settings"]["source"] == "sweep"
+    assert data["settings"]["source"] == "calibration"
     assert data["baseline"] and data["steered"]
