@@ -328,45 +328,43 @@ def _wait_run_done(page) -> None:
 
 
 @pytest.mark.browser
-def test_two_browsers_generate_at_the_same_time(lab: Lab, output_dir: Path):
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
+def test_two_browsers_generate_at_the_same_time(lab: Lab, output_dir: Path, browser):
+    # the session's one Chromium (tests/conftest.py): a second sync_playwright in the same process fails
     shots = output_dir / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
     concepts = ("happy", "sad")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        try:
-            pages = []
-            for concept in concepts:
-                context = browser.new_context(viewport={"width": 1280, "height": 800})
-                page = context.new_page()
-                page.set_default_timeout(120_000)
-                page.goto(f"{lab.url}?tab=playground&concept={concept}&layer=12&strength=0.3&max_tokens=6")
-                page.wait_for_selector("#pg-generate", state="visible")
-                page.wait_for_function(
-                    "() => document.querySelector('#pg-max-tokens input[type=number]').value === '6'")
-                pages.append(page)
-            # press both buttons in the same instant (one JS call each, no waiting in between)
-            for page in pages:
-                page.evaluate("() => document.querySelector('#pg-generate').click()")
-            for page in pages:
-                _wait_run_done(page)
-            for page, concept in zip(pages, concepts):
-                steered = page.locator("#pg-steered .pane").inner_text()
-                baseline = page.locator("#pg-baseline .pane").inner_text()
-                assert steered.strip() and baseline.strip()
-                assert page.locator("#pg-status .settings-line").inner_text().startswith(concept)
-                assert "tok/s" in page.locator("#pg-status").inner_text()
-            for i, page in enumerate(pages, 1):
-                page.screenshot(path=str(shots / f"concurrency_page{i}_{concepts[i - 1]}.png"), full_page=False)
-            # same prompt and seed: the two pages agree on the unsteered baseline
-            assert pages[0].locator("#pg-baseline .pane").inner_text() == \
-                pages[1].locator("#pg-baseline .pane").inner_text()
-        finally:
-            browser.close()
+    contexts = []
+    try:
+        pages = []
+        for concept in concepts:
+            context = browser.new_context(viewport={"width": 1280, "height": 800})
+            contexts.append(context)
+            page = context.new_page()
+            page.set_default_timeout(120_000)
+            page.goto(f"{lab.url}?tab=playground&concept={concept}&layer=12&strength=0.3&max_tokens=6")
+            page.wait_for_selector("#pg-generate", state="visible")
+            page.wait_for_function(
+                "() => document.querySelector('#pg-max-tokens input[type=number]').value === '6'")
+            pages.append(page)
+        # press both buttons in the same instant (one JS call each, no waiting in between)
+        for page in pages:
+            page.evaluate("() => document.querySelector('#pg-generate').click()")
+        for page in pages:
+            _wait_run_done(page)
+        for page, concept in zip(pages, concepts):
+            steered = page.locator("#pg-steered .pane").inner_text()
+            baseline = page.locator("#pg-baseline .pane").inner_text()
+            assert steered.strip() and baseline.strip()
+            assert page.locator("#pg-status .settings-line").inner_text().startswith(concept)
+            assert "tok/s" in page.locator("#pg-status").inner_text()
+        for i, page in enumerate(pages, 1):
+            page.screenshot(path=str(shots / f"concurrency_page{i}_{concepts[i - 1]}.png"), full_page=False)
+        # same prompt and seed: the two pages agree on the unsteered baseline
+        assert pages[0].locator("#pg-baseline .pane").inner_text() == \
+            pages[1].locator("#pg-baseline .pane").inner_text()
+    finally:
+        for context in contexts:
+            context.close()
     assert_model_clean(lab)
 
 

@@ -6,6 +6,8 @@ Settings (which layers, a, theta) were chosen on other prompts (see the report i
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -45,8 +47,10 @@ def test_tutorial_step_runs_as_filled_for_add_ablate_and_rotate(default_service)
 
 def test_typical_projection_on_demand_matches_the_one_stored_at_extraction(default_service):
     svc = default_service
-    stored = svc.concept_vectors("happy")
-    assert "typical_projection" not in stored.extra  # shipped before it was stored: computed on demand
+    shipped = svc.concept_vectors("happy")
+    # vectors saved before the typical projection was stored carry none: it is computed on demand
+    stored = dataclasses.replace(shipped, extra={k: v for k, v in shipped.extra.items()
+                                                 if not k.startswith("typical_projection")})
     on_demand, source = svc.typical_projection("happy", stored)
     assert source == "its positive prompts"
     fresh = svc.extract_concept("happy", save=False)
@@ -59,7 +63,7 @@ def test_typical_projection_on_demand_matches_the_one_stored_at_extraction(defau
         np.testing.assert_allclose(on_demand, tp, rtol=1e-3, atol=1e-3)
     chunk, settings = svc.compare(SteerRequest(prompt="Tell me about your weekend.", concept="happy", op="cap",
                                                op_param=0.0, params=GenerationParams(max_tokens=8)))
-    assert settings["op"] == "cap" and settings["op_units"] == "its positive prompts" and chunk.applied
+    assert settings["op"] == "cap" and settings["op_units"] == "stored with the vectors" and chunk.applied  # the shipped ones now carry it
 
 
 # Settings chosen on other prompts ("Write a short note to your landlord about a broken heater.",
