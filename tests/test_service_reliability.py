@@ -15,6 +15,8 @@ import pytest
 from app.errors import InputError, ModelLoadError
 from app.types import Concept, ContrastPair
 
+from gguf_files import write_gguf
+
 
 # ---- model switching ------------------------------------------------------------------------------
 def test_a_browser_can_switch_only_to_prepared_models_and_learns_nothing_about_paths(tmp_path):
@@ -83,18 +85,7 @@ def test_uploads_are_removed_after_use_but_other_files_are_not(tmp_path, monkeyp
 
 # ---- GGUF: aliased layers, absurd values, metadata ---------------------------------------------------
 def _gguf(path: Path, tensors: dict, hint: str = "llama") -> Path:
-    import gguf
-
-    w = gguf.GGUFWriter(str(path), "controlvector")
-    w.add_string("controlvector.model_hint", hint)
-    w.add_uint32("controlvector.layer_count", len(tensors))
-    for name, arr in tensors.items():
-        w.add_tensor(name, arr)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return write_gguf(path, tensors, hint=hint)
 
 
 def test_gguf_with_aliased_or_absurd_layers_is_refused(tmp_path):
