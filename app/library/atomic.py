@@ -7,6 +7,7 @@ POSIX and Windows), then fsync the directory so the rename itself is durable.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -45,10 +46,8 @@ def write_temp(target: Path, data: bytes) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
     except Exception:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp_name)
-        except OSError:
-            pass
         raise
     return tmp_name
 
@@ -65,10 +64,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         os.replace(tmp_name, target)
     except Exception:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp_name)
-        except OSError:
-            pass
         raise
     _fsync_dir(target.parent)
 

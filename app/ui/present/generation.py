@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
+from app.domain.parse import parse_layer_plan  # noqa: F401  (the one layer:strength parser)
 from app.domain.parse import parse_mix as parse_mix_text  # noqa: F401  (the one mix parser)
 from app.domain.repetition import blame_steering, find_repetition, repeating_tail  # noqa: F401
 
@@ -370,31 +371,6 @@ def comparison_markdown(record: Mapping[str, Any]) -> str:
         scores = ", ".join(f"{k} {judge[k]:+.3f}" for k in ("baseline", "prompted", "steered") if k in judge)
         lines += ["## Judge", "", f"{judge.get('label', '')}: {scores}", ""]
     return "\n".join(lines)
-
-
-# ---- parsing small text inputs -----------------------------------------------------------------
-def parse_layer_plan(text: str) -> list[tuple[int, float]]:
-    """'16:0.2, 20:-0.1' -> [(16, 0.2), (20, -0.1)]; ValueError with a clear message otherwise."""
-    out: list[tuple[int, float]] = []
-    for part in (text or "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if ":" not in part:
-            raise ValueError(f"extra layers: write layer:strength pairs like 16:0.2, got {part!r}")
-        a, b = (s.strip() for s in part.split(":", 1))
-        try:
-            layer = int(a)
-        except ValueError:
-            raise ValueError(f"extra layers: {a!r} is not a layer number") from None
-        try:
-            strength = float(b)
-        except ValueError:
-            raise ValueError(f"extra layers: {b!r} is not a strength") from None
-        if not math.isfinite(strength):
-            raise ValueError(f"extra layers: strength for layer {layer} must be a finite number, got {b!r}")
-        out.append((layer, strength))
-    return out
 
 
 # ---- concept mixes as text ---------------------------------------------------------------------
