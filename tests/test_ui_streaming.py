@@ -8,8 +8,7 @@ from gradio.utils import diff
 
 from app.types import ComparisonChunk, GenerationParams
 from app.ui.present import generation as pg
-from app.ui.streaming import Coalesced, Throttle, throttled
-from app.ui.tabs import playground
+from app.ui.streaming import Coalesced, Throttle, stream_comparison, throttled
 
 
 class FakeClock:
@@ -66,7 +65,7 @@ def _chunks(n: int):
 def test_the_playground_stream_sends_bounded_plain_updates_and_a_coloured_end():
     service = SimpleNamespace(compare_stream=lambda req, token=None: _chunks(400))
     req = SimpleNamespace(params=GenerationParams(max_tokens=400), prompt="p", system=None)
-    outs = list(playground.stream_comparison(service, req, None))
+    outs = list(stream_comparison(service, req, None))
     streaming, final = outs[1:-1], outs[-1]
     assert len(streaming) <= 5  # 400 chunks arrived at once: the page gets a handful of updates
     assert all('<span class="tok' not in o[0] for o in streaming)  # plain text while streaming

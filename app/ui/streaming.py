@@ -11,8 +11,16 @@ then sends just the appended text), and the expensive view once, at the end.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable, Generic, Iterable, Iterator, Optional, TypeVar
+
+import gradio as gr
+
+from app.ui.downloads import out_dir
+from app.ui.present import generation as present
+from app.ui.present import insight as fx
+from app.ui.widgets import file_stem
 
 T = TypeVar("T")
 
@@ -68,3 +76,132 @@ def throttled(report: Callable[..., Any], interval: float = 1.0 / MAX_UPDATES_PE
             report(done, total, desc)
 
     return call
+
+
+# ---- per-browser-session runs and the side-by-side stream (playground, mixer, sweeps) ------
+class SessionJobs:
+    """Cancel tokens per browser session, so Stop stops only this page's run, gracefully.
+
+    A click first *arms* a token (an unqueued event), then the queued run *starts* with it. Stop
+    cancels armed and running tokens alike: a run still waiting in the queue starts already
+    stopped, and a running one ends at its next token and shows what it has.
+    """
+
+    def __init__(self) -> None:
+        self._armed: dict[str, Any] = {}
+        self._running: dict[str, set] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(request: Optional[gr.Request]) -> str:
+        return str(getattr(request, "session_hash", None) or "")
+
+    def arm(self, request: Optional[gr.Request]) -> None:
+        from app.service.jobs import CancelToken
+
+        with self._lock:
+            self._armed[self.key(request)] = CancelToken()
+
+    def start(self, request: Optional[gr.Request]):
+        from app.service.jobs import CancelToken
+
+        key = self.key(request)
+        with self._lock:
+            token = self._armed.pop(key, None) or CancelToken()
+            self._running.setdefault(key, set()).add(token)
+        return token
+
+    def finish(self, request: Optional[gr.Request], token) -> None:
+        key = self.key(request)
+        with self._lock:
+            running = self._running.get(key)
+            if running is not None:
+                running.discard(token)
+                if not running:
+                    del self._running[key]
+
+    def cancel(self, request: Optional[gr.Request]) -> int:
+        key = self.key(request)
+        with self._lock:
+            tokens = list(self._running.pop(key, set()))
+            armed = self._armed.pop(key, None)
+        if armed is not None:
+            tokens.append(armed)
+        for t in tokens:
+            t.cancel()
+        return len(tokens)
+
+
+SESSION_JOBS = SessionJobs()
+
+
+def write_downloads(record: dict, stem: str) -> tuple[str, str]:
+    folder = out_dir("generation")
+    md = folder / f"{stem}.md"
+    js = folder / f"{stem}.json"
+    md.write_text(present.comparison_markdown(record), encoding="utf-8")
+    js.write_text(present.comparison_json(record), encoding="utf-8")
+    return str(md), str(js)
+
+
+def stream_comparison(service: Any, req: Any, request: Optional[gr.Request], insight: bool = False) -> Iterator[tuple]:
+    """Yield (baseline_html, steered_html, status_html, md_file, json_file) while both answers grow.
+
+    With ``insight`` two more outputs come before the downloads: the effect map and "where it applies"."""
+    for out in _stream_comparison(service, req, request):
+        if not insight:
+            yield out[:3] + out[5:]
+        else:
+            yield out
+
+
+def _stream_comparison(service: Any, req: Any, request: Optional[gr.Request]) -> Iterator[tuple]:
+    token = SESSION_JOBS.start(request)
+    keep = (gr.update(), gr.update())
+    max_tokens = req.params.max_tokens
+    waiting = present.empty_panes("Waiting for the model…")
+    yield (*waiting, present.badge_html("warn", "preparing the concept and the prompt…"),
+           fx.effect_map_html([], "Computing the effect map after the run…"), fx.applied_html([]),
+           gr.DownloadButton(value=None, interactive=False), gr.DownloadButton(value=None, interactive=False))
+    stream = Coalesced(service.compare_stream(req, token=token))  # <= 10 updates/s, plain text until done
+    try:
+        for chunk, settings in stream:
+            view = present.streaming_view(chunk, settings, max_tokens)
+            yield view.baseline_html, view.steered_html, view.status_html, *keep, gr.update(), gr.update()
+    except Exception as exc:  # leave no "preparing…" behind; @guarded turns exc into the message toast
+        from app.errors import user_message
+
+        text = getattr(exc, "message", None) if isinstance(exc, gr.Error) else user_message(exc)
+        yield (*present.empty_panes("Nothing was generated."),
+               present.badge_html("bad", text or "something went wrong (details in the server log)"),
+               *keep, gr.update(), gr.update())
+        raise
+    finally:
+        SESSION_JOBS.finish(request, token)
+    last = stream.last
+    if last is None:
+        yield (*present.empty_panes("Stopped before the first token."), present.badge_html("warn", "stopped"),
+               *keep, gr.update(), gr.update())
+        return
+    chunk, settings = last
+    if token.cancelled and not chunk.done:
+        chunk.stats = {**(chunk.stats or {}), "steered_finish": "cancelled"}
+        chunk.done = True
+    view = present.render_comparison(chunk, settings, max_tokens)
+    record = present.comparison_record(chunk, settings, req.prompt, req.system)
+    stem = f"steering-{file_stem(str(settings.get('concept', 'concept')))}"
+    md, js = write_downloads(record, stem)
+    note = "" if settings.get("mode") == "add" else "No effect map in logits mode: the sampled distribution is a mix."
+    yield (view.baseline_html, view.steered_html, view.status_html,
+           fx.effect_map_html(chunk.effects, note), fx.applied_html(chunk.applied, settings),
+           gr.DownloadButton(value=md, interactive=True), gr.DownloadButton(value=js, interactive=True))
+
+
+def arm_session(request: gr.Request) -> None:
+    """Runs unqueued at the click, before the queued run: Stop can now reach the run even while it waits."""
+    SESSION_JOBS.arm(request)
+
+
+def stop_session(request: gr.Request) -> None:
+    """Stop this page's run; the run itself then shows 'stopped' with the partial answers."""
+    SESSION_JOBS.cancel(request)

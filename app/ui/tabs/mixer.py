@@ -15,7 +15,7 @@ from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import guarded
 from app.ui.present import generation as present
 from app.ui.present import sweeps as figures
-from app.ui.tabs.playground import arm_session, stop_session, stream_comparison
+from app.ui.streaming import arm_session, stop_session, stream_comparison
 from app.ui.widgets import (MAX_TOKENS_UI, REL_RANGE, check_layer, check_number, check_prompt, concept_choices,
                             concept_slugs, default_layer, gen_params, num_layers)
 

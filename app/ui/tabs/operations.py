@@ -8,17 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-
-def _concepts(service: Any) -> list:
-    from app.ui.tabs.playground import concept_choices
-
-    return concept_choices(service)
-
-
-def _layers(service: Any) -> int:
-    from app.ui.tabs.playground import num_layers
-
-    return num_layers(service)
+from app.ui.widgets import concept_choices, num_layers
 
 
 def operation_widgets(service: Any) -> tuple:
@@ -32,7 +22,7 @@ def operation_widgets(service: Any) -> tuple:
     op_layers = gr.Textbox(value="", label="Operation layers (besides the main layer)", elem_id="pg-op-layers",
                            placeholder="all, 8-20 or 4, 12", info="e.g. ablate at every layer: all")
     with gr.Row():
-        condition = gr.Dropdown([("(none)", "")] + _concepts(service), value="", label="Only where (condition)",
+        condition = gr.Dropdown([("(none)", "")] + concept_choices(service), value="", label="Only where (condition)",
                                 allow_custom_value=True, elem_id="pg-condition", min_width=160,
                                 info="Steer only at tokens whose residual projects high on this concept")
         threshold = gr.Number(value=1.0, label="Condition threshold", elem_id="pg-threshold", min_width=120,
@@ -67,5 +57,5 @@ def op_fields(service: Any, op, op_param, op_layers, condition, threshold) -> di
         except ValueError:
             raise gr.Error(f"op_param (the {op} parameter) must be a number, got {text!r}.", print_exception=False) from None
     return dict(op=op, op_param=value,
-                op_layers=op_layers_from_text(op_layers if op != "add" else "", _layers(service)),
+                op_layers=op_layers_from_text(op_layers if op != "add" else "", num_layers(service)),
                 condition=condition, threshold=1.0 if threshold in (None, "") else threshold)

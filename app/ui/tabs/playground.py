@@ -1,29 +1,25 @@
 """Steering playground: one concept, one layer, one strength; baseline and steered answers stream side by side.
 
-The streaming handler (``stream_comparison``) and the per-browser-session Stop (``SessionJobs``)
-are shared with the concept mixer, so both tabs show results the same way.
+The streaming handler and the per-browser-session Stop live in ``app.ui.streaming``, shared with the
+concept mixer and the sweeps, so the tabs show and stop results the same way.
 """
 
 from __future__ import annotations
 
-import threading
-from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import gradio as gr
 
 from app.domain import limits
 from app.ui import urlstate, widgets
-from app.ui.widgets import (  # noqa: F401  (re-exported for the tabs that still import them from here)
-    ABS_RANGE, DEFAULT_ABS_STRENGTH, DEFAULT_MAX_TOKENS, DEFAULT_REL_STRENGTH, MAX_TOKENS_UI, REL_RANGE, check_concept,
-    check_layer, check_number, check_prompt, concept_choices, concept_slugs, default_concept, default_layer,
-    file_stem, gen_params, num_layers, strength_info)
+from app.ui.widgets import (ABS_RANGE, DEFAULT_MAX_TOKENS, DEFAULT_REL_STRENGTH, MAX_TOKENS_UI, REL_RANGE,
+                            check_concept, check_layer, check_number, check_prompt, concept_choices, default_concept,
+                            default_layer, gen_params, num_layers, strength_info)
 from app.ui.context import MODEL_CONCURRENCY
-from app.ui.downloads import out_dir
 from app.ui.errors import guarded
 from app.ui.present import generation as present
 from app.ui.present import insight as fx
-from app.ui.streaming import Coalesced
+from app.ui.streaming import arm_session, stop_session, stream_comparison
 from app.ui.tabs.operations import op_fields, op_param_update, operation_widgets
 
 DEFAULT_PROMPT = "Tell me about your weekend."
@@ -34,135 +30,6 @@ HOWTO = (
     "*relative* (1.0 = a step as long as a typical token's residual vector at that layer); start around 0.2-0.4 at a "
     "middle layer — too strong and the text loops."
 )
-
-
-# ---- helpers shared with the other tabs --------------------------------------------------
-class SessionJobs:
-    """Cancel tokens per browser session, so Stop stops only this page's run, gracefully.
-
-    A click first *arms* a token (an unqueued event), then the queued run *starts* with it. Stop
-    cancels armed and running tokens alike: a run still waiting in the queue starts already
-    stopped, and a running one ends at its next token and shows what it has.
-    """
-
-    def __init__(self) -> None:
-        self._armed: dict[str, Any] = {}
-        self._running: dict[str, set] = {}
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def key(request: Optional[gr.Request]) -> str:
-        return str(getattr(request, "session_hash", None) or "")
-
-    def arm(self, request: Optional[gr.Request]) -> None:
-        from app.service.jobs import CancelToken
-
-        with self._lock:
-            self._armed[self.key(request)] = CancelToken()
-
-    def start(self, request: Optional[gr.Request]):
-        from app.service.jobs import CancelToken
-
-        key = self.key(request)
-        with self._lock:
-            token = self._armed.pop(key, None) or CancelToken()
-            self._running.setdefault(key, set()).add(token)
-        return token
-
-    def finish(self, request: Optional[gr.Request], token) -> None:
-        key = self.key(request)
-        with self._lock:
-            running = self._running.get(key)
-            if running is not None:
-                running.discard(token)
-                if not running:
-                    del self._running[key]
-
-    def cancel(self, request: Optional[gr.Request]) -> int:
-        key = self.key(request)
-        with self._lock:
-            tokens = list(self._running.pop(key, set()))
-            armed = self._armed.pop(key, None)
-        if armed is not None:
-            tokens.append(armed)
-        for t in tokens:
-            t.cancel()
-        return len(tokens)
-
-
-SESSION_JOBS = SessionJobs()
-
-
-def write_downloads(record: dict, stem: str) -> tuple[str, str]:
-    folder = out_dir("generation")
-    md = folder / f"{stem}.md"
-    js = folder / f"{stem}.json"
-    md.write_text(present.comparison_markdown(record), encoding="utf-8")
-    js.write_text(present.comparison_json(record), encoding="utf-8")
-    return str(md), str(js)
-
-
-def stream_comparison(service: Any, req: Any, request: Optional[gr.Request], insight: bool = False) -> Iterator[tuple]:
-    """Yield (baseline_html, steered_html, status_html, md_file, json_file) while both answers grow.
-
-    With ``insight`` two more outputs come before the downloads: the effect map and "where it applies"."""
-    for out in _stream_comparison(service, req, request):
-        if not insight:
-            yield out[:3] + out[5:]
-        else:
-            yield out
-
-
-def _stream_comparison(service: Any, req: Any, request: Optional[gr.Request]) -> Iterator[tuple]:
-    token = SESSION_JOBS.start(request)
-    keep = (gr.update(), gr.update())
-    max_tokens = req.params.max_tokens
-    waiting = present.empty_panes("Waiting for the model…")
-    yield (*waiting, present.badge_html("warn", "preparing the concept and the prompt…"),
-           fx.effect_map_html([], "Computing the effect map after the run…"), fx.applied_html([]),
-           gr.DownloadButton(value=None, interactive=False), gr.DownloadButton(value=None, interactive=False))
-    stream = Coalesced(service.compare_stream(req, token=token))  # <= 10 updates/s, plain text until done
-    try:
-        for chunk, settings in stream:
-            view = present.streaming_view(chunk, settings, max_tokens)
-            yield view.baseline_html, view.steered_html, view.status_html, *keep, gr.update(), gr.update()
-    except Exception as exc:  # leave no "preparing…" behind; @guarded turns exc into the message toast
-        from app.errors import user_message
-
-        text = getattr(exc, "message", None) if isinstance(exc, gr.Error) else user_message(exc)
-        yield (*present.empty_panes("Nothing was generated."),
-               present.badge_html("bad", text or "something went wrong (details in the server log)"),
-               *keep, gr.update(), gr.update())
-        raise
-    finally:
-        SESSION_JOBS.finish(request, token)
-    last = stream.last
-    if last is None:
-        yield (*present.empty_panes("Stopped before the first token."), present.badge_html("warn", "stopped"),
-               *keep, gr.update(), gr.update())
-        return
-    chunk, settings = last
-    if token.cancelled and not chunk.done:
-        chunk.stats = {**(chunk.stats or {}), "steered_finish": "cancelled"}
-        chunk.done = True
-    view = present.render_comparison(chunk, settings, max_tokens)
-    record = present.comparison_record(chunk, settings, req.prompt, req.system)
-    stem = f"steering-{file_stem(str(settings.get('concept', 'concept')))}"
-    md, js = write_downloads(record, stem)
-    note = "" if settings.get("mode") == "add" else "No effect map in logits mode: the sampled distribution is a mix."
-    yield (view.baseline_html, view.steered_html, view.status_html,
-           fx.effect_map_html(chunk.effects, note), fx.applied_html(chunk.applied, settings),
-           gr.DownloadButton(value=md, interactive=True), gr.DownloadButton(value=js, interactive=True))
-
-
-def arm_session(request: gr.Request) -> None:
-    """Runs unqueued at the click, before the queued run: Stop can now reach the run even while it waits."""
-    SESSION_JOBS.arm(request)
-
-
-def stop_session(request: gr.Request) -> None:
-    """Stop this page's run; the run itself then shows 'stopped' with the partial answers."""
-    SESSION_JOBS.cancel(request)
 
 
 def build_request(service: Any, prompt, system, concept, layer, strength, absolute, positions, schedule,

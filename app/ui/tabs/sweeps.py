@@ -15,8 +15,7 @@ from app.ui.context import MODEL_CONCURRENCY
 from app.ui.downloads import out_dir
 from app.ui.errors import guarded
 from app.ui.present import sweeps as present
-from app.ui.streaming import throttled
-from app.ui.tabs.playground import SESSION_JOBS, arm_session, stop_session
+from app.ui.streaming import SESSION_JOBS, arm_session, stop_session, throttled
 from app.ui.widgets import (ABS_RANGE, REL_RANGE, check_concept, check_number, check_prompt, concept_choices,
                             default_concept, default_layer, file_stem, mark_stale_on, num_layers)
 
