@@ -189,14 +189,14 @@ def judge_line(judge) -> str:
 
 def cmd_sweep(args) -> int:
     from app.cli import _print_json, _service
-    from app.domain.limits import OP_PARAM_LIMIT, SWEEP_CELLS, strength_limit
+    from app.domain.limits import SWEEP_CELLS, op_param_limit, strength_limit
     from app.domain.parse import parse_floats, parse_layers
 
     _validate_early(args, args.prompt)
     if args.save_recommendation and args.op != "add":
         raise CLIError("--save-recommendation stores a strength for addition; it cannot be used with --op " + args.op)
     layers = parse_layers(args.layers, what="layers")
-    limit = strength_limit(args.relative) if args.op == "add" else (180.0 if args.op == "rotate" else OP_PARAM_LIMIT)
+    limit = strength_limit(args.relative) if args.op == "add" else op_param_limit(args.op)
     strengths = parse_floats(args.strengths, "strengths", limit)
     if len(layers) * len(strengths) > SWEEP_CELLS:
         raise CLIError(f"{len(layers) * len(strengths)} cells is too many for one sweep (at most {SWEEP_CELLS})")

@@ -158,7 +158,7 @@ def plan_from_vectors(
         if op == "add":
             s = check_finite(strength, "strength", limits.strength_limit(relative))
         else:
-            s = check_finite(strength, "operation parameter", 180.0 if op == "rotate" else limits.OP_PARAM_LIMIT)
+            s = check_param(op, strength)
         tp = float(typical_projection[int(layer)]) if typical_projection is not None else 0.0
         entries.append(SteeringEntry(int(layer), cv.vectors[int(layer)], s, float(cv.typical_norms[int(layer)]), relative, tp))
     return SteeringPlan(entries=entries, **kwargs)

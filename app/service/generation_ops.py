@@ -62,7 +62,7 @@ class SteerRequest:
         self.op_layers = tuple(int(l) for l in self.op_layers)
         if self.condition is not None and (not isinstance(self.condition, str) or not self.condition.strip()):
             raise InputError("condition must be a concept name (or left out)")
-        self.threshold = check_finite(self.threshold, "threshold", 10.0)
+        self.threshold = check_finite(self.threshold, "threshold", limits.CONDITION_THRESHOLD_LIMIT)
 
 
 class RecommendationOps:

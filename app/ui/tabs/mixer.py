@@ -24,10 +24,11 @@ NONE = ("(none)", "")
 
 HOWTO = (
     "Steer with several concepts at once. A mix adds the concepts' vectors with the given weights at every layer "
-    "(`happy:0.7, excited:0.3`; negative weights subtract). **Normalize** scales each vector to unit length first, "
-    "so weights compare directions instead of raw sizes. **Project out** removes one concept's direction from the "
-    "mix (e.g. happy *without* excited). The cosine matrix shows how alike the directions are: similar concepts "
-    "add up, opposite ones cancel."
+    "(`happy:0.7, excited:0.3`; negative weights subtract). **Project out** removes one concept's direction from the "
+    "mix (e.g. happy *without* excited). **Normalize** then rescales the *sum* at each layer to the weighted mean "
+    "length of its parts (the weights still act on the raw vectors), so a mix whose parts partly cancel keeps a "
+    "typical length. The cosine matrix shows how alike the directions are: similar concepts add up, opposite ones "
+    "cancel."
 )
 
 
@@ -78,7 +79,7 @@ def build(service: Any, ctx: Any) -> None:
             text = gr.Textbox(label="Mix", value=present.format_mix_text(mix0), elem_id="mx-text",
                               info="concept:weight, comma-separated; the rows on the right follow this text")
             with gr.Row():
-                normalize = gr.Checkbox(value=False, label="Normalize each vector first", elem_id="mx-normalize")
+                normalize = gr.Checkbox(value=False, label="Normalize the sum's length", elem_id="mx-normalize")
                 project_out = gr.Dropdown(choices=[NONE, *choices], value="", label="Project out",
                                           allow_custom_value=False, elem_id="mx-project-out",
                                           info="Remove this concept's direction from the mix")

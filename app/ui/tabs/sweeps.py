@@ -175,7 +175,7 @@ def build(service: Any, ctx: Any) -> None:
         layer_list = parse_layers(layers, num_layers(service), "layers")
         op_name = op or "add"
         # other operations: their values are a / t / theta, checked against the operation's range by the service
-        strength_list = parse_floats(strengths, "strengths", limits.strength_limit(not absolute) if op_name == "add" else 180.0)
+        strength_list = parse_floats(strengths, "strengths", limits.strength_limit(not absolute) if op_name == "add" else limits.op_param_limit(op_name))
         mt = int(check_number(max_tokens, "max tokens", limits.SWEEP_MIN_TOKENS, MAX_SWEEP_TOKENS, integer=True))
         n_cells = len(layer_list) * len(strength_list)
         progress(0.0, desc=f"preparing {n_cells} cells…")
