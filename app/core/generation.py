@@ -26,25 +26,10 @@ from app.core.prompted import add_prompted, join, joinable, prefill_alone, run_a
 from app.core.patching import ForwardState, Hook, Recorder, build_hooks, patch_layers
 from app.core.scoring import detect_loop
 from app.core.steering import Schedule, SteeringPlan
-from app.domain import limits
+from app.domain.checks import validate_params
 from app.errors import Cancelled, InputError
 from app.types import ComparisonChunk, GenerationParams
 
-MAX_TOKENS_LIMIT = limits.MAX_TOKENS
-
-
-def validate_params(p: GenerationParams) -> GenerationParams:
-    import math
-
-    if not isinstance(p.max_tokens, int) or isinstance(p.max_tokens, bool) or not 1 <= p.max_tokens <= MAX_TOKENS_LIMIT:
-        raise InputError(f"max tokens must be a whole number from 1 to {MAX_TOKENS_LIMIT}, got {p.max_tokens!r}")
-    if not isinstance(p.temperature, (int, float)) or not math.isfinite(p.temperature) or not 0 <= p.temperature <= limits.TEMPERATURE_MAX:
-        raise InputError(f"temperature must be between 0 and {limits.TEMPERATURE_MAX:g}, got {p.temperature!r}")
-    if not isinstance(p.top_p, (int, float)) or not math.isfinite(p.top_p) or not 0 < p.top_p <= 1:
-        raise InputError(f"top-p must be in (0, 1], got {p.top_p!r}")
-    if not isinstance(p.seed, int) or isinstance(p.seed, bool) or not 0 <= p.seed <= limits.SEED_MAX:
-        raise InputError(f"seed must be a whole number from 0 to 2^32-1, got {p.seed!r}")
-    return p
 
 
 @dataclass

@@ -28,6 +28,7 @@ import mlx.core as mx
 import numpy as np
 
 from app.domain import limits
+from app.domain.requests import check_op_param
 from app.errors import InputError
 
 
@@ -233,13 +234,7 @@ def op_info(name: str, what: str = "operation") -> OpInfo:
 def check_param(name: str, value: float, what: str = "operation parameter") -> float:
     """The parameter of op ``name`` as a float inside its range, or an error naming it."""
     info = op_info(name)
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{what} ({info.param} for {name}) must be a number, got {value!r}") from None
-    if not math.isfinite(v) or not info.lo <= v <= info.hi:
-        raise InputError(f"{what} ({info.param} for {name}) must be between {info.lo:g} and {info.hi:g}, got {value!r}")
-    return v
+    return check_op_param(name, value, f"{what} ({info.param} for {name})")
 
 
 def make(name: str, layer: int, vector: np.ndarray, param: float, condition: Optional[np.ndarray] = None,

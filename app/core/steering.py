@@ -17,12 +17,10 @@ import numpy as np
 from app.core.interventions import check_param, make, op_info
 from app.domain import limits
 from app.domain.parse import parse_float
+from app.domain.requests import MODES, POSITIONS, SCHEDULES
 from app.errors import InputError
 from app.types import ConceptVectors
 
-SCHEDULES = ("constant", "linear_decay", "ramp_up", "pulse")
-MODES = ("add", "logits")
-POSITIONS = ("all", "prompt", "generated")
 MAX_ABS_STRENGTH = limits.STRENGTH_LIMITS["absolute"]  # the largest strength of either mode
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from app.library.slugs import slugify, validate_slug
+from app.service.lab import slugify, validate_slug
 from app.types import CATEGORIES, Concept, ContrastPair, ConceptVectors, LayerQuality, SystemPromptPair
 
 from .common import MAIN_COLOR, POS0_COLOR, SECOND_COLOR, THIRD_COLOR, empty_figure, finite, fmt, md_escape, pct, shorten

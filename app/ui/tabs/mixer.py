@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import gradio as gr
 
+from app.domain.requests import SteerRequest
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import guarded
 from app.ui.present import generation as present
@@ -50,7 +51,6 @@ def mix_request_text(text: Any, known: Optional[list[str]] = None) -> str:
 def each_alone_markdown(service: Any, text: Any, prompt: Any, layer: Any, strength: Any, max_tokens: Any,
                         progress: Any = None) -> str:
     """Each concept of the mix steered alone at the mix's layer and strength: what did the mix add?"""
-    from app.service.generation_ops import SteerRequest  # lazy: no model runtime at import
     from app.ui.present.common import md_escape
 
     prompt = check_prompt(prompt)
@@ -185,8 +185,6 @@ def build(service: Any, ctx: Any) -> None:
     # ---- generation ----
     @guarded
     def mix_generate(text, normalize, project_out, prompt, layer, strength, max_tokens, request: gr.Request):
-        from app.service.generation_ops import SteerRequest  # lazy: no model runtime at import
-
         prompt = check_prompt(prompt)
         mix = mix_request_text(text, concept_slugs(service))
         layer_i = check_layer(service, layer)
@@ -218,7 +216,7 @@ def build(service: Any, ctx: Any) -> None:
             raise gr.Error("Give the new concept a slug (lowercase letters, digits and dashes).", print_exception=False)
         name = (name or "").strip() or slug
         mix = mix_request_text(text, concept_slugs(service))
-        result = service.save_mix(slug, name, mix, bool(normalize), project_out or None, bool(overwrite))
+        result = service.concepts.save_mix(slug, name, mix, bool(normalize), project_out or None, bool(overwrite))
         saved_slug = getattr(result, "slug", None) or slug
         options = [o for o, on in (("normalized", normalize), (f"without {project_out}", project_out)) if on]
         extra = f" ({', '.join(options)})" if options else ""
