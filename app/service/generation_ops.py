@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator, Optional, Sequence
 
-from app.core.generation import compare_stream
+from app.core.comparison import compare_stream
 from app.core.steering import Schedule, SteeringPlan, plan_from_vectors
 from app.core.sweeps import SweepResult, run_sweep
 from app.domain import limits
