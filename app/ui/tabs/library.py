@@ -270,27 +270,24 @@ def build(service: Any, ctx: Any) -> None:
                          api_name="library_import"))
 
     # ---- rename / duplicate / delete ----------------------------------------------------------
-    @guarded
-    def do_rename(slug_v, new_v, search_v, category_v):
-        slug_v, new_v = _need(slug_v), _need_new(new_v)
-        service.concepts.rename(slug_v, new_v)
-        rows, _ = listing(service, search_v, category_v)
-        return f"Renamed `{slug_v}` to `{new_v}`.", rows, _after_change(new_v), ""
+    def to_new_slug(change, done: str):
+        """A handler that gives the selected concept a new slug (rename or duplicate), then says ``done``."""
+        @guarded
+        def handler(slug_v, new_v, search_v, category_v):
+            slug_v, new_v = _need(slug_v), _need_new(new_v)
+            change(slug_v, new_v)
+            rows, _ = listing(service, search_v, category_v)
+            return done.format(old=slug_v, new=new_v), rows, _after_change(new_v), ""
 
-    ctx.library_events.append(
-        rename.click(do_rename, [selected, new_slug, search, category], [status, table, selected, new_slug],
-                     api_name="library_rename"))
+        return handler
 
-    @guarded
-    def do_duplicate(slug_v, new_v, search_v, category_v):
-        slug_v, new_v = _need(slug_v), _need_new(new_v)
-        service.concepts.duplicate(slug_v, new_v)
-        rows, _ = listing(service, search_v, category_v)
-        return f"Duplicated `{slug_v}` as `{new_v}` (your copy: edit it in the creator).", rows, _after_change(new_v), ""
-
-    ctx.library_events.append(
-        duplicate.click(do_duplicate, [selected, new_slug, search, category], [status, table, selected, new_slug],
-                        api_name="library_duplicate"))
+    do_rename = to_new_slug(service.concepts.rename, "Renamed `{old}` to `{new}`.")
+    do_duplicate = to_new_slug(service.concepts.duplicate,
+                               "Duplicated `{old}` as `{new}` (your copy: edit it in the creator).")
+    for button, handler, api in ((rename, do_rename, "library_rename"), (duplicate, do_duplicate, "library_duplicate")):
+        ctx.library_events.append(
+            button.click(handler, [selected, new_slug, search, category], [status, table, selected, new_slug],
+                         api_name=api))
 
     @guarded
     def do_delete(slug_v, confirm_v, search_v, category_v):
