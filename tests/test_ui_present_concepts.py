@@ -311,6 +311,15 @@ def test_library_rows_and_card(tmp_path):
     assert choices[0] == ("(none)", "") and choices[1][1] == "sleepy"
 
 
+def test_card_names_the_other_models_with_stored_vectors(tmp_path):
+    lib = ConceptLibrary(tmp_path)
+    lib.save(Concept(slug="sleepy", name="Sleepy", category="custom", pairs=[ContrastPair("zzz", "hello")]))
+    assert lib.vector_models("sleepy") == []
+    md = concepts.concept_card_md(lib.get("sleepy"), False, True, "ready", "m", other_models=["gemma-3-270m"])
+    assert "Also stored for: `gemma-3-270m`" in md
+    assert "Also stored for" not in concepts.concept_card_md(lib.get("sleepy"), False, True, "ready", "m")
+
+
 def test_quality_brief():
     cv = make_cv()
     line = concepts.quality_brief_md(cv.quality, (2, 3))

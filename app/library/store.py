@@ -116,6 +116,10 @@ class ConceptLibrary:
                     found[folder.name] = folder / name
         return found
 
+    def vector_models(self, slug: str) -> list[str]:
+        """The model keys that have vectors stored for ``slug`` (shipped or the user's): vectors are per model."""
+        return sorted(self._vector_files(slug))
+
     def _find_vectors(self, slug: str, key: str) -> Path | None:
         user = self._user_vec(slug, key)
         if user.is_file():

@@ -79,6 +79,13 @@ class Concepts:
         """The loaded model's vectors of ``slug``: stored, blended (mixes) or extracted and stored now."""
         return self._svc.concept_vectors(slug, progress=progress, token=token)
 
+    def other_models(self, slug: str) -> list[str]:
+        """The model keys besides the loaded model's that have vectors stored for ``slug`` (vectors are per model)."""
+        from app.library.slugs import model_key
+
+        mine = model_key(self._svc.info().model_id) if self._svc.is_loaded else None
+        return [k for k in self._lib.vector_models(slug) if k != mine]
+
     def export_bundle(self, slug: str) -> str:
         return self._lib.export_bundle(slug)
 

@@ -119,3 +119,10 @@ def build(service: Any, ctx: Any) -> None:
     timer.tick(guarded(lambda: model_line(service)), None, [info_md], queue=False, show_progress="hidden",
                api_visibility="private")
     ctx.register("header", model_info=info_md, picker=picker, load=load)
+
+
+def wire(service: Any, ctx: Any) -> None:
+    """Once every tab exists: the controls that depend on the model follow each switch."""
+    from app.ui import model_follow
+
+    model_follow.install(service, ctx)

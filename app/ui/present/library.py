@@ -137,8 +137,11 @@ def judge_md(concept: Concept, summary: Optional[Mapping[str, Any]] = None) -> s
 
 
 def concept_card_md(concept: Concept, shipped: bool, user_copy: bool, status: str, model_id: str = "",
-                    preview: int = 5, judge: Optional[Mapping[str, Any]] = None) -> str:
-    """Markdown card for one concept: what it is, a few pairs, recommendations, vector status."""
+                    preview: int = 5, judge: Optional[Mapping[str, Any]] = None,
+                    other_models: Sequence[str] = ()) -> str:
+    """Markdown card for one concept: what it is, a few pairs, recommendations, vector status.
+
+    ``other_models``: the other models this concept has stored vectors for (vectors are per model)."""
     if shipped and user_copy:
         source = "your copy of a shipped concept (delete it to bring the shipped one back)"
     elif shipped:
@@ -173,6 +176,9 @@ def concept_card_md(concept: Concept, shipped: bool, user_copy: bool, status: st
             lines[-1] += " — they are extracted the first time you use the concept (or press Extract in the creator)."
         elif status == "stale":
             lines[-1] += " — the pairs changed after extraction; re-extract in the concept creator."
+    if other_models:
+        lines += ["", "Also stored for: " + ", ".join(f"`{md_escape(m)}`" for m in other_models)
+                  + " (each model keeps its own vectors; load it in the header to use them)."]
     return "\n".join(lines)
 
 

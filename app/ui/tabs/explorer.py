@@ -12,7 +12,7 @@ from app.ui.errors import guarded
 from app.ui.present.insight import vector_lens_md
 from app.ui.present import explorer as present
 from app.ui.present.common import empty_figure
-from app.ui import widgets
+from app.ui import model_follow, widgets
 
 log = logging.getLogger("steering_lab.ui")
 
@@ -33,8 +33,9 @@ def build(service: Any, ctx: Any) -> None:
         with gr.Column(scale=3, min_width=300):
             prompt = gr.Textbox(label="Prompt", value=DEFAULT_PROMPT, lines=2, max_lines=8, elem_id="ex-prompt",
                                 placeholder="e.g. What is the capital of France?")
-            chat = gr.Checkbox(value=True, label="Wrap the prompt in the chat template (what the model sees in a chat)",
-                               elem_id="ex-chat")
+            _, has_chat, _ = model_follow.model_facts(service)  # a base model reads plain text (follows switches)
+            chat = gr.Checkbox(value=has_chat, interactive=has_chat, elem_id="ex-chat",
+                               label=model_follow.CHAT_LABEL if has_chat else model_follow.NO_CHAT_LABEL)
         with gr.Column(scale=2, min_width=260):
             concept = gr.Dropdown(choices=choices(service, "(none)"), value="", label="Concept to project on (optional)", allow_custom_value=True,
                                   info="Its vectors are extracted first if this model has none yet",

@@ -10,7 +10,7 @@ import gradio as gr
 
 from app.service.lab import slugify
 from app.types import CATEGORIES
-from app.ui.context import MODEL_CONCURRENCY
+from app.ui.context import MODEL_CONCURRENCY, TAB_IDS
 from app.ui.downloads import out_dir, remove_upload
 from app.ui.errors import guarded
 from app.ui.present.insight import vector_lens_md
@@ -100,7 +100,7 @@ def card(service: Any, slug: Optional[str]):
     except Exception:  # noqa: BLE001 - the card still shows the declared judge
         summary = None
     md = present.concept_card_md(concept, lib.is_shipped(slug), lib.has_user_copy(slug), status,
-                                 info.model_id if info else "", judge=summary)
+                                 info.model_id if info else "", judge=summary, other_models=_other_models(lib, slug))
     if info is not None and concept.pairs:
         md += "\n\n" + present.reliability_md(_calibration(service, slug))
     if cv is not None and cv.quality:
@@ -109,6 +109,15 @@ def card(service: Any, slug: Optional[str]):
         fig = present.quality_figure(cv, f"Quality of “{concept.name}” on {info.model_id}")
         return md, gr.Plot(value=fig, visible=True)
     return md, gr.Plot(visible=False)
+
+
+def _other_models(lib: Any, slug: str) -> list[str]:
+    """The models besides the loaded one that have vectors stored for ``slug``."""
+    try:
+        return lib.other_models(slug)
+    except Exception:  # noqa: BLE001 - an unreadable vectors folder must not hide the card
+        log.exception("listing the stored vectors of %s failed", slug)
+        return []
 
 
 def _out_dir() -> Path:
@@ -311,7 +320,7 @@ def build(service: Any, ctx: Any) -> None:
                      api_name="library_delete"))
 
     ctx.register("library", search=search, category=category, table=table, selected=selected, card=card_md,
-                 status=status, export_file=export_file)
+                 status=status, export_file=export_file, quality_plot=quality_plot)
 
 
 def _need(slug: Optional[str]) -> str:
@@ -348,13 +357,22 @@ def wire(service: Any, ctx: Any) -> None:
     """Refresh the table when any tab is opened (another tab may have saved a concept)."""
     search, category, table, selected = (ctx.get(f"library.{k}") for k in ("search", "category", "table", "selected"))
 
+    card_md, quality_plot = ctx.get("library.card"), ctx.get("library.quality_plot")
+
     @guarded
-    def refresh(search_v, category_v):
+    def refresh(search_v, category_v, selected_v, evt: gr.SelectData):
+        """The table, the choices and, when this tab opens, the card (its vectors are per model: it may have changed)."""
         rows, _ = listing(service, search_v, category_v)
+        card_out: tuple = (gr.update(), gr.update())
+        if getattr(evt, "value", None) == TAB_IDS["library"]:
+            try:
+                card_out = card(service, selected_v)
+            except Exception:  # noqa: BLE001 - e.g. the selected concept was deleted in another tab
+                card_out = (NOTHING_SELECTED, gr.Plot(visible=False))
         return (rows_or_placeholder(rows, len(present.LIBRARY_HEADERS), "(no concept matches)"),
-                gr.Dropdown(choices=_safe_choices(service)))
+                gr.Dropdown(choices=_safe_choices(service)), *card_out)
 
     if ctx.tabs is not None:
-        ctx.tabs.select(refresh, [search, category], [table, selected], api_visibility="private", queue=False,
-                        show_progress="hidden")
+        ctx.tabs.select(refresh, [search, category, selected], [table, selected, card_md, quality_plot],
+                        api_visibility="private", queue=False, show_progress="hidden")
 

@@ -166,17 +166,4 @@ def build(service: Any, ctx: Any) -> None:
 def wire(service: Any, ctx: Any) -> None:
     """Refresh every concept list after each library change and on tab switches; bind the URL state."""
     widgets.refresh_concept_lists_on(ctx, service, ctx.library_events)
-    layer_sliders = [ctx.components[k] for k in ("playground.layer", "mixer.layer", "mixer.cos_layer")
-                     if k in ctx.components]
-    model_info = ctx.components.get("header.model_info")
-    if model_info is not None and layer_sliders:
-        @guarded
-        def model_changed(*values):
-            """Another model may have another number of layers: keep the layer sliders inside it."""
-            n = num_layers(service)
-            return [gr.Slider(maximum=n - 1, value=min(int(v or 0), n - 1),
-                              info=f"Layers 0-{n - 1}.") for v in values]
-
-        model_info.change(model_changed, layer_sliders, layer_sliders, api_visibility="private", queue=False,
-                          show_progress="hidden")
     urlstate.install(service, ctx)
