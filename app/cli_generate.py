@@ -83,13 +83,12 @@ def _validate_early(args, prompt: str, system=None) -> None:
     validate_params(_params(args))
 
 
-def cmd_generate(args) -> int:
-    from app.cli import _lab, _print_json
-    from app.domain.limits import strength_limit
+def _layer_plan(args):
+    """(layer, strength) pairs from --layer/--strength (a --layer alone gets the default strength), or None:
+    the concept's recommended setting. Checked before the model loads, so bad input fails at once."""
+    from app.domain.limits import DEFAULT_STRENGTH, strength_limit
     from app.domain.parse import parse_float
-    from app.domain.requests import SteerRequest
 
-    _validate_early(args, args.prompt, args.system)
     if args.op_param is not None:
         from app.service.lab import check_operation_param
 
@@ -101,26 +100,24 @@ def cmd_generate(args) -> int:
     for l in args.layer or []:
         if l < 0:
             raise CLIError(f"layer {l} does not exist: layers are numbered from 0")
+    if not (args.layer or args.strength):
+        return None
+    if not args.layer:
+        raise CLIError("--strength needs a --layer")
+    strengths = args.strength or [DEFAULT_STRENGTH["relative"]] * len(args.layer)
+    if len(args.layer) != len(strengths):
+        raise CLIError("give one --strength per --layer")
+    return list(zip(args.layer, strengths))
 
-    layers = None
-    if args.layer or args.strength:
-        if not args.layer or not args.strength:
-            if args.layer and not args.strength:
-                strengths = [None] * len(args.layer)
-            else:
-                raise CLIError("--strength needs a --layer")
-        else:
-            strengths = args.strength
-        if len(args.layer) != len(strengths):
-            raise CLIError("give one --strength per --layer")
-        layers = list(zip(args.layer, strengths))
-    svc = _lab(args)
-    if layers and any(s is None for _, s in layers):
-        from app.domain.limits import DEFAULT_STRENGTH
 
-        layers = [(l, DEFAULT_STRENGTH["relative"] if s is None else s) for l, s in layers]
+def cmd_generate(args) -> int:
+    from app.cli import _lab, _print_json
     from app.domain.parse import op_layers_from_text
+    from app.domain.requests import SteerRequest
 
+    _validate_early(args, args.prompt, args.system)
+    layers = _layer_plan(args)
+    svc = _lab(args)
     req = SteerRequest(prompt=args.prompt, concept=args.concept, layers=layers, relative=args.relative,
                        mode=args.mode, guidance=args.guidance, schedule=args.schedule,
                        schedule_length=args.schedule_length, positions=args.positions, system=args.system,
@@ -155,6 +152,12 @@ def cmd_generate(args) -> int:
     chunk, settings = last
     if sys.stdout.isatty():
         sys.stdout.write("\r\033[K")
+    print_side_by_side(chunk, settings, width)
+    return 0
+
+
+def print_side_by_side(chunk, settings: dict, width: int) -> None:
+    """The run's settings, then baseline | steered in two columns, the prompted row and the judge's line."""
     layers_txt = ", ".join(f"L{e['layer']}@{e['strength']:g}" for e in settings["layers"])
     op = "" if settings["op"] == "add" else f"   op: {settings['op']} {settings['op_param_name']}={settings['op_param']:g}"
     if settings.get("condition"):
@@ -175,7 +178,6 @@ def cmd_generate(args) -> int:
     print(f"\nfirst differing token: {div if div is not None else 'none (identical)'}; "
           f"steered finish: {chunk.stats['steered_finish']}")
     print(judge_line(chunk.stats.get("judge")))
-    return 0
 
 
 def judge_line(judge) -> str:
