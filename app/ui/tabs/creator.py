@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 
 from app.domain.requests import ExtractRequest
-from app.service.lab import CancelToken, follow  # plain threading; no model runtime
+from app.service.lab import follow  # plain threading; no model runtime
 from app.types import CATEGORIES
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import guarded
@@ -17,6 +17,7 @@ from app.ui.present.insight import vector_lens_md
 from app.ui.header import run_library_hooks
 from app.ui.present import concepts as present
 from app.ui.present.common import empty_figure, md_escape
+from app.ui.streaming import SessionJobs
 
 log = logging.getLogger("steering_lab.ui")
 
@@ -31,11 +32,7 @@ PASTE_PLACEHOLDER = ("One pair per line, positive | negative (or separated by a 
                      "I could fall asleep right here on the couch. | I'm sitting on the couch watching TV.")
 
 
-_RUNNING: dict[str, CancelToken] = {}  # session -> its extraction's cancel token (Stop cancels only that)
-
-
-def _session(request: Any) -> str:
-    return str(getattr(request, "session_hash", "") or "")
+EXTRACTIONS = SessionJobs()  # this page's extraction (the creator's Stop cancels only that, not a generation)
 
 
 def template_choices(service: Any) -> list[tuple[str, str]]:
@@ -189,8 +186,7 @@ def build(service: Any, ctx: Any) -> None:
         def report(done, total):
             progress((int(done), int(total)), desc="Reading prompts through every layer", unit="prompts")
 
-        token, key = CancelToken(), _session(request)
-        _RUNNING[key] = token
+        token = EXTRACTIONS.start(request)
         skip = (gr.skip(),) * 4
         try:  # a generator: a client that leaves closes it, which cancels the extraction
             req = ExtractRequest(concept.slug, method=method_v or "mean_diff", save=False)
@@ -202,8 +198,7 @@ def build(service: Any, ctx: Any) -> None:
                 else:
                     yield skip
         finally:
-            if _RUNNING.get(key) is token:
-                del _RUNNING[key]
+            EXTRACTIONS.finish(request, token)
         title = f"Quality of “{concept.name}” per layer ({cv.method}, {n} pairs)"
         calibration = _calibration_of(service, concept.slug)
         lens = vector_lens_md(service.vector_lens(cv), cv.recommended_layers)
@@ -217,9 +212,7 @@ def build(service: Any, ctx: Any) -> None:
                               show_progress_on=[extract_status], **MODEL_CONCURRENCY)
     @guarded
     def stop_extract(request: gr.Request):
-        token = _RUNNING.get(_session(request))
-        if token is not None:
-            token.cancel()
+        if EXTRACTIONS.cancel(request):
             gr.Info("Extraction stopped.")
 
     stop.click(stop_extract, None, None, cancels=[ext_event], queue=False, api_visibility="private")
