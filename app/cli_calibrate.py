@@ -22,7 +22,10 @@ def register(sub, add) -> None:
     sp.add_argument("--methods", default=None, help="extraction methods to compare (default: mean_diff,bipolar,"
                     "no_shared,system_prompt,unit_mean; the ones a concept cannot use are skipped)")
     sp.add_argument("--layers", default=None, help="layers of the depth scan (default: every 4th layer from 2)")
-    sp.add_argument("--strengths", default=None, help="relative strengths of the fine stage (default 0.1,0.15,0.2,0.3,0.45)")
+    sp.add_argument("--strengths", default=None,
+                    help="relative strengths of the fine stage (default 0.1,0.15,0.2,0.3,0.45,0.6)")
+    sp.add_argument("--coarse-strengths", default=None,
+                    help="relative strengths of the depth and method stages (default 0.2,0.35)")
     sp.add_argument("--coarse-prompts", type=int, default=2, help="calibration prompts of the depth and method stages")
     sp.add_argument("--coarse-tokens", type=int, default=32, help="tokens per answer in the depth and method stages")
     sp.add_argument("--top-layers", type=int, default=1, help="layers carried from the depth scan to the later stages")
@@ -56,6 +59,8 @@ def _plan(args, lm):
         kw["coarse_layers"] = tuple(parse_layers(args.layers, lm.num_layers, "layers"))
     if args.strengths:
         kw["fine_strengths"] = tuple(parse_floats(args.strengths, "strengths"))
+    if args.coarse_strengths:
+        kw["coarse_strengths"] = kw["method_strengths"] = tuple(parse_floats(args.coarse_strengths, "coarse-strengths"))
     for name in ("coarse_prompts", "coarse_tokens", "top_layers", "max_tokens", "val_tokens"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be at least 1")

@@ -119,3 +119,23 @@ def test_coherence_verdict_names_the_rule():
     assert d2.rule == "distinct-2" and "0.20" in d2.reason
     assert coherence_verdict(30, 1.0, 0.1, "loop", 2.0, 0.98).rule == "engine-loop"
     assert coherence_verdict(0, float("nan"), 1.0, "eos", 2.0, 0.98).rule == "empty"
+
+
+def test_style_allowance_widens_only_the_perplexity_bound():
+    """A style concept (its own examples 2.2x less plausible) may be 2.2x more perplexing; nothing else moves."""
+    from app.domain.coherence import MAX_STYLE_ALLOWANCE, style_allowance
+
+    base = toks(PROSE)[:40]
+    plain = coherence_verdict(40, 9.0, 0.9, "eos", 2.0, 0.98, base, base)
+    styled = coherence_verdict(40, 9.0, 0.9, "eos", 2.0, 0.98, base, base, allowance=2.2)
+    assert not plain.coherent and styled.coherent and "2.20 for this concept's style" in styled.reason
+    gibberish = coherence_verdict(40, 30.0, 0.9, "eos", 2.0, 0.98, base, base, allowance=2.2)
+    assert not gibberish.coherent and gibberish.rule == "perplexity" and "5.50x" in gibberish.reason
+    # the allowance never excuses repetition or a low distinct-2, and is clipped to its range
+    looped = toks("I am so happy to help you with your question today, my friend! ") * 3
+    assert coherence_verdict(len(looped), 2.0, 0.66, "length", 2.2, 0.98, looped, base, allowance=4).rule == "repetition"
+    assert coherence_verdict(40, 2.0, 0.2, "eos", 2.0, 0.98, base, base, allowance=4).rule == "distinct-2"
+    assert not coherence_verdict(40, 2.0 * 2.5 * MAX_STYLE_ALLOWANCE * 1.01, 0.9, "eos", 2.0, 0.98, base, base,
+                                 allowance=100).coherent
+    assert style_allowance(100.0, 40.0) == 2.5 and style_allowance(30.0, 60.0) == 1.0
+    assert style_allowance(1e6, 1.0) == MAX_STYLE_ALLOWANCE and style_allowance(float("nan"), 3.0) == 1.0

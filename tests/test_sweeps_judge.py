@@ -56,3 +56,31 @@ def test_sweep_cells_carry_the_judge_change_and_the_prompted_reference(family):
     assert res.judge["prompted_change"] == pytest.approx(judge_scores(judge, [res.prompted_text])[0] - base)
     d = res.as_dict()
     assert d["cells"][0]["judge_score"] is not None and d["judge"]["label"]
+
+
+def test_sweep_verdicts_use_the_style_allowance_stored_with_the_vectors():
+    """The same sweep, once with vectors that carry a style allowance of 4 and once without: the
+    perplexity bound widens from 2.5x to 10x and the verdict names it; no other rule changes."""
+    import dataclasses
+
+    lm = make_lm("qwen2")
+    rng = np.random.default_rng(1)
+    L, H = lm.num_layers, lm.hidden_size
+    plain = ConceptVectors(model_id="qwen2", model_fingerprint="x", method="mean_diff",
+                           vectors=rng.standard_normal((L, H)).astype(np.float32),
+                           typical_norms=np.ones(L, dtype=np.float32) * 10)
+    styled = dataclasses.replace(plain, extra={"style_allowance": 4.0})
+    kw = dict(layers=[1, 2], strengths=[0.3, 0.6, 1.0], params=GenerationParams(max_tokens=12))
+    a = run_sweep(lm, tiny_models.prompt_tokens(8), plain, **kw)
+    b = run_sweep(lm, tiny_models.prompt_tokens(8), styled, **kw)
+    assert [c.text for c in a.cells] == [c.text for c in b.cells]
+    flipped = 0
+    for ca, cb in zip(a.cells, b.cells):
+        assert (ca.verdict_rule == "perplexity") == (ca.ppl_ratio > 2.5)
+        assert (cb.verdict_rule == "perplexity") == (cb.ppl_ratio > 10.0)
+        if cb.verdict_rule in ("perplexity", "ok"):
+            assert "times 4.00 for this concept's style" in cb.verdict
+        if ca.verdict_rule != "perplexity":
+            assert cb.verdict_rule == ca.verdict_rule
+        flipped += ca.verdict_rule == "perplexity" and cb.verdict_rule != "perplexity"
+    assert flipped >= 2  # this random model's cells at 0.6-1.0 sit between 2.5x and 10x

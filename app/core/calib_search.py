@@ -19,6 +19,7 @@ from app.core.calibrate import CellStats, Judges, evaluate, pair_consistency, ra
 from app.core.cellbatch import Cell
 from app.core.extraction import concept_features, system_prompt_diffs, unit_rows, vectors_from_features
 from app.core.methods import mean_diff
+from app.core.style import measure_style
 from app.types import Concept, ConceptVectors
 
 COMPARED_METHODS = ("mean_diff", "bipolar", "no_shared", "system_prompt", "unit_mean")
@@ -30,12 +31,12 @@ class SearchPlan:
     """Sized so 16 concepts fit a shared 2-core machine; every number is a CLI flag."""
 
     coarse_layers: Optional[tuple[int, ...]] = None  # None: every 4th layer from 2 (2, 6, ..., 26 on 30 layers)
-    coarse_strengths: tuple[float, ...] = (0.2,)
+    coarse_strengths: tuple[float, ...] = (0.2, 0.35)  # two, so a layer that needs more strength still ranks
     coarse_prompts: int = 2  # stages 1-2 use the first N calibration prompts ...
     coarse_tokens: int = 32  # ... and this many tokens
     top_layers: int = 1  # layers carried from the depth scan to the method and fine stages
-    method_strengths: tuple[float, ...] = (0.2,)
-    fine_strengths: tuple[float, ...] = (0.1, 0.15, 0.2, 0.3, 0.45)
+    method_strengths: tuple[float, ...] = (0.2, 0.35)
+    fine_strengths: tuple[float, ...] = (0.1, 0.15, 0.2, 0.3, 0.45, 0.6)
     cal_tokens: int = 48
     val_tokens: int = 64
     methods: tuple[str, ...] = COMPARED_METHODS
@@ -87,6 +88,9 @@ def build_variants(lm, concepts: Sequence[Concept], methods: Sequence[str] = COM
                 f.system_diffs = system_prompt_diffs(lm, c)
             out[c.slug][m] = vectors_from_features(lm, c, m, f, typical[c.slug], extra={"n_pairs": len(c.pairs)})
         f = feats[c.slug]
+        style = measure_style(lm, c)
+        for cv in out[c.slug].values():
+            cv.extra.update(style)
         consistency[c.slug] = {str(l): round(pair_consistency(f.pos, f.neg, l), 4) for l in range(lm.num_layers)}
     return out, consistency
 

@@ -182,7 +182,7 @@ def _judge_prompt(lm, prompt: str, vectors: Mapping[str, ConceptVectors], cells:
 
 def generate_all(lm, prompts, vectors, cells, max_tokens, progress):
     """(baseline, cell texts) per prompt: all prompts' rows in left-padded batches of <= MAX_PADDED_ROWS."""
-    from app.core.cellbatch import generate_padded, score_rows
+    from app.core.cellbatch import allowances, generate_padded, score_rows
 
     token_lists = [encode(lm.tokenizer, format_chat(lm.tokenizer, p)) for p in prompts]
     per = 1 + len(cells)
@@ -196,7 +196,7 @@ def generate_all(lm, prompts, vectors, cells, max_tokens, progress):
         plan = [c for _ in chunk for c in [None, *cells]]
         gen = generate_padded(lm, rows, vectors, plan, max_tokens)
         for i, t in enumerate(chunk):
-            texts = score_rows(lm, t, gen[i * per:(i + 1) * per])
+            texts = score_rows(lm, t, gen[i * per:(i + 1) * per], allowances(vectors, [None, *cells]))
             results.append((texts[0], texts[1:]))
     return results
 

@@ -22,6 +22,7 @@ from app.core.chat import eos_ids, pad_id
 from app.core.generation import run_batch
 from app.core.interventions import Add
 from app.core.scoring import TextScores, distinct_n, is_coherent, longest_repeat
+from app.core.style import allowance_of
 from app.types import ConceptVectors, GenerationParams
 
 MAX_ROWS = 192  # rows per batch: per-row cost keeps falling with batch size on CPU
@@ -59,8 +60,13 @@ def generate_cells(lm, prompt: Sequence[int], vectors: Mapping[str, ConceptVecto
             out.extend(_generate(lm, prompt, vectors, chunk, max_tokens, should_stop)[1:])
         else:
             out.extend(_generate(lm, prompt, vectors, chunk, max_tokens, should_stop))
-    texts = score_rows(lm, prompt, out)
+    texts = score_rows(lm, prompt, out, allowances(vectors, rows))
     return texts[0], texts[1:]
+
+
+def allowances(vectors: Mapping[str, ConceptVectors], rows: Sequence[Optional[Cell]]) -> list[float]:
+    """Each row's style allowance (app.core.style): the one stored with its cell's vectors, 1.0 for the baseline."""
+    return [1.0 if c is None else allowance_of(vectors[c.key]) for c in rows]
 
 
 def _rows(vectors: Mapping[str, ConceptVectors], rows: Sequence[Optional[Cell]]) -> list[list[Add]]:
@@ -103,8 +109,10 @@ def token_nll(model, prompt: Sequence[int], conts: Sequence[Sequence[int]], pad:
     return out
 
 
-def score_rows(lm, prompt, generated: list[tuple[list[int], str]]) -> list[CellText]:
-    """Texts, coherence (row 0 is the baseline) and cleanliness of generated rows of one prompt."""
+def score_rows(lm, prompt, generated: list[tuple[list[int], str]],
+               allowance: Optional[Sequence[float]] = None) -> list[CellText]:
+    """Texts, coherence (row 0 is the baseline) and cleanliness of generated rows of one prompt;
+    ``allowance[r]`` is row r's style allowance (default 1.0 everywhere)."""
     eos = eos_ids(lm.tokenizer)
     visible = [[t for t in toks if t not in eos] for toks, _ in generated]
     nlls = token_nll(lm.model, prompt, [v or [pad_id(lm.tokenizer)] for v in visible], pad_id(lm.tokenizer))
@@ -114,10 +122,11 @@ def score_rows(lm, prompt, generated: list[tuple[list[int], str]]) -> list[CellT
         scores.append(TextScores(len(v), distinct_n(v, 2), longest_repeat(v), ppl, float("nan")))
     base = scores[0]
     out = []
-    for (toks, fin), v, sc in zip(generated, visible, scores):
+    allowance = list(allowance) if allowance is not None else [1.0] * len(generated)
+    for (toks, fin), v, sc, a in zip(generated, visible, scores, allowance):
         degenerate = fin in ("loop", "nan")
         out.append(CellText(text=lm.tokenizer.decode(v), tokens=toks, finish=fin, scores=sc,
-                            coherent=is_coherent(sc, base, degenerate, v, visible[0]),
+                            coherent=is_coherent(sc, base, degenerate, v, visible[0], allowance=a),
                             clean=(not degenerate) and bool(v) and sc.distinct2 >= 0.5))
     return out
 

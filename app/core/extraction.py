@@ -233,8 +233,10 @@ def extract(
         feats.system_diffs = system_prompt_diffs(lm, concept, should_stop=should_stop)
     if should_stop is not None and should_stop():
         raise Cancelled("extraction cancelled")
+    from app.core.style import measure_style  # style imports cellbatch, which imports generation
+
     extra = {"n_pairs": len(concept.pairs), "num_prompts": 2 * len(concept.pairs), "num_tokens": n_tokens,
-             "seconds": round(time.perf_counter() - t0, 3)}
+             **measure_style(lm, concept), "seconds": round(time.perf_counter() - t0, 3)}
     return vectors_from_features(lm, concept, method, feats, typical, others, extra)
 
 

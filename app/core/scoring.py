@@ -172,11 +172,12 @@ def _vocab_size(model) -> int:
 
 
 def is_coherent(cell: TextScores, baseline: TextScores, degenerate: bool = False, tokens: Sequence[int] = (),
-                baseline_tokens: Sequence[int] = ()) -> bool:
+                baseline_tokens: Sequence[int] = (), allowance: float = 1.0) -> bool:
     """The lab's one coherence verdict (app.domain.coherence) on two scored texts; pass the tokens for its
-    repetition rule."""
+    repetition rule and the concept's style allowance."""
     from app.domain.coherence import coherence_verdict
 
     return coherence_verdict(cell.n_tokens, cell.perplexity, cell.distinct2, "loop" if degenerate else "",
-                             baseline.perplexity, baseline.distinct2, tokens, baseline_tokens).coherent
+                             baseline.perplexity, baseline.distinct2, tokens, baseline_tokens,
+                             allowance=allowance).coherent
 

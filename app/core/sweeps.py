@@ -33,6 +33,7 @@ from app.core.models import LoadedModel
 from app.core.scoring import TextScores, score_continuations
 from app.core.steering import Schedule, SteeringEntry, check_finite
 from app.domain import limits
+from app.core.style import allowance_of
 from app.domain.coherence import coherence_verdict
 from app.errors import InputError
 from app.types import ConceptVectors, GenerationParams
@@ -221,6 +222,7 @@ def run_sweep(
         batches=len(batches),
         op=op,
     )
+    allowance = allowance_of(cv)
     for (l, s), sc in zip(cells_spec, scores[1:]):
         toks, finish = generated[(l, s)]
         degenerate = finish in ("loop", "nan")
@@ -228,7 +230,8 @@ def run_sweep(
         ppl_ratio = sc.perplexity / base_scores.perplexity if base_scores.perplexity > 0 else float("nan")
         ids, pieces = visible(toks)
         v = coherence_verdict(sc.n_tokens, sc.perplexity, sc.distinct2, finish, base_scores.perplexity,
-                              base_scores.distinct2, ids, base_visible[0], pieces, base_visible[1])
+                              base_scores.distinct2, ids, base_visible[0], pieces, base_visible[1],
+                              allowance=allowance)
         result.cells.append(
             SweepCell(
                 layer=l, strength=s, text=tok.decode(ids), n_tokens=len(toks),
