@@ -47,3 +47,36 @@ def guarded(fn: Callable) -> Callable:
             raise _to_gr_error(exc) from None
 
     return wrapper
+
+
+def error_note(exc: BaseException, headline: str) -> str:
+    """Markdown for a failed run, to be written where its result goes: ``**⚠ The sweep did not run:** ...``."""
+    msg = getattr(exc, "message", None) if isinstance(exc, gr.Error) else user_message(exc)
+    return f"**⚠ {headline}:** {msg or 'something went wrong inside the lab (details in the server log)'}"
+
+
+def shows_error(on_error: Callable[[BaseException], Any]) -> Callable[[Callable], Callable]:
+    """Decorator for handlers whose errors must stay on the page until the next run, not only in a toast.
+
+    On an error the handler yields ``on_error(exc)`` (its outputs, with the message where the results go)
+    and then raises as before (toast, error badge). The wrapper is a generator for plain handlers too.
+    Put it under ``@guarded``.
+    """
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any):
+            try:
+                if inspect.isgeneratorfunction(fn):
+                    yield from fn(*args, **kwargs)
+                else:
+                    yield fn(*args, **kwargs)
+            except GeneratorExit:
+                raise
+            except Exception as exc:
+                yield on_error(exc)
+                raise
+
+        return wrapper
+
+    return decorate

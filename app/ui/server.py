@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 import gradio as gr
 
+from app.ui.feedback import CLAMP_JS, FEEDBACK_CSS
 from app.ui.context import TAB_IDS, UIContext
 from app.ui.theme import CSS, THEME
 
@@ -64,6 +65,6 @@ def serve(host: str = "127.0.0.1", port: int = 7860, share: bool = False, model:
     if block:  # Gradio's own banner (quiet=False) ends with a "set share=True" hint a newcomer reads as a to-do
         print(f"* The lab is running at http://{'127.0.0.1' if host in ('127.0.0.1', 'localhost') else host}:{port}"
               "  (Ctrl+C stops it)", flush=True)
-    demo.launch(server_name=host, server_port=port, share=share, inbrowser=open_browser, theme=THEME, css=CSS,
+    demo.launch(server_name=host, server_port=port, share=share, inbrowser=open_browser, theme=THEME, css=CSS + FEEDBACK_CSS, js=CLAMP_JS,
                 prevent_thread_lock=not block, show_error=True, quiet=True)
     return demo if not block else 0

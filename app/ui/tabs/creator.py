@@ -11,7 +11,8 @@ from app.domain.requests import ExtractRequest
 from app.service.lab import follow  # plain threading; no model runtime
 from app.types import CATEGORIES
 from app.ui.context import MODEL_CONCURRENCY
-from app.ui.errors import guarded
+from app.ui.errors import error_note, guarded, shows_error
+from app.ui.feedback import KEPT_ERROR
 from app.ui import widgets
 from app.ui.present.insight import vector_lens_md
 from app.ui.header import run_library_hooks
@@ -64,6 +65,15 @@ def _form_concept(name, slug, description, category, table, sys_pos, sys_neg, pr
                                      provenance=provenance)
 
 
+def extract_error(exc: BaseException) -> tuple:
+    """The old card cleared (it described other pairs) and the error written under the Extract button."""
+    from app.errors import Cancelled
+
+    note = ("**Extraction stopped**: nothing was kept. Press **Extract vectors** again when you are ready."
+            if isinstance(exc, Cancelled) else error_note(exc, "The extraction did not run"))
+    return "", EMPTY_QUALITY, None, note
+
+
 def build(service: Any, ctx: Any) -> None:
     gr.Markdown(INTRO, elem_classes=["howto"])
     slug_manual = gr.State(False)
@@ -109,7 +119,7 @@ def build(service: Any, ctx: Any) -> None:
     with gr.Row():
         extract = gr.Button("Extract vectors", variant="primary", elem_id="cr-extract", scale=3)
         stop = gr.Button("Stop", variant="stop", elem_id="cr-stop", scale=1, min_width=80)
-    extract_status = gr.Markdown(elem_id="cr-extract-status", elem_classes=["run-status"])
+    extract_status = gr.Markdown(elem_id="cr-extract-status", elem_classes=["run-status", KEPT_ERROR])
     quality_md = gr.Markdown(elem_id="cr-quality-summary")
     quality_plot = gr.Plot(value=EMPTY_QUALITY, label="Quality per layer", show_label=False, elem_id="cr-quality-plot")
     gr.Markdown("**How to read the card:** the shaded band marks the recommended layers. Good concepts have high "
@@ -120,7 +130,7 @@ def build(service: Any, ctx: Any) -> None:
                                 scale=2)
         save = gr.Button("Save to library", variant="primary", elem_id="cr-save", scale=1, min_width=140)
         use = gr.Button("Try it in the playground →", elem_id="cr-use", scale=1, min_width=140)
-    save_status = gr.Markdown(elem_id="cr-save-status")
+    save_status = gr.Markdown(elem_id="cr-save-status", elem_classes=[KEPT_ERROR])
 
     # ---- the table -------------------------------------------------------------------------
     @guarded
@@ -177,6 +187,7 @@ def build(service: Any, ctx: Any) -> None:
 
     # ---- extract / save ------------------------------------------------------------------------
     @guarded
+    @shows_error(extract_error)
     def do_extract(name_v, slug_v, desc_v, cat_v, table, sp_v, sn_v, method_v, request: gr.Request,
                    progress=gr.Progress()):
         concept = _form_concept(name_v, slug_v, desc_v, cat_v, table, sp_v, sn_v, strict_slug=False)
@@ -218,6 +229,7 @@ def build(service: Any, ctx: Any) -> None:
     stop.click(stop_extract, None, None, cancels=[ext_event], queue=False, api_visibility="private")
 
     @guarded
+    @shows_error(lambda exc: (error_note(exc, "The concept was not saved"), gr.update(), gr.update()))
     def do_save(name_v, slug_v, desc_v, cat_v, table, sp_v, sn_v, overwrite_v, cv):
         concept = _form_concept(name_v, slug_v, desc_v, cat_v, table, sp_v, sn_v)
         lib = service.concepts
@@ -241,7 +253,7 @@ def build(service: Any, ctx: Any) -> None:
     saved_slug = gr.State("")
     ctx.library_events.append(
         save.click(do_save, [name, slug, description, category, pairs, sys_pos, sys_neg, overwrite, cv_state],
-                   [save_status, saved_slug, overwrite], api_name="save_concept"))
+                   [save_status, saved_slug, overwrite], api_name="save_concept", show_progress_on=[save_status]))
 
     ctx.register("creator", name=name, slug=slug, description=description, category=category, pairs=pairs,
                  template=template, extract=extract, save=save, use=use, saved_slug=saved_slug, paste=paste,
@@ -266,7 +278,10 @@ def wire(service: Any, ctx: Any) -> None:
     if not targets:
         log.info("creator: 'Try it in the playground' has no target (missing: playground.concept)")
 
+    n_out = len(targets) + (1 if ctx.tabs is not None else 0)
+
     @guarded
+    @shows_error(lambda exc: [gr.update()] * n_out + [error_note(exc, "Not sent to the playground")])
     def use_concept(slug_v, saved):
         slug_v = (saved or slug_v or "").strip()
         if not slug_v or not service.concepts.exists(slug_v):
@@ -277,9 +292,10 @@ def wire(service: Any, ctx: Any) -> None:
         out = out[:len(targets)]
         if ctx.tabs is not None:
             out.append(gr.Tabs(selected="playground"))
-        return out
+        return out + [gr.update()]
 
-    outputs = [ctx.get(k) for k in targets] + ([ctx.tabs] if ctx.tabs is not None else [])
+    outputs = [ctx.get(k) for k in targets] + ([ctx.tabs] if ctx.tabs is not None else []) + [ctx.get("creator.status")]
     use.click(use_concept, [ctx.get("creator.slug"), ctx.get("creator.saved_slug")], outputs,
-              api_visibility="private", show_progress="minimal", **MODEL_CONCURRENCY)
+              api_visibility="private", show_progress="minimal", show_progress_on=[ctx.get("creator.status")],
+              **MODEL_CONCURRENCY)
 

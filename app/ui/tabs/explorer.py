@@ -8,7 +8,8 @@ from typing import Any
 import gradio as gr
 
 from app.ui.context import MODEL_CONCURRENCY
-from app.ui.errors import guarded
+from app.ui.errors import error_note, guarded, shows_error
+from app.ui.feedback import KEPT_ERROR
 from app.ui.present.insight import vector_lens_md
 from app.ui.present import explorer as present
 from app.ui.present.common import empty_figure
@@ -41,20 +42,17 @@ def build(service: Any, ctx: Any) -> None:
                                   info="Its vectors are extracted first if this model has none yet",
                                   elem_id="ex-concept")
             run = gr.Button("Explore", variant="primary", elem_id="ex-run")
-    summary = gr.Markdown(elem_id="ex-summary")
+    summary = gr.Markdown(elem_id="ex-summary", elem_classes=[KEPT_ERROR])
     token_range = gr.Textbox(value="", label="Tokens shown in the token × layer charts", max_lines=1,
                              placeholder=f"e.g. 40-79 (at most {present.limits.HEATMAP_TOKENS} at once; Enter to redraw)",
                              elem_id="ex-token-range")
 
-    waiting = "Press Explore to read the prompt through every layer."
-    norms_plot = gr.Plot(value=empty_figure("Residual-stream norm per layer", waiting), label="Residual norm per layer",
-                         elem_id="ex-norms", show_label=False)
+    norms0, heat0, lens0 = placeholders(WAITING)
+    norms_plot = gr.Plot(value=norms0, label="Residual norm per layer", elem_id="ex-norms", show_label=False)
     gr.Markdown(present.HOWTO["norms"], elem_classes=["howto"])
-    norm_heat = gr.Plot(value=empty_figure("Residual norm per token and layer", waiting), label="Norm heatmap",
-                        elem_id="ex-norm-heatmap", show_label=False)
+    norm_heat = gr.Plot(value=heat0, label="Norm heatmap", elem_id="ex-norm-heatmap", show_label=False)
     gr.Markdown(present.HOWTO["norm_heatmap"], elem_classes=["howto"])
-    lens_plot = gr.Plot(value=empty_figure("Logit lens: what each layer would predict next", waiting),
-                        label="Logit lens", elem_id="ex-lens", show_label=False)
+    lens_plot = gr.Plot(value=lens0, label="Logit lens", elem_id="ex-lens", show_label=False)
     gr.Markdown(present.HOWTO["lens"], elem_classes=["howto"])
     lens_table = gr.Dataframe(headers=present.LENS_TABLE_HEADERS, value=[], type="array", interactive=False,
                               label="Logit lens at the last prompt position (top 5 per layer)", max_height=380,
@@ -74,10 +72,11 @@ def build(service: Any, ctx: Any) -> None:
                                 elem_classes=["btn-end"])
         cos_plot = gr.Plot(value=empty_figure("Cosine similarity per layer", "Choose two concepts and press Compare."),
                            label="Cosine similarity", elem_id="ex-cosine", show_label=False)
-        cos_md = gr.Markdown(elem_id="ex-cosine-summary")
+        cos_md = gr.Markdown(elem_id="ex-cosine-summary", elem_classes=[KEPT_ERROR])
         gr.Markdown(present.HOWTO["cosine"], elem_classes=["howto"])
 
     @guarded
+    @shows_error(explore_error)
     def explore(prompt_v: str, concept_v: str, chat_v: bool, progress=gr.Progress()):
         if not (prompt_v or "").strip():
             raise gr.Error("Type a prompt to explore first (e.g. “What is the capital of France?”).",
@@ -119,6 +118,8 @@ def build(service: Any, ctx: Any) -> None:
                   **MODEL_CONCURRENCY)
 
     @guarded
+    @shows_error(lambda exc: (empty_figure("Cosine similarity per layer", "The last comparison failed: see below."),
+                              error_note(exc, "The comparison did not run")))
     def cosine(a: str, b: str, progress=gr.Progress()):
         a, b = (a or "").strip(), (b or "").strip()
         if not a or not b:
@@ -135,6 +136,22 @@ def build(service: Any, ctx: Any) -> None:
 
     ctx.register("explorer", prompt=prompt, concept=concept, run=run, chat=chat, cos_a=cos_a, cos_b=cos_b,
                  compare=compare, summary=summary, norms=norms_plot)
+
+
+WAITING = "Press Explore to read the prompt through every layer."
+FAILED = "The last run failed: the message is under the Explore button."
+
+
+def placeholders(text: str) -> tuple:
+    """The three charts before a run (or after a failed one), each saying why it is empty."""
+    return (empty_figure("Residual-stream norm per layer", text), empty_figure("Residual norm per token and layer", text),
+            empty_figure("Logit lens: what each layer would predict next", text))
+
+
+def explore_error(exc: BaseException) -> tuple:
+    """The old exploration cleared and the error written where its summary goes (until the next run)."""
+    norms, heat, lens = placeholders(FAILED)
+    return error_note(exc, "The exploration did not run"), norms, heat, lens, [], present.projection_figure(_NoProjection())
 
 
 def _stage(progress: Any, lo: float, hi: float, what: str):

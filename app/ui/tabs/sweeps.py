@@ -14,7 +14,7 @@ from app.service.lab import follow
 from app.types import GenerationParams
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.downloads import out_dir
-from app.ui.errors import guarded
+from app.ui.errors import error_note, guarded, shows_error
 from app.ui.present import sweeps as present
 from app.ui.streaming import SESSION_JOBS, arm_session, stop_session, throttled
 from app.ui.widgets import (ABS_RANGE, REL_RANGE, check_concept, check_number, check_prompt, concept_choices,
@@ -93,11 +93,7 @@ def kind_update(layers_text: Any, strengths_text: Any) -> Any:
 
 def error_outputs(exc: BaseException) -> tuple:
     """Old results cleared and the error written in their place, so it stays until the next run."""
-    from app.errors import user_message
-
-    msg = getattr(exc, "message", None) if isinstance(exc, gr.Error) else user_message(exc)
-    text = f"**⚠ The sweep did not run:** {msg or 'something went wrong inside the lab (details in the server log)'}"
-    return (None, text, None, gr.Plot(value=None, visible=False), None, gr.Dropdown(choices=[], value=None),
+    return (None, error_note(exc, "The sweep did not run"), None, gr.Plot(value=None, visible=False), None, gr.Dropdown(choices=[], value=None),
             "Fix the input above and press **Run sweep** again.",
             gr.DownloadButton(value=None, interactive=False), gr.DownloadButton(value=None, interactive=False))
 
@@ -161,14 +157,11 @@ def build(service: Any, ctx: Any) -> None:
                    show_progress="hidden")
 
     @guarded
+    @shows_error(error_outputs)
     def run_sweep(concept, prompt, layers, strengths, max_tokens, absolute, op="add", request: gr.Request = None,
                   progress=gr.Progress()):
         """Yields the results; on an error, yields it where the results go (kept until the next run), then raises."""
-        try:
-            yield from sweep_outputs(concept, prompt, layers, strengths, max_tokens, absolute, op, request, progress)
-        except Exception as exc:
-            yield error_outputs(exc)
-            raise
+        yield from sweep_outputs(concept, prompt, layers, strengths, max_tokens, absolute, op, request, progress)
 
     def sweep_outputs(concept, prompt, layers, strengths, max_tokens, absolute, op, request, progress):
         prompt = check_prompt(prompt)
