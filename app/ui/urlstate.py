@@ -5,7 +5,8 @@ their values into the query string with ``history.replaceState``. Reading: on pa
 reads ``request.query_params``, validates every value (bad ones are ignored, never an error) and
 returns updates for the controls of the tab named by ``tab``.
 
-Keys: tab, concept, layer, strength, abs, prompt, seed, temp, max_tokens (playground);
+Keys: tab, concept, layer, strength, abs, prompt, seed, temp, max_tokens, op, op_param, op_layers, condition,
+threshold (playground);
 tab, concept, prompt, layers, strengths, max_tokens (sweeps).
 """
 
@@ -23,7 +24,10 @@ from app.ui.context import TAB_IDS
 
 MAX_PROMPT_CHARS = limits.URL_PROMPT_CHARS
 
-PLAYGROUND_KEYS = ("concept", "layer", "strength", "abs", "prompt", "seed", "temp", "max_tokens")
+PLAYGROUND_KEYS = ("concept", "layer", "strength", "abs", "prompt", "seed", "temp", "max_tokens",
+                   "op", "op_param", "op_layers", "condition", "threshold")
+OP_KEYS = ("op", "op_param", "op_layers", "condition", "threshold")
+THRESHOLD_LIMIT = 10.0  # the request's own bound (|threshold| <= 10 x the typical projection)
 SWEEP_KEYS = ("concept", "prompt", "layers", "strengths", "max_tokens")
 
 
@@ -77,10 +81,45 @@ def _prompt(text: Any) -> Optional[str]:
     return t
 
 
+def _op_layers(text: Any, num_layers: int) -> Optional[str]:
+    t = str(text or "").strip()
+    if not t or len(t) > limits.LIST_TEXT_CHARS:
+        return None
+    if t.lower() == "all" or _valid(lambda: parse_layers(t, num_layers, repeats="drop")):
+        return t
+    return None
+
+
+def read_operation(q: Mapping[str, Any], num_layers: int, known: Optional[set[str]],
+                   ops: Optional[Mapping[str, tuple[float, float]]]) -> dict[str, Any]:
+    """The playground's operation fields: op (a known one), its parameter (in its range), its layers, the condition."""
+    out: dict[str, Any] = {}
+    op = str(q.get("op") or "").strip()
+    if ops and op in ops:
+        out["op"] = op
+        lo, hi = ops[op]
+        param = _number(q.get("op_param"), lo, hi)
+        if param is not None and op != "add":
+            out["op_param"] = param
+        layers = _op_layers(q.get("op_layers"), num_layers)
+        if layers is not None and op != "add":
+            out["op_layers"] = layers
+    condition = _concept(q.get("condition"), known)
+    if condition is not None:
+        out["condition"] = condition
+        threshold = _number(q.get("threshold"), -THRESHOLD_LIMIT, THRESHOLD_LIMIT)
+        if threshold is not None:
+            out["threshold"] = threshold
+    return out
+
+
 def read_params(query: Mapping[str, Any], num_layers: int, known_concepts: Optional[set[str]] = None,
                 max_tokens_limit: int = limits.MAX_TOKENS,
-                sweep_max_tokens_limit: int = limits.SWEEP_MAX_TOKENS) -> dict[str, Any]:
-    """Validated settings from query parameters: {"tab": ..., "playground": {...}, "sweeps": {...}}."""
+                sweep_max_tokens_limit: int = limits.SWEEP_MAX_TOKENS,
+                ops: Optional[Mapping[str, tuple[float, float]]] = None) -> dict[str, Any]:
+    """Validated settings from query parameters: {"tab": ..., "playground": {...}, "sweeps": {...}}.
+
+    ``ops``: the residual operations' names -> their parameter's (lo, hi), for the op fields."""
     q = {str(k): query.get(k) for k in list(query.keys())[:50]}
     tab = str(q.get("tab") or "").strip()
     out: dict[str, Any] = {"tab": tab if tab in TAB_IDS else None, "playground": {}, "sweeps": {}}
@@ -98,6 +137,7 @@ def read_params(query: Mapping[str, Any], num_layers: int, known_concepts: Optio
         "max_tokens": _number(q.get("max_tokens"), 1, max_tokens_limit, integer=True),
     }
     pg.update({k: v for k, v in val.items() if v is not None})
+    pg.update(read_operation(q, num_layers, known_concepts, ops))
     out["playground"] = pg
     sw: dict[str, Any] = {}
     if val["concept"] is not None:
@@ -124,12 +164,16 @@ const put = (k, v) => { if (v === null || v === undefined || v === "" || (typeof
 """ % MAX_PROMPT_CHARS
 
 PLAYGROUND_JS = (
-    "(concept, layer, strength, abs, prompt, seed, temp, max_tokens) => { try {"
+    "(concept, layer, strength, abs, prompt, seed, temp, max_tokens, op, op_param, op_layers, condition, threshold)"
+    " => { try {"
     + _JS_SET
     + """
 p.set("tab", "playground"); p.delete("layers"); p.delete("strengths");
 put("concept", concept); put("layer", layer); put("strength", strength); put("abs", abs ? "1" : null);
 put("prompt", prompt); put("seed", seed); put("temp", temp); put("max_tokens", max_tokens);
+const other = op && op !== "add";
+put("op", other ? op : null); put("op_param", other ? op_param : null); put("op_layers", other ? op_layers : null);
+put("condition", condition); put("threshold", condition ? threshold : null);
 history.replaceState(history.state, "", u.pathname + "?" + p.toString() + u.hash);
 } catch (e) { console.warn("url state", e); } }"""
 )
@@ -138,14 +182,16 @@ SWEEPS_JS = (
     "(concept, prompt, layers, strengths, max_tokens) => { try {"
     + _JS_SET
     + """
-p.set("tab", "sweeps"); ["layer", "strength", "abs", "seed", "temp"].forEach(k => p.delete(k));
+p.set("tab", "sweeps"); ["layer", "strength", "abs", "seed", "temp", "op", "op_param", "op_layers", "condition",
+ "threshold"].forEach(k => p.delete(k));
 put("concept", concept); put("prompt", prompt); put("layers", layers); put("strengths", strengths);
 put("max_tokens", max_tokens);
 history.replaceState(history.state, "", u.pathname + "?" + p.toString() + u.hash);
 } catch (e) { console.warn("url state", e); } }"""
 )
 
-_PG_ORDER = ("concept", "layer", "strength", "absolute", "prompt", "seed", "temperature", "max_tokens")
+_PG_ORDER = ("concept", "layer", "strength", "absolute", "prompt", "seed", "temperature", "max_tokens",
+             "op", "op_param", "op_layers", "condition", "threshold")
 _SW_ORDER = ("concept", "prompt", "layers", "strengths", "max_tokens")
 
 
@@ -167,8 +213,10 @@ def install(service: Any, ctx: Any) -> None:
         for comp in sw_inputs:
             comp.change(None, sw_inputs, None, js=SWEEPS_JS, queue=False, show_progress="hidden")
 
+    advanced = ctx.components.get("playground.advanced")
     outputs = [ctx.tabs] if ctx.tabs is not None else []
     outputs += [pg[k] for k in _PG_ORDER] if have_pg else []
+    outputs += [advanced] if have_pg and advanced is not None else []
     outputs += [sw[k] for k in _SW_ORDER] if have_sw else []
     if not outputs:
         return
@@ -178,7 +226,8 @@ def install(service: Any, ctx: Any) -> None:
         try:
             query = dict(request.query_params) if request is not None else {}
             known = set(concept_slugs(service)) or None
-            s = read_params(query, num_layers(service), known)
+            ops = {o.name: (float(o.lo), float(o.hi)) for o in service.operations() if o.hook_point == "residual"}
+            s = read_params(query, num_layers(service), known, ops=ops)
         except Exception:  # a URL can never break the page
             s = read_params({}, num_layers(service))
         ups: list[Any] = []
@@ -201,7 +250,10 @@ def install(service: Any, ctx: Any) -> None:
                 gr.update(value=p["seed"]) if "seed" in p else gr.update(),
                 gr.update(value=p["temp"]) if "temp" in p else gr.update(),
                 gr.update(value=p["max_tokens"]) if "max_tokens" in p else gr.update(),
+                *_operation_updates(service, p),
             ]
+            if advanced is not None:  # the operation fields live in the advanced section: open it when a link sets them
+                ups.append(gr.Accordion(open=True) if any(k in p for k in OP_KEYS) else gr.update())
         if have_sw:
             w = s["sweeps"] if s["tab"] == "sweeps" else {}
             ups += [gr.update(value=w[k]) if k in w else gr.update() for k in _SW_ORDER]
@@ -209,3 +261,20 @@ def install(service: Any, ctx: Any) -> None:
         return ups
 
     ctx.on_load.append((guarded(load_from_url), [], outputs))
+
+
+def _operation_updates(service: Any, p: Mapping[str, Any]) -> list[Any]:
+    """(op, op_param, op_layers, condition, threshold) updates; the parameter box shows the op's name and range."""
+    from app.ui.tabs.operations import op_param_props
+
+    if "op" in p:
+        props = op_param_props(service, p["op"])
+        if "op_param" in p:
+            props["value"] = f"{p['op_param']:g}"
+        op_ups = [gr.update(value=p["op"]), gr.Textbox(**props)]
+    else:
+        op_ups = [gr.update(), gr.update()]
+    return [*op_ups,
+            gr.update(value=p["op_layers"]) if "op_layers" in p else gr.update(),
+            gr.update(value=p["condition"]) if "condition" in p else gr.update(),
+            gr.update(value=p["threshold"]) if "threshold" in p else gr.update()]

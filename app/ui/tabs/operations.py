@@ -30,13 +30,18 @@ def operation_widgets(service: Any) -> tuple:
     return op, op_param, op_layers, condition, threshold
 
 
-def op_param_update(service: Any, name: str):
-    """Show the chosen operation's parameter, its range and unit; add keeps using the strength slider."""
+def op_param_props(service: Any, name: str) -> dict:
+    """The parameter box's value, label and info for operation ``name`` (add keeps using the strength slider)."""
     info = {o.name: o for o in service.operations()}.get(name)
     if info is None or name == "add":
-        return gr.Textbox(value="", label="Operation parameter", info="add uses the strength slider")
-    return gr.Textbox(value=f"{info.default:g}", label=f"Operation parameter: {info.param}",
-                      info=f"{info.lo:g} to {info.hi:g}, {info.unit}")
+        return dict(value="", label="Operation parameter", info="add uses the strength slider")
+    return dict(value=f"{info.default:g}", label=f"Operation parameter: {info.param}",
+                info=f"{info.lo:g} to {info.hi:g}, {info.unit}")
+
+
+def op_param_update(service: Any, name: str):
+    """Show the chosen operation's parameter, its range and unit; add keeps using the strength slider."""
+    return gr.Textbox(**op_param_props(service, name))
 
 
 def op_fields(service: Any, op, op_param, op_layers, condition, threshold) -> dict:

@@ -270,29 +270,41 @@ def build(service: Any, ctx: Any) -> None:
                  heatmap=heatmap, summary=summary, op=op)
 
 
+def use_setting_updates(service: Any, data: Any, cell: Any) -> list:
+    """Playground updates for (prompt, concept, layer, strength, absolute, op, op_param, advanced) from a cell.
+
+    For add the cell's value is the strength; for another operation it is that operation's parameter, so it goes
+    to the operation fields (the advanced section opens to show them) and the strength slider is left alone."""
+    from app.ui.tabs.operations import op_param_props, op_param_update
+
+    cell_v = _parse_cell(cell)
+    if not data or cell_v is None:
+        raise gr.Error("Run a sweep and pick a cell first.", print_exception=False)
+    layer, value = cell_v
+    op = data.get("op") or "add"
+    relative = bool(data.get("relative", True))
+    lim = REL_RANGE if relative else ABS_RANGE
+    common = [gr.update(value=data.get("prompt") or ""), gr.update(value=data.get("concept") or ""),
+              gr.update(value=layer, info=f"from the sweep: layer {layer}")]
+    if op == "add":
+        return common + [gr.update(minimum=-lim, maximum=lim, value=value), gr.update(value=not relative),
+                         gr.update(value="add"), op_param_update(service, "add"), gr.update()]
+    props = op_param_props(service, op)
+    return common + [gr.update(), gr.update(), gr.update(value=op),
+                     gr.Textbox(value=f"{value:g}", label=props["label"], info=f"from the sweep: {value:g}. {props['info']}"),
+                     gr.Accordion(open=True)]
+
+
 def wire(service: Any, ctx: Any) -> None:
-    """'Use this setting': copy the picked cell's layer and strength (and concept, prompt) to the playground."""
+    """'Use this setting': copy the picked cell's layer and strength (or operation parameter) to the playground."""
     use = ctx.get("sweeps.use")
-    keys = ("prompt", "concept", "layer", "strength", "absolute")
-    targets = [ctx.get(f"playground.{k}") for k in keys]
+    keys = ("prompt", "concept", "layer", "strength", "absolute", "op", "op_param", "advanced")
+    outputs = [ctx.get(f"playground.{k}") for k in keys]
 
     @guarded
     def use_setting(data, cell):
-        cell_v = _parse_cell(cell)
-        if not data or cell_v is None:
-            raise gr.Error("Run a sweep and pick a cell first.", print_exception=False)
-        relative = bool(data.get("relative", True))
-        lim = REL_RANGE if relative else ABS_RANGE
-        return (
-            gr.update(value=data.get("prompt") or ""),
-            gr.update(value=data.get("concept") or ""),
-            gr.update(value=cell_v[0], info=f"from the sweep: layer {cell_v[0]}"),
-            gr.update(minimum=-lim, maximum=lim, value=cell_v[1]),
-            gr.update(value=not relative),
-            gr.Tabs(selected="playground"),
-        )
+        return [*use_setting_updates(service, data, cell), gr.Tabs(selected="playground")]
 
-    outputs = [*targets]
     if ctx.tabs is not None:
         outputs.append(ctx.tabs)
         fn = use_setting
