@@ -75,3 +75,21 @@ def test_use_this_setting_sends_a_rotation_to_the_playground(running_lab, browse
     page.locator("#pg-op").scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "operations_use_setting.png"), full_page=False)
     page.close()
+
+
+def test_effect_map_in_logits_mode(running_lab, browser, shots):
+    from playwright.sync_api import expect
+
+    page = _open(browser, running_lab + "?tab=playground&concept=happy&layer=12&strength=0.4&max_tokens=6",
+                 "#pg-generate")
+    page.wait_for_function("() => document.querySelector('#pg-max-tokens input[type=number]').value === '6'")
+    page.get_by_text("Advanced: where, when and how to steer").click()
+    page.get_by_text("contrast in logit space").click()
+    page.click("#pg-generate")
+    effects = page.locator("#pg-effects")
+    expect(effects).to_contain_text("sampled from in logits mode", timeout=WAIT_MS)
+    assert effects.locator(".tok").count() >= 1  # one shaded span per generated token
+    assert "KL" in (effects.locator(".tok").first.get_attribute("title") or "")
+    effects.scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "effect_map_logits.png"), full_page=False)
+    page.close()

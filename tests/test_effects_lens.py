@@ -72,3 +72,19 @@ def test_compare_stream_reports_gates_where_applied_and_effects():
     ablate = SteeringPlan([SteeringEntry(L, v, 1.0, 10.0)], op="ablate")
     final = list(compare_stream(lm, PROMPT, ablate, GenerationParams(max_tokens=4)))[-1]
     assert {a["op"] for a in final.applied} == {"ablate"} and final.applied[0]["coefficient"] == 1.0
+
+
+def test_effect_map_in_logits_mode_compares_the_guided_mix():
+    lm = make_lm("llama")
+    v = rand(3, 5.0, lm.hidden_size)
+    cont = tiny_models.prompt_tokens(10, seed=5)
+    steer = [make("add", 1, v, 2.0)]
+    assert all(e.kl == 0.0 for e in effect_map(lm, PROMPT, cont, steer, guidance=0.0))  # g = 0: the baseline
+    added = effect_map(lm, PROMPT, cont, steer)
+    same = effect_map(lm, PROMPT, cont, steer, guidance=1.0)  # g = 1: the steered row itself
+    assert [e.kl for e in same] == pytest.approx([e.kl for e in added], rel=1e-3, abs=1e-5)
+    strong = effect_map(lm, PROMPT, cont, steer, guidance=3.0)
+    assert sum(e.kl for e in strong) > sum(e.kl for e in added) > 0
+    plan = SteeringPlan([SteeringEntry(1, v, 2.0, 1.0)], mode="logits", guidance=2.0)
+    final = list(compare_stream(lm, PROMPT, plan, GenerationParams(max_tokens=6), effects=True))[-1]
+    assert len(final.effects) == len(final.steered_pieces) and any(e["kl"] > 0 for e in final.effects)

@@ -63,7 +63,7 @@ def compare_stream(
     """Baseline and steered continuations of one prompt, side by side, token by token.
 
     The final chunk also says where the intervention acted (from the hooks' traces) and, with
-    ``effects``, the per-token effect map of the steered text (add-to-residual plans only).
+    ``effects``, the per-token effect map of the steered text (in logits mode: of the guided mix).
     ``prompted`` (another prompt, e.g. under the concept's system prompt) adds an unsteered
     row to the same batch, or, where the model's cache cannot join it, a batch of its own after."""
     vectors = {e.layer: e.vector for e in plan.entries}
@@ -103,8 +103,9 @@ def compare_stream(
             p_row = last.rows[-1] if joint else run_alone(lm, prompted, params, should_stop)
             add_prompted(final, p_row, p_pieces, len(prompted), "same batch" if joint else "own batch")
         final.applied = where_applied(last.hooks, len(rows) - 1, len(prompt))
-        if effects and plan.mode == "add" and s.tokens:
-            fx = effect_map(lm, prompt, s.tokens, steered, plan.positions, plan.skip_first, plan.schedule.value)
+        if effects and s.tokens:
+            fx = effect_map(lm, prompt, s.tokens, steered, plan.positions, plan.skip_first, plan.schedule.value,
+                            guidance=None if plan.mode == "add" else plan.guidance)
             final.effects = [{"index": e.index, "token": e.token, "kl": e.kl, "promoted": e.promoted} for e in fx]
         yield final
 

@@ -5,7 +5,9 @@ same interventions, positions and schedule a cached generation used (``ForwardSt
 "full": position ``prompt_len + i`` gets generated token i's schedule weight), so it reproduces
 what the steered row saw at every step. ``effect_map`` uses it twice in one batch (an
 unsteered row and the steered row) and reports, per generated token, the KL divergence
-between the two next-token distributions and the tokens steering promoted most there.
+between the two next-token distributions and the tokens steering promoted most there. In
+logits mode (``guidance`` g) the steered text was sampled from ``base + g (steered - base)``,
+so that mix is the distribution compared with the unsteered one.
 """
 
 from __future__ import annotations
@@ -44,8 +46,11 @@ class TokenEffect:
 
 def effect_map(lm: Any, prompt: Sequence[int], continuation: Sequence[int], steered: Sequence[Any],
                positions: str = "all", skip_first: bool = True,
-               schedule: Optional[Callable[[int], float]] = None, top: int = MAX_PROMOTED) -> list[TokenEffect]:
-    """Per-token KL between unsteered and steered next-token distributions along ``continuation``."""
+               schedule: Optional[Callable[[int], float]] = None, top: int = MAX_PROMOTED,
+               guidance: Optional[float] = None) -> list[TokenEffect]:
+    """Per-token KL between unsteered and steered next-token distributions along ``continuation``.
+
+    ``guidance`` (logits mode): compare the guided logits ``base + g (steered - base)`` instead."""
     cont = list(continuation)
     if not cont:
         return []
@@ -53,6 +58,8 @@ def effect_map(lm: Any, prompt: Sequence[int], continuation: Sequence[int], stee
     logits = forced_logits(lm.model, tokens, len(prompt), [[], list(steered)], positions, skip_first, schedule)
     P = len(prompt)
     lp = logits[:, P - 1:P - 1 + len(cont), :]  # the distributions that produced each generated token
+    if guidance is not None:  # what the logits-mode sampler drew from (the same formula as generation's)
+        lp = mx.stack([lp[0], lp[0] + float(guidance) * (lp[1] - lp[0])])
     lp = lp - mx.logsumexp(lp, axis=-1, keepdims=True)
     base, steer = lp[0], lp[1]
     kl = mx.sum(mx.exp(steer) * (steer - base), axis=-1)

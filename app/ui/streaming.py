@@ -188,9 +188,9 @@ def _stream_comparison(service: Any, req: Any, request: Optional[gr.Request]) ->
     record = present.comparison_record(chunk, settings, req.prompt, req.system)
     stem = f"steering-{file_stem(str(settings.get('concept', 'concept')))}"
     md, js = write_downloads(record, stem)
-    note = "" if settings.get("mode") == "add" else "No effect map in logits mode: the sampled distribution is a mix."
+    guidance = settings.get("guidance") if settings.get("mode") == "logits" else None
     yield (view.baseline_html, view.steered_html, view.status_html,
-           fx.effect_map_html(chunk.effects, note), fx.applied_html(chunk.applied, settings),
+           fx.effect_map_html(chunk.effects, "", guidance), fx.applied_html(chunk.applied, settings),
            gr.DownloadButton(value=md, interactive=True), gr.DownloadButton(value=js, interactive=True))
 
 

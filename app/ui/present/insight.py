@@ -11,10 +11,12 @@ from app.ui.present.common import finite as _num  # one rule: a finite float or 
 FX_RGB = (220, 38, 38)
 
 
-def effect_map_html(effects: Sequence[Mapping[str, Any]], note: str = "") -> str:
-    """Steered tokens shaded by KL(steered || unsteered) of the distribution that produced each one."""
+def effect_map_html(effects: Sequence[Mapping[str, Any]], note: str = "", guidance: Optional[float] = None) -> str:
+    """Steered tokens shaded by KL(steered || unsteered) of the distribution that produced each one.
+
+    ``guidance`` (logits mode): that distribution is the guided mix base + g (steered - base)."""
     if not effects:
-        msg = note or "The effect map appears here after a run (add-to-residual mechanism only)."
+        msg = note or "The effect map appears here after a run."
         return f'<div class="fx-map howto">{html.escape(msg)}</div>'
     kls = [max(0.0, _num(e.get("kl")) or 0.0) for e in effects]
     top = max(kls) or 1.0
@@ -29,7 +31,9 @@ def effect_map_html(effects: Sequence[Mapping[str, Any]], note: str = "") -> str
     first = next((i for i, kl in enumerate(kls) if kl > 0.05 * top), None)
     biggest = sorted(range(len(kls)), key=lambda i: -kls[i])[:3]
     lines = [f"token {i} ({str(effects[i].get('token', ''))!r}, KL {kls[i]:.2f})" for i in biggest]
-    head = (f"<b>Where steering acts</b>: red = how much the steered model's next-token distribution differs from the "
+    which = ("the steered model's next-token distribution" if guidance is None else
+             f"the distribution the text was sampled from in logits mode (base + {float(guidance):g} × (steered − base))")
+    head = (f"<b>Where steering acts</b>: red = how much {html.escape(which)} differs from the "
             f"unsteered one on the same text (KL, nats; hover for the tokens it promoted). Largest at "
             f"{html.escape('; '.join(lines))}." + (f" Noticeable from token {first} on." if first is not None else ""))
     return f'<div class="fx-map"><div class="howto">{head}</div><div class="pane">{"".join(spans)}</div></div>'
