@@ -93,3 +93,28 @@ def test_effect_map_in_logits_mode(running_lab, browser, shots):
     effects.scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "effect_map_logits.png"), full_page=False)
     page.close()
+
+
+def test_the_mixer_rotates_towards_a_mix(running_lab, browser, shots):
+    from playwright.sync_api import expect
+
+    page = _open(browser, running_lab + "?tab=mixer", "#mx-generate")
+    expect(page.locator("#mx-op-note")).to_contain_text("cap")  # why cap and clamp are not offered for a mix
+    page.locator("#mx-op input").click()
+    options = [o.inner_text() for o in page.get_by_role("option").all()]
+    assert [o.replace("✓", "").strip().split(":")[0] for o in options] == ["add", "ablate", "rotate"], options
+    page.get_by_role("option", name="rotate", exact=False).last.click()
+    page.wait_for_function("() => /theta/.test(document.querySelector('#mx-op-param').innerText)")
+    box = page.locator(BOX.format("mx-op-param")).first
+    box.fill("20")
+    box.blur()
+    mt = page.locator("#mx-max-tokens input[type=number]")
+    mt.fill("8")
+    mt.press("Enter")
+    page.click("#mx-generate")
+    page.wait_for_function("() => /token 8\\/8/.test(document.querySelector('#mx-status').innerText)", timeout=WAIT_MS)
+    expect(page.locator("#mx-status .settings-line")).to_contain_text("rotate")
+    expect(page.locator("#mx-status .settings-line")).to_contain_text("happy")
+    page.locator("#mx-op").scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "mixer_rotate.png"), full_page=False)
+    page.close()

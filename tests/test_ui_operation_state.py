@@ -14,9 +14,16 @@ KNOWN = {"happy", "calm", "angry"}
 
 
 class FakeService:
+    is_loaded = False  # 30 layers
+
     def operations(self):
-        return [SimpleNamespace(name="add", param="strength", lo=-8.0, hi=8.0, default=0.3, unit="relative"),
-                SimpleNamespace(name="rotate", param="theta", lo=-180.0, hi=180.0, default=10.0, unit="degrees")]
+        def op(name, param, lo, hi, default, unit):
+            return SimpleNamespace(name=name, param=param, lo=lo, hi=hi, default=default, unit=unit, help=name,
+                                   hook_point="residual")
+
+        return [op("add", "strength", -8.0, 8.0, 0.3, "relative"), op("ablate", "a", 0.0, 1.0, 1.0, "share"),
+                op("cap", "t", -10.0, 10.0, 0.5, "typical projection"),
+                op("rotate", "theta", -180.0, 180.0, 10.0, "degrees")]
 
 
 def test_operation_fields_are_read_from_the_url_and_checked():
@@ -54,3 +61,16 @@ def test_a_sweep_cell_of_another_operation_fills_the_operation_fields():
     assert add[3]["value"] == pytest.approx(0.3) and add[5]["value"] == "add"
     with pytest.raises(gr.Error):
         use_setting_updates(FakeService(), None, "12|0.3")
+
+
+def test_the_mixer_offers_add_ablate_and_rotate_and_says_why_not_cap():
+    import gradio as gr
+
+    from app.ui.tabs import mixer
+
+    assert mixer.mix_op_fields(FakeService(), "rotate", "20")["op"] == "rotate"
+    assert mixer.mix_op_fields(FakeService(), "rotate", "20")["op_param"] == 20.0
+    assert mixer.mix_op_fields(FakeService(), "add", "")["op_param"] is None
+    with pytest.raises(gr.Error, match="cap and clamp need"):
+        mixer.mix_op_fields(FakeService(), "cap", "0.5")
+    assert "cap" in mixer.MIX_OPS_NOTE and "no examples of its own" in mixer.MIX_OPS_NOTE

@@ -17,11 +17,18 @@ from app.ui.errors import guarded
 from app.ui.present import generation as present
 from app.ui.present import sweeps as figures
 from app.ui.streaming import arm_session, stop_session, stream_comparison
+from app.ui.tabs.operations import op_param_update
 from app.ui.widgets import (MAX_TOKENS_UI, REL_RANGE, check_layer, check_number, check_prompt, concept_choices,
                             concept_slugs, default_layer, gen_params, num_layers)
 
 N_SLOTS = 4
 NONE = ("(none)", "")
+MIX_OPS = ("add", "ablate", "rotate")  # the operations whose parameter means the same for a mix as for one concept
+MIX_OPS_NOTE = ("**Operation** on the mix's direction: *add* it (the strength slider), *ablate* it (remove that "
+                "component, parameter a) or *rotate* towards it (parameter θ in degrees). *cap* and *clamp* are not "
+                "offered here: their target t is counted in a concept's typical projection of its own positive "
+                "examples, and a mix has no examples of its own, so t would have no meaning. Use them in the "
+                "playground on a single concept.")
 
 HOWTO = (
     "Steer with several concepts at once. A mix adds the concepts' vectors with the given weights at every layer "
@@ -48,21 +55,35 @@ def mix_request_text(text: Any, known: Optional[list[str]] = None) -> str:
     return text.strip()
 
 
+def mix_op_fields(service: Any, op: Any, op_param: Any) -> dict:
+    """The request's operation fields for a mix (add / ablate / rotate only; see MIX_OPS_NOTE)."""
+    from app.ui.tabs.operations import op_fields
+
+    op = (op or "add").strip() if isinstance(op, str) else "add"
+    if op not in MIX_OPS:
+        raise gr.Error(f"operation for a mix must be one of {', '.join(MIX_OPS)}, got {op!r} (cap and clamp need a "
+                       "concept's own positive examples to set their target).", print_exception=False)
+    return op_fields(service, op, op_param, "", "", 1.0)
+
+
 def each_alone_markdown(service: Any, text: Any, prompt: Any, layer: Any, strength: Any, max_tokens: Any,
-                        progress: Any = None) -> str:
-    """Each concept of the mix steered alone at the mix's layer and strength: what did the mix add?"""
+                        progress: Any = None, op: Any = "add", op_param: Any = None) -> str:
+    """Each concept of the mix steered alone at the mix's layer, strength and operation: what did the mix add?"""
     from app.ui.present.common import md_escape
 
     prompt = check_prompt(prompt)
     terms = present.parse_mix_text(mix_request_text(text, concept_slugs(service)), concept_slugs(service))
     layer_i = check_layer(service, layer)
     s = float(check_number(strength, "strength", -REL_RANGE, REL_RANGE))
-    lines = [f"**Each concept alone** at layer {layer_i}, strength {s:g} (compare with the mix above):", ""]
+    fields = mix_op_fields(service, op, op_param)
+    how = f"strength {s:g}" if fields["op"] == "add" else (
+        f"{fields['op']}" + (f" {fields['op_param']:g}" if fields["op_param"] is not None else " (its default)"))
+    lines = [f"**Each concept alone** at layer {layer_i}, {how} (compare with the mix above):", ""]
     for i, (slug, _) in enumerate(terms):
         if progress is not None:
             progress((i, len(terms)), desc=f"steering with {slug} by itself…")
         chunk, _settings = service.compare(SteerRequest(prompt=prompt, concept=slug, layers=[(layer_i, s)],
-                                                        relative=True, params=gen_params(max_tokens)))
+                                                        relative=True, params=gen_params(max_tokens), **fields))
         body = "\n".join("> " + md_escape(l) for l in (chunk.steered_text or "(empty)").splitlines()) or "> (empty)"
         lines += [f"*{slug} alone:*", "", body, ""]
     return "\n".join(lines)
@@ -110,6 +131,13 @@ def build(service: Any, ctx: Any) -> None:
             strength = gr.Slider(-REL_RANGE, REL_RANGE, value=0.3, step=0.01, label="Strength (relative)",
                                  elem_id="mx-strength")
             max_tokens = gr.Slider(1, MAX_TOKENS_UI, value=64, step=1, label="Max tokens", elem_id="mx-max-tokens")
+            with gr.Row():
+                infos = {o.name: o for o in service.operations()}
+                op = gr.Dropdown([(f"{n}: {infos[n].help}" if n in infos else n, n) for n in MIX_OPS], value="add",
+                                 label="Operation", elem_id="mx-op", min_width=160)
+                op_param = gr.Textbox(value="", label="Operation parameter", elem_id="mx-op-param", min_width=120,
+                                      placeholder="(the operation's default)", info="add uses the strength slider")
+            gr.Markdown(MIX_OPS_NOTE, elem_classes=["howto"], elem_id="mx-op-note")
         with gr.Column(scale=3, min_width=360, elem_id="mx-results"):
             with gr.Row():
                 generate = gr.Button("Generate with the mix", variant="primary", elem_id="mx-generate", scale=3)
@@ -124,7 +152,7 @@ def build(service: Any, ctx: Any) -> None:
                                           elem_id="mx-dl-md")
                 dl_json = gr.DownloadButton("Download JSON", value=None, interactive=False, size="sm",
                                             elem_id="mx-dl-json")
-            alone = gr.Button("Compare with each concept alone (same layer and strength)", size="sm",
+            alone = gr.Button("Compare with each concept alone (same layer, strength and operation)", size="sm",
                               elem_id="mx-alone")
             alone_out = gr.Markdown("", elem_id="mx-alone-out")
     with gr.Accordion("Save the mix as a concept", open=False, elem_id="mx-save-box"):
@@ -184,28 +212,32 @@ def build(service: Any, ctx: Any) -> None:
 
     # ---- generation ----
     @guarded
-    def mix_generate(text, normalize, project_out, prompt, layer, strength, max_tokens, request: gr.Request):
+    def mix_generate(text, normalize, project_out, prompt, layer, strength, max_tokens, op="add", op_param="",
+                     request: gr.Request = None):
         prompt = check_prompt(prompt)
         mix = mix_request_text(text, concept_slugs(service))
         layer_i = check_layer(service, layer)
         s = float(check_number(strength, "strength", -REL_RANGE, REL_RANGE))
         req = SteerRequest(prompt=prompt, concept=mix, layers=[(layer_i, s)], relative=True,
                            params=gen_params(max_tokens), normalize=bool(normalize),
-                           project_out=(project_out,) if project_out else ())
+                           project_out=(project_out,) if project_out else (), **mix_op_fields(service, op, op_param))
         yield from stream_comparison(service, req, request)
 
     generate.click(guarded(arm_session), None, None, queue=False, show_progress="hidden",
                    api_visibility="private").then(
-        mix_generate, [text, normalize, project_out, prompt, layer, strength, max_tokens],
+        mix_generate, [text, normalize, project_out, prompt, layer, strength, max_tokens, op, op_param],
         [baseline_pane, steered_pane, status, dl_md, dl_json], api_name="mix_generate", show_progress="minimal",
         **MODEL_CONCURRENCY)
     stop.click(guarded(stop_session), None, None, api_visibility="private", queue=False)
 
     @guarded
-    def each_alone(text, prompt, layer, strength, max_tokens, progress=gr.Progress()):
-        return each_alone_markdown(service, text, prompt, layer, strength, max_tokens, progress)
+    def each_alone(text, prompt, layer, strength, max_tokens, op="add", op_param="", progress=gr.Progress()):
+        return each_alone_markdown(service, text, prompt, layer, strength, max_tokens, progress, op, op_param)
 
-    alone.click(each_alone, [text, prompt, layer, strength, max_tokens], [alone_out], api_name="mix_each_alone",
+    op.input(guarded(lambda name: op_param_update(service, name)), [op], [op_param], api_visibility="private",
+             queue=False)
+    alone.click(each_alone, [text, prompt, layer, strength, max_tokens, op, op_param], [alone_out],
+                api_name="mix_each_alone",
                 show_progress_on=[alone_out], **MODEL_CONCURRENCY)
 
     # ---- save ----
@@ -228,7 +260,7 @@ def build(service: Any, ctx: Any) -> None:
                    api_name="save_mix", **MODEL_CONCURRENCY))
 
     ctx.register("mixer", text=text, prompt=prompt, generate=generate, normalize=normalize, project_out=project_out,
-                 layer=layer, strength=strength, max_tokens=max_tokens, status=status, cos_layer=cos_layer, baseline=baseline_pane, steered=steered_pane, alone_out=alone_out,
+                 layer=layer, strength=strength, max_tokens=max_tokens, status=status, op=op, op_param=op_param, cos_layer=cos_layer, baseline=baseline_pane, steered=steered_pane, alone_out=alone_out,
                  **{f"concept_{i + 1}": c for i, c in enumerate(slot_concepts)},
                  **{f"weight_{i + 1}": w for i, w in enumerate(slot_weights)})
 
