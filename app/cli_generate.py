@@ -50,10 +50,11 @@ def register(sub, add) -> None:
 
 
 def _op_args(sp: argparse.ArgumentParser, sweep: bool = False) -> None:
-    from app.core.interventions import OPS, RESIDUAL_OPS
+    from app.service.lab import operation_choices
 
-    helps = "; ".join(f"{k}: {OPS[k].help} ({OPS[k].param} in [{OPS[k].lo:g}, {OPS[k].hi:g}])" for k in RESIDUAL_OPS)
-    sp.add_argument("--op", choices=RESIDUAL_OPS, default="add", help=f"the operation at the steered layers. {helps}"
+    ops = [o for o in operation_choices() if o.hook_point == "residual"]
+    helps = "; ".join(f"{o.name}: {o.help} ({o.param} in [{o.lo:g}, {o.hi:g}])" for o in ops)
+    sp.add_argument("--op", choices=[o.name for o in ops], default="add", help=f"the operation at the steered layers. {helps}"
                     + (". --strengths are then its parameter values" if sweep else ""))
     if not sweep:
         sp.add_argument("--op-param", type=float, default=None, help="the operation's parameter (a, t or theta; default per op)")
@@ -74,8 +75,7 @@ def _params(args):
 
 def _validate_early(args, prompt: str, system=None) -> None:
     """Check what can be checked without the model, so bad input fails in well under a second."""
-    from app.core.generation import validate_params
-    from app.service.model_service import validate_text
+    from app.domain.checks import validate_params, validate_text
 
     validate_text(prompt, "prompt")
     if system:
@@ -83,17 +83,16 @@ def _validate_early(args, prompt: str, system=None) -> None:
     validate_params(_params(args))
 
 
-def cmd_generate(args) -> int:
-    from app.cli import _print_json, _service
-    from app.domain.limits import strength_limit
+def _layer_plan(args):
+    """(layer, strength) pairs from --layer/--strength (a --layer alone gets the default strength), or None:
+    the concept's recommended setting. Checked before the model loads, so bad input fails at once."""
+    from app.domain.limits import DEFAULT_STRENGTH, strength_limit
     from app.domain.parse import parse_float
-    from app.service.generation_ops import SteerRequest
 
-    _validate_early(args, args.prompt, args.system)
     if args.op_param is not None:
-        from app.core.interventions import check_param
+        from app.service.lab import check_operation_param
 
-        check_param(args.op, args.op_param, "--op-param")
+        check_operation_param(args.op, args.op_param, "--op-param")
     if args.op == "add" and (args.op_layers or args.op_param is not None):
         raise CLIError("--op-param and --op-layers are for --op ablate|cap|clamp|rotate; add uses --strength")
     for s in args.strength or []:
@@ -101,31 +100,29 @@ def cmd_generate(args) -> int:
     for l in args.layer or []:
         if l < 0:
             raise CLIError(f"layer {l} does not exist: layers are numbered from 0")
+    if not (args.layer or args.strength):
+        return None
+    if not args.layer:
+        raise CLIError("--strength needs a --layer")
+    strengths = args.strength or [DEFAULT_STRENGTH["relative"]] * len(args.layer)
+    if len(args.layer) != len(strengths):
+        raise CLIError("give one --strength per --layer")
+    return list(zip(args.layer, strengths))
 
-    layers = None
-    if args.layer or args.strength:
-        if not args.layer or not args.strength:
-            if args.layer and not args.strength:
-                strengths = [None] * len(args.layer)
-            else:
-                raise CLIError("--strength needs a --layer")
-        else:
-            strengths = args.strength
-        if len(args.layer) != len(strengths):
-            raise CLIError("give one --strength per --layer")
-        layers = list(zip(args.layer, strengths))
-    svc = _service(args)
-    if layers and any(s is None for _, s in layers):
-        from app.service.generation_ops import DEFAULT_RELATIVE_STRENGTH
 
-        layers = [(l, DEFAULT_RELATIVE_STRENGTH if s is None else s) for l, s in layers]
-    from app.service.intervention_ops import op_layers_from_text
+def cmd_generate(args) -> int:
+    from app.cli import _lab, _print_json
+    from app.domain.parse import op_layers_from_text
+    from app.domain.requests import SteerRequest
 
+    _validate_early(args, args.prompt, args.system)
+    layers = _layer_plan(args)
+    svc = _lab(args)
     req = SteerRequest(prompt=args.prompt, concept=args.concept, layers=layers, relative=args.relative,
                        mode=args.mode, guidance=args.guidance, schedule=args.schedule,
                        schedule_length=args.schedule_length, positions=args.positions, system=args.system,
                        params=_params(args), op=args.op, op_param=args.op_param,
-                       op_layers=op_layers_from_text(args.op_layers, svc.loaded.num_layers),
+                       op_layers=op_layers_from_text(args.op_layers, svc.num_layers()),
                        condition=args.condition, threshold=args.threshold, effects=bool(args.effects and args.json),
                        prompted=args.prompted)
     if args.json:
@@ -145,7 +142,7 @@ def cmd_generate(args) -> int:
         return 0
     width = max(30, (shutil.get_terminal_size((100, 20)).columns - 3) // 2)
     last = None
-    for chunk, settings in svc.compare_stream(req):
+    for chunk, settings in svc.steer(req):
         last = (chunk, settings)
         if sys.stdout.isatty():
             sys.stdout.write(f"\r\033[K[{chunk.stats['step']}/{args.max_tokens}] tokens")
@@ -155,6 +152,12 @@ def cmd_generate(args) -> int:
     chunk, settings = last
     if sys.stdout.isatty():
         sys.stdout.write("\r\033[K")
+    print_side_by_side(chunk, settings, width)
+    return 0
+
+
+def print_side_by_side(chunk, settings: dict, width: int) -> None:
+    """The run's settings, then baseline | steered in two columns, the prompted row and the judge's line."""
     layers_txt = ", ".join(f"L{e['layer']}@{e['strength']:g}" for e in settings["layers"])
     op = "" if settings["op"] == "add" else f"   op: {settings['op']} {settings['op_param_name']}={settings['op_param']:g}"
     if settings.get("condition"):
@@ -175,7 +178,6 @@ def cmd_generate(args) -> int:
     print(f"\nfirst differing token: {div if div is not None else 'none (identical)'}; "
           f"steered finish: {chunk.stats['steered_finish']}")
     print(judge_line(chunk.stats.get("judge")))
-    return 0
 
 
 def judge_line(judge) -> str:
@@ -188,29 +190,31 @@ def judge_line(judge) -> str:
 
 
 def cmd_sweep(args) -> int:
-    from app.cli import _print_json, _service
-    from app.domain.limits import OP_PARAM_LIMIT, SWEEP_CELLS, strength_limit
+    from app.cli import _lab, _print_json
+    from app.domain.limits import SWEEP_CELLS, op_param_limit, strength_limit
     from app.domain.parse import parse_floats, parse_layers
+    from app.domain.requests import SweepRequest
 
     _validate_early(args, args.prompt)
     if args.save_recommendation and args.op != "add":
         raise CLIError("--save-recommendation stores a strength for addition; it cannot be used with --op " + args.op)
     layers = parse_layers(args.layers, what="layers")
-    limit = strength_limit(args.relative) if args.op == "add" else (180.0 if args.op == "rotate" else OP_PARAM_LIMIT)
+    limit = strength_limit(args.relative) if args.op == "add" else op_param_limit(args.op)
     strengths = parse_floats(args.strengths, "strengths", limit)
     if len(layers) * len(strengths) > SWEEP_CELLS:
         raise CLIError(f"{len(layers) * len(strengths)} cells is too many for one sweep (at most {SWEEP_CELLS})")
-    svc = _service(args)
-    layers = parse_layers(args.layers, svc.loaded.num_layers, "layers")
+    svc = _lab(args)
+    layers = parse_layers(args.layers, svc.num_layers(), "layers")
 
     def progress(done: int, total: int, msg: str) -> None:
         print(f"\r{msg}: step {done}/{total}", end="", file=sys.stderr, flush=True)
 
-    res = svc.sweep(args.prompt, args.concept, layers, strengths, _params(args), relative=args.relative, progress=progress,
-                    op=args.op)
+    req = SweepRequest(args.prompt, args.concept, tuple(layers), tuple(strengths), _params(args),
+                       relative=args.relative, op=args.op)
+    res = svc.sweep(req, progress=progress)
     print(file=sys.stderr)
     if args.save_recommendation and res.recommended:
-        svc.save_recommendation(args.concept, res.recommended[0], res.recommended[1], args.relative)
+        svc.concepts.save_recommendation(args.concept, res.recommended[0], res.recommended[1], args.relative)
     if args.json:
         _print_json(res.as_dict())
         return 0

@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     os.environ["STEERING_LAB_LIBRARY"] = tmp.name  # nothing the soak does reaches the real library
 
     import app.core  # noqa: F401  (fast BLAS before mlx)
-    from app.service.generation_ops import SteerRequest
+    from app.domain.requests import SteerRequest
     from app.service.model_service import ModelService
     from app.types import GenerationParams
 

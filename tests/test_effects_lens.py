@@ -7,7 +7,7 @@ import pytest
 
 import tiny_models
 from app.core.effects import effect_map
-from app.core.generation import compare_stream
+from app.core.comparison import compare_stream
 from app.core.interventions import make
 from app.core.lens import vector_lens
 from app.core.steering import Condition, SteeringEntry, SteeringPlan

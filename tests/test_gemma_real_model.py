@@ -19,7 +19,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from app import paths
 from app.core import registry
-from app.service.generation_ops import SteerRequest
+from app.domain.requests import SteerRequest
 from app.types import GenerationParams
 
 pytestmark = pytest.mark.real_model

@@ -9,7 +9,8 @@ import app.core  # noqa: F401
 import mlx.core as mx
 import tiny_models
 from app.core.interventions import additive_rows
-from app.core.generation import compare_stream, first_divergence, run_batch, shared_sample, validate_params
+from app.core.comparison import compare_stream, first_divergence
+from app.core.generation import run_batch, shared_sample, validate_params
 from app.core.models import from_memory
 from app.core.patching import is_patched
 from app.core.scoring import detect_loop, distinct_n, longest_repeat

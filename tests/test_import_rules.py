@@ -185,3 +185,34 @@ def test_domain_imports_neither_mlx_nor_gradio():
     banned = ("mlx", "mlx_lm", "gradio", "gradio_client", "app.core", "app.service", "app.ui", "app.library")
     bad = {str(f.relative_to(APP.parent)): h for f in files if (h := _hits(imported_modules(_parse(f), f), banned))}
     assert not bad, f"app/domain must stay free of MLX, Gradio and the other layers: {bad}"
+
+
+# The CLI's user commands; cli_calibrate is the maintainers' calibration search, which drives the core itself.
+CLI_FILES = ("cli.py", "cli_generate.py", "cli_concepts.py")
+FACADE = "app.service.lab"
+
+
+def facade_violations(modules: set[str]) -> list[str]:
+    """Imports of the layers below the facade: app.core, app.library, MLX, or app.service other than app.service.lab."""
+    bad = _hits(modules, ("app.core", "app.library", "mlx", "mlx_lm"))
+    bad += sorted(m for m in modules if m.startswith("app.service.") and not (m == FACADE or m.startswith(FACADE + ".")))
+    return bad
+
+
+def test_the_facade_rule_sees_reaches_below_it():
+    fake = APP / "ui" / "fake_module_for_scanner.py"  # path only, never written
+    src = ("from app.service.lab import Lab\nfrom app.domain.requests import SteerRequest\n"
+           "def f():\n    from app.service.model_service import ModelService\n    from app.library.slugs import slugify\n"
+           "    import app.core.registry\n")
+    assert facade_violations(imported_modules(ast.parse(src), fake)) == [
+        "app.core.registry", "app.library.slugs", "app.library.slugs.slugify", "app.service.model_service",
+        "app.service.model_service.ModelService"]
+
+
+def test_ui_and_cli_reach_the_lab_only_through_its_facade():
+    """The UI and the user commands import app.domain and app.service.lab, never the core, the library or the
+    service's insides: the library stays private to the service, which writes it under the model lock."""
+    files = _py_files(APP / "ui") + [APP / name for name in CLI_FILES]
+    assert all(f.is_file() for f in files) and len(files) > 20
+    bad = {str(f.relative_to(APP.parent)): h for f in files if (h := facade_violations(imported_modules(_parse(f), f)))}
+    assert not bad, f"go through app.service.lab (Lab, Lab.concepts): {bad}"

@@ -168,6 +168,38 @@ def test_registry_and_parameter_validation():
         make("shear", 1, rand(1), 1.0)
 
 
+def _op_help() -> str:
+    from app.cli import build_parser
+
+    return " ".join(a.help or "" for sp in build_parser()._subparsers._group_actions[0].choices.values()
+                    for a in sp._actions if "--op" in a.option_strings)
+
+
+def test_every_operation_parameter_range_is_the_one_in_limits(monkeypatch):
+    """Core checks, plan building and the CLI's help all read limits.OP_PARAMS: narrowing it there narrows them all."""
+    from app.core.interventions import RESIDUAL_OPS
+    from app.core.steering import plan_from_vectors
+    from app.domain import limits
+    from app.types import ConceptVectors
+
+    ranges = {op: (lo / 2, hi / 2, default / 2) for op, (lo, hi, default) in limits.OP_PARAMS.items()}
+    monkeypatch.setattr(limits, "OP_PARAMS", ranges)
+    cv = ConceptVectors("tiny", "fp", "mean_diff", np.stack([rand(i) for i in range(4)]), np.ones(4, np.float32))
+    help_text = _op_help()
+    for op in RESIDUAL_OPS:
+        lo, hi, default = ranges[op]
+        assert (OPS[op].lo, OPS[op].hi, OPS[op].default) == (lo, hi, default)
+        assert check_param(op, lo) == lo and check_param(op, hi) == hi
+        for bad in (lo - 1e-3, hi + 1e-3):
+            with pytest.raises(InputError, match=OPS[op].param):
+                check_param(op, bad)
+        assert f"{op}: {OPS[op].help} ({OPS[op].param} in [{lo:g}, {hi:g}])" in help_text
+        if op != "add":
+            plan_from_vectors(cv, [(1, hi)], op=op)
+            with pytest.raises(InputError, match=f"between {lo:g} and {hi:g}"):
+                plan_from_vectors(cv, [(1, hi + 1e-3)], op=op)
+
+
 # ---- cached decoding applies steering where an uncached recomputation does ----------------------
 CASES = [
     ("add", 3.0, "all", Schedule()),

@@ -9,7 +9,7 @@ import pytest
 from app.core.interventions import check_exportable
 from app.core.sweeps import run_sweep
 from app.errors import InputError
-from app.service.generation_ops import SteerRequest
+from app.domain.requests import SteerRequest
 from app.types import ConceptVectors, GenerationParams
 from test_interventions import PROMPT, make_lm
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from app.core.judges import build_judge, judge_scores
-from app.service.generation_ops import SteerRequest
+from app.domain.requests import SteerRequest
 from app.types import GenerationParams
 
 pytestmark = pytest.mark.real_model

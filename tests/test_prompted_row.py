@@ -12,7 +12,8 @@ import pytest
 
 import app.core  # noqa: F401
 import tiny_models
-from app.core.generation import compare_stream, run_batch
+from app.core.comparison import compare_stream
+from app.core.generation import run_batch
 from app.core.interventions import additive_rows
 from app.core.models import from_memory
 from app.core.prompted import joinable

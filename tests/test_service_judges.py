@@ -10,7 +10,7 @@ import pytest
 import tiny_models
 from app.core.models import from_memory
 from app.library import ConceptLibrary
-from app.service.generation_ops import SteerRequest
+from app.domain.requests import SteerRequest
 from app.service.judge_ops import concept_slug, prompted_system
 from app.service.model_service import ModelService
 from app.types import Concept, ContrastPair, GenerationParams, JudgeSpec, SystemPromptPair

@@ -63,7 +63,7 @@ def _chunks(n: int):
 
 
 def test_the_playground_stream_sends_bounded_plain_updates_and_a_coloured_end():
-    service = SimpleNamespace(compare_stream=lambda req, token=None: _chunks(400))
+    service = SimpleNamespace(steer=lambda req, token=None: _chunks(400))
     req = SimpleNamespace(params=GenerationParams(max_tokens=400), prompt="p", system=None)
     outs = list(stream_comparison(service, req, None))
     streaming, final = outs[1:-1], outs[-1]

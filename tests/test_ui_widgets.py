@@ -20,14 +20,14 @@ class FakeService:
     is_loaded = True
 
     def __init__(self, slugs=("happy", "sad"), rec=(14, 0.25, True, "sweep")):
-        self.library = FakeLibrary(slugs)
+        self.concepts = FakeLibrary(slugs)
         self.rec = rec
 
     def info(self):
         return SimpleNamespace(num_layers=30)
 
     def resolve_vectors(self, concept):
-        if concept not in self.library.slugs:
+        if concept not in self.concepts.slugs:
             raise ValueError(f"unknown concept {concept!r}")
         return object(), concept
 
@@ -57,6 +57,6 @@ def test_concept_lists_offer_every_concept_and_none_where_optional():
     pg, mixer = widgets.concept_list_updates(svc, ["playground.concept", "mixer.concept_1"])
     assert [v for _, v in pg.choices] == ["happy", "sleepy"]
     assert [v for _, v in mixer.choices] == ["", "happy", "sleepy"]
-    svc.library.slugs.append("new-one")  # a save elsewhere: the next refresh shows it
+    svc.concepts.slugs.append("new-one")  # a save elsewhere: the next refresh shows it
     (pg,) = widgets.concept_list_updates(svc, ["playground.concept"])
     assert "new-one" in [v for _, v in pg.choices]

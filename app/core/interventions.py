@@ -27,6 +27,8 @@ from typing import ClassVar, Optional, Protocol, Sequence
 import mlx.core as mx
 import numpy as np
 
+from app.domain import limits
+from app.domain.requests import check_op_param
 from app.errors import InputError
 
 
@@ -185,30 +187,40 @@ class Conditional:
 # ---- the registry the UI and the CLI read their choices from ----------------------------------
 @dataclass(frozen=True)
 class OpInfo:
+    """One registered operation; its parameter's range and default come from ``limits.OP_PARAMS``."""
+
     name: str
     cls: type
     help: str
     param: str  # what the parameter is called (the sweep axis)
-    lo: float
-    hi: float
-    default: float
     unit: str = ""
     hook_point: str = "residual"
+
+    @property
+    def lo(self) -> float:
+        return limits.OP_PARAMS[self.name][0]
+
+    @property
+    def hi(self) -> float:
+        return limits.OP_PARAMS[self.name][1]
+
+    @property
+    def default(self) -> float:
+        return limits.OP_PARAMS[self.name][2]
 
 
 OPS: dict[str, OpInfo] = {
     "add": OpInfo("add", Add, "add the concept vector (strength x typical norm along it)", "strength",
-                  -8.0, 8.0, 0.3, "relative to the layer's typical residual norm"),
-    "ablate": OpInfo("ablate", Ablate, "remove the concept's component: h - a (h.u) u", "a", 0.0, 1.0, 1.0,
+                  "relative to the layer's typical residual norm"),
+    "ablate": OpInfo("ablate", Ablate, "remove the concept's component: h - a (h.u) u", "a",
                      "share of the component removed"),
-    "cap": OpInfo("cap", Cap, "cap the projection on the concept at t", "t", -10.0, 10.0, 0.5,
+    "cap": OpInfo("cap", Cap, "cap the projection on the concept at t", "t",
                   "typical projection of the concept's positive prompts"),
-    "clamp": OpInfo("clamp", Clamp, "set the projection on the concept to t", "t", -10.0, 10.0, 1.0,
+    "clamp": OpInfo("clamp", Clamp, "set the projection on the concept to t", "t",
                     "typical projection of the concept's positive prompts"),
-    "rotate": OpInfo("rotate", Rotate, "rotate towards the concept by theta, keeping the norm", "theta",
-                     -180.0, 180.0, 10.0, "degrees"),
+    "rotate": OpInfo("rotate", Rotate, "rotate towards the concept by theta, keeping the norm", "theta", "degrees"),
     "logits": OpInfo("logits", type(None), "contrast a steered row's logits with the baseline's (acts on the "
-                     "sampler, not a layer)", "guidance", -20.0, 20.0, 1.0, "base + g (steered - base)", "logits"),
+                     "sampler, not a layer)", "guidance", "base + g (steered - base)", "logits"),
 }
 RESIDUAL_OPS = tuple(k for k, v in OPS.items() if v.hook_point == "residual")
 
@@ -222,13 +234,7 @@ def op_info(name: str, what: str = "operation") -> OpInfo:
 def check_param(name: str, value: float, what: str = "operation parameter") -> float:
     """The parameter of op ``name`` as a float inside its range, or an error naming it."""
     info = op_info(name)
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{what} ({info.param} for {name}) must be a number, got {value!r}") from None
-    if not math.isfinite(v) or not info.lo <= v <= info.hi:
-        raise InputError(f"{what} ({info.param} for {name}) must be between {info.lo:g} and {info.hi:g}, got {value!r}")
-    return v
+    return check_op_param(name, value, f"{what} ({info.param} for {name})")
 
 
 def make(name: str, layer: int, vector: np.ndarray, param: float, condition: Optional[np.ndarray] = None,

@@ -19,9 +19,9 @@ import numpy as np
 from app.core import family
 from app.core.interventions import Add
 from app.core.models import layers_of
+from app.domain.requests import POSITIONS
 from app.errors import InputError
 
-POSITIONS = ("all", "prompt", "generated")
 
 
 class PatchError(InputError):

@@ -17,12 +17,10 @@ import numpy as np
 from app.core.interventions import check_param, make, op_info
 from app.domain import limits
 from app.domain.parse import parse_float
+from app.domain.requests import MODES, POSITIONS, SCHEDULES
 from app.errors import InputError
 from app.types import ConceptVectors
 
-SCHEDULES = ("constant", "linear_decay", "ramp_up", "pulse")
-MODES = ("add", "logits")
-POSITIONS = ("all", "prompt", "generated")
 MAX_ABS_STRENGTH = limits.STRENGTH_LIMITS["absolute"]  # the largest strength of either mode
 
 
@@ -158,7 +156,7 @@ def plan_from_vectors(
         if op == "add":
             s = check_finite(strength, "strength", limits.strength_limit(relative))
         else:
-            s = check_finite(strength, "operation parameter", 180.0 if op == "rotate" else limits.OP_PARAM_LIMIT)
+            s = check_param(op, strength)
         tp = float(typical_projection[int(layer)]) if typical_projection is not None else 0.0
         entries.append(SteeringEntry(int(layer), cv.vectors[int(layer)], s, float(cv.typical_norms[int(layer)]), relative, tp))
     return SteeringPlan(entries=entries, **kwargs)

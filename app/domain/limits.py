@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from app.errors import InputError
+
 # ---- text inputs -------------------------------------------------------------------------
 PROMPT_CHARS: Final = 8000  # a prompt or system prompt, in characters
 URL_PROMPT_CHARS: Final = 2000  # a prompt kept in a shareable link (longer ones stay out of the URL)
@@ -31,8 +33,30 @@ SCHEDULE_LENGTH_MAX: Final = 4096
 # past where the default model loops (>= 0.5); absolute multiplies the raw vector.
 STRENGTH_LIMITS: Final = {"relative": 1.0, "absolute": 8.0}
 DEFAULT_STRENGTH: Final = {"relative": 0.3, "absolute": 1.5}
-OP_PARAM_LIMIT: Final = 100.0  # other interventions' parameters (cap/clamp/ablate); each op narrows it
 GUIDANCE_LIMIT: Final = 20.0  # logits mode: base + g * (steered - base)
+CONDITION_THRESHOLD_LIMIT: Final = 10.0  # conditional steering, x the condition's typical positive projection
+
+
+# ---- each intervention's parameter: (lowest, highest, default) ------------------------------
+# The interventions registry (app.core.interventions.OPS), the CLI's help and the UI's hints read
+# these. add: the strength (its mode narrows it, see strength_limit); ablate: the share a of the
+# component removed; cap/clamp: t in typical positive projections; rotate: theta in degrees.
+OP_PARAMS: Final = {
+    "add": (-STRENGTH_LIMITS["absolute"], STRENGTH_LIMITS["absolute"], DEFAULT_STRENGTH["relative"]),
+    "ablate": (0.0, 1.0, 1.0),
+    "cap": (-10.0, 10.0, 0.5),
+    "clamp": (-10.0, 10.0, 1.0),
+    "rotate": (-180.0, 180.0, 10.0),
+    "logits": (-GUIDANCE_LIMIT, GUIDANCE_LIMIT, 1.0),
+}
+
+
+def op_param_limit(op: str) -> float:
+    """The largest |parameter| of operation ``op`` (a list of its values is checked against this first)."""
+    if op not in OP_PARAMS:
+        raise InputError(f"op must be one of {', '.join(OP_PARAMS)}, got {op!r}")
+    lo, hi, _ = OP_PARAMS[op]
+    return max(abs(lo), abs(hi))
 
 
 def strength_limit(relative: bool) -> float:

@@ -233,3 +233,13 @@ def parse_layer_plan(text: str) -> list[tuple[int, float]]:
             raise ValueError(f"extra layers: strength for layer {layer} must be a finite number, got {b!r}")
         out.append((layer, strength))
     return out
+
+
+def op_layers_from_text(text: str, num_layers: int) -> tuple[int, ...]:
+    """'all', '8-20' or '4, 12' -> layer numbers for the operation ('' -> none extra)."""
+    text = (text or "").strip().lower()
+    if not text:
+        return ()
+    if text == "all":
+        return tuple(range(num_layers))
+    return tuple(parse_layers(text, num_layers, "operation layers"))

@@ -15,16 +15,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from app.types import Concept, ConceptVectors, Recommendation
 
 from .atomic import atomic_write_bytes, atomic_write_text, clean_stray_temp_files
+from .listing import ConceptSummary, concept_files, matches, read_concept_file
 from .lock import WriterLock
 from .bundle import decode_bundle, encode_bundle
 from .errors import ConceptExists, ConceptNotFound, InvalidSlug, LibraryError, StaleVectors, VectorMismatch
-from .schema import MAX_CONCEPT_BYTES, concept_to_yaml, parse_concept
+from .schema import concept_to_yaml, parse_concept
 from .slugs import model_key, validate_model_key, validate_slug
 from .txn import Transaction, recover
 from .vectors import encode_vectors, load_vectors as load_vectors_file
@@ -32,35 +32,6 @@ from .vectors import encode_vectors, load_vectors as load_vectors_file
 log = logging.getLogger("steering_lab.library")
 
 VECTOR_SUFFIX = ".safetensors"
-
-
-@dataclass(frozen=True)
-class ConceptSummary:
-    """What a concept list/picker shows, without holding every pair in memory."""
-
-    slug: str
-    name: str
-    category: str
-    tags: tuple[str, ...]
-    description: str
-    n_pairs: int
-    shipped: bool  # True when the listed file is the shipped one (no user copy)
-    source_path: Path
-
-
-def _read_concept(path: Path, slug: str, shown: str) -> Concept:
-    """Parse one concept file, refusing oversized files before reading them.
-
-    ``shown`` names the file in messages (relative to the library, never a server path).
-    """
-    try:
-        size = path.stat().st_size
-        if size > MAX_CONCEPT_BYTES:
-            raise LibraryError(f"{shown}: file is {size} bytes; the limit is {MAX_CONCEPT_BYTES}")
-        data = path.read_bytes()
-    except OSError as e:
-        raise LibraryError(f"{shown}: cannot read concept file ({e.strerror or type(e).__name__})") from None
-    return parse_concept(data, slug, source=shown)
 
 
 class ConceptLibrary:
@@ -109,7 +80,7 @@ class ConceptLibrary:
         signature = (st.st_mtime_ns, st.st_size, st.st_ino)
         hit = self._parsed.get(path)
         if hit is None or hit[0] != signature:
-            hit = (signature, _read_concept(path, slug, self.shown(path)))
+            hit = (signature, read_concept_file(path, slug, self.shown(path)))
             self._parsed[path] = hit
         return copy.deepcopy(hit[1])
 
@@ -162,18 +133,7 @@ class ConceptLibrary:
     # -- concepts ----------------------------------------------------------
     def list(self, category: str | None = None, tag: str | None = None, text: str | None = None) -> list[ConceptSummary]:
         """Concepts sorted by category then name; malformed files are skipped into ``problems``."""
-        self.problems = []
-        found: dict[str, tuple[Path, bool]] = {}
-        for shipped, folder in ((True, self.shipped_concepts), (False, self.user_concepts)):
-            if folder is None or not folder.is_dir():
-                continue
-            for path in sorted(folder.glob("*.yml")):
-                self.problems.append((path, "concept files must end in .yaml; rename it to be listed"))
-            for path in sorted(folder.glob("*.yaml")):
-                try:
-                    found[validate_slug(path.stem)] = (path, shipped)
-                except InvalidSlug as e:
-                    self.problems.append((path, f"file name is not a valid slug: {e}"))
+        found, self.problems = concept_files(self.shipped_concepts, self.user_concepts)
         out = []
         for slug, (path, shipped) in found.items():
             try:
@@ -182,7 +142,7 @@ class ConceptLibrary:
                 self.problems.append((path, str(e)))
                 continue
             summary = ConceptSummary(slug, c.name, c.category, tuple(c.tags), c.description, len(c.pairs), shipped, path)
-            if _matches(summary, category, tag, text):
+            if matches(summary, category, tag, text):
                 out.append(summary)
         self._log_problems()
         return sorted(out, key=lambda s: (s.category, s.name.casefold(), s.slug))
@@ -443,13 +403,3 @@ class ConceptLibrary:
         self.save_with_vectors(concept, vectors, overwrite=overwrite)  # model keys are their own keys
         return concept.slug
 
-
-def _matches(s: ConceptSummary, category: str | None, tag: str | None, text: str | None) -> bool:
-    if category is not None and s.category != category:
-        return False
-    if tag is not None and tag.casefold() not in (t.casefold() for t in s.tags):
-        return False
-    if text:
-        hay = " ".join((s.slug, s.name, s.description, *s.tags)).casefold()
-        return text.casefold() in hay
-    return True

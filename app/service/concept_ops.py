@@ -159,10 +159,12 @@ class ConceptOps:
 
         cv = self.jobs.run(job, token)
         if save:
-            if self.library.exists(concept.slug) and \
-                    self.library.get(concept.slug).pairs_fingerprint() == cv.concept_fingerprint:
-                self.library.save_vectors(concept.slug, self.loaded.model_id, cv)
-            else:
+            with self.jobs.lock:  # a library write, like every other, under the model lock
+                stored = self.library.exists(concept.slug) and \
+                    self.library.get(concept.slug).pairs_fingerprint() == cv.concept_fingerprint
+                if stored:
+                    self.library.save_vectors(concept.slug, self.loaded.model_id, cv)
+            if not stored:
                 log.info("vectors for %r not stored: the concept is not saved in the library as extracted",
                          concept.slug)
         return cv
@@ -281,7 +283,8 @@ class ConceptOps:
             if slug in self._recipe_closure(member):
                 raise InputError(f"the mix {slug!r} would contain itself (through {member!r})")
         concept = mix_concept(slug, name, recipe, {"normalize": bool(normalize), "project_out": project_out})
-        return self.library.save(concept, overwrite=overwrite)
+        with self.jobs.lock:
+            return self.library.save(concept, overwrite=overwrite)
 
     def _recipe_closure(self, slug: str, depth: int = 0) -> set[str]:
         """``slug`` and every concept its recipe reaches (empty recipe: just itself)."""
@@ -333,7 +336,8 @@ class ConceptOps:
                 raise InputError(
                     f"the bundle's vectors for {lm.model_id} have {mine.num_layers} layers x width {mine.hidden_size}, "
                     f"but the model has {lm.num_layers} layers x width {lm.hidden_size}; the bundle was not imported")
-        self.library.save_with_vectors(concept, vectors, overwrite=overwrite)
+        with self.jobs.lock:  # parsed and checked above without it; only the write waits for the model
+            self.library.save_with_vectors(concept, vectors, overwrite=overwrite)
         return concept.slug
 
     def import_gguf(self, path: str | Path, slug: str, name: Optional[str] = None, overwrite: bool = False,
@@ -368,5 +372,6 @@ class ConceptOps:
             lab_version=__import__("app").__version__,
             extra={"source_file": file_name, "present_layers": present, "model_hint": meta.get("model_hint")},
         )
-        self.library.save_with_vectors(concept, {lm.model_id: cv}, overwrite=overwrite)  # both or neither
+        with self.jobs.lock:
+            self.library.save_with_vectors(concept, {lm.model_id: cv}, overwrite=overwrite)  # both or neither
         return slug

@@ -7,6 +7,7 @@ from typing import Optional
 import numpy as np
 
 from app.core.lens import Exploration, explore
+from app.domain.checks import validate_text
 from app.service.jobs import CancelToken
 
 
@@ -14,8 +15,6 @@ class ExploreOps:
     def explore(self, prompt: str, concept: Optional[str] = None, system: Optional[str] = None,
                 chat: bool = True, top_k: int = 5, token: Optional[CancelToken] = None) -> Exploration:
         """Norms, logit lens and (optionally) per-token concept projections for a prompt."""
-        from app.service.model_service import validate_text
-
         validate_text(prompt, "prompt")
 
         def job(tok: CancelToken) -> Exploration:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional, Sequence
 
-import numpy as np
-
-from app.core.generation import compare_stream
+from app.core.comparison import compare_stream
 from app.core.steering import Schedule, SteeringPlan, plan_from_vectors
 from app.core.sweeps import SweepResult, run_sweep
 from app.domain import limits
 from app.domain.parse import RANDOM_PREFIX, looks_like_mix as is_mix
+from app.domain.requests import SteerRequest
 from app.core.interventions import OPS, op_info
+from app.domain.checks import validate_text
 from app.errors import InputError
 from app.service.intervention_ops import InterventionOps, LensOps
 from app.service.jobs import CancelToken
@@ -20,49 +19,6 @@ from app.service.judge_ops import JudgeOps, concept_slug, prompted_system
 from app.types import ComparisonChunk, ConceptVectors, GenerationParams
 
 DEFAULT_RELATIVE_STRENGTH = limits.DEFAULT_STRENGTH["relative"]
-
-
-@dataclass
-class SteerRequest:
-    """Everything a side-by-side run needs; the UI, the CLI and tests all build one."""
-
-    prompt: str
-    concept: str  # slug, mix text ("happy:0.7, excited:0.3") or "random:<slug>"
-    layers: Optional[list[tuple[int, float]]] = None  # None: the concept's recommended setting
-    relative: bool = True
-    mode: str = "add"
-    schedule: str = "constant"
-    schedule_length: int = 16
-    positions: str = "all"
-    guidance: float = 1.0
-    system: Optional[str] = None
-    params: GenerationParams = field(default_factory=GenerationParams)
-    normalize: bool = False  # mixes: rescale each layer to the weighted mean norm
-    project_out: tuple[str, ...] = ()  # mixes: remove these concepts' directions
-    op: str = "add"  # add | ablate | cap | clamp | rotate (app.core.interventions.OPS)
-    op_param: Optional[float] = None  # a / t / theta; None: the operation's default (add uses the strengths)
-    op_layers: tuple[int, ...] = ()  # more layers for the operation (e.g. every layer for ablation)
-    condition: Optional[str] = None  # conditional steering: only where this concept's projection is high
-    threshold: float = 1.0  # ... above threshold x its typical positive projection
-    effects: bool = False  # also compute the per-token effect map at the end
-    prompted: bool = False  # add the unsteered row under the concept's system prompt
-    judge: bool = True  # score baseline / prompted / steered with the concept's judge at the end
-
-    def __post_init__(self):
-        """Validate the operation fields once, naming the field (the rest is checked where it is used)."""
-        from app.core.interventions import check_param, op_info
-        from app.core.steering import check_finite
-
-        op_info(self.op, "op")
-        if self.op_param is not None:
-            self.op_param = check_param(self.op, self.op_param, "op_param")
-        if not isinstance(self.op_layers, (tuple, list)) or any(
-                isinstance(l, bool) or not isinstance(l, (int, np.integer)) or l < 0 for l in self.op_layers):
-            raise InputError(f"op_layers must be layer numbers >= 0, got {self.op_layers!r}")
-        self.op_layers = tuple(int(l) for l in self.op_layers)
-        if self.condition is not None and (not isinstance(self.condition, str) or not self.condition.strip()):
-            raise InputError("condition must be a concept name (or left out)")
-        self.threshold = check_finite(self.threshold, "threshold", 10.0)
 
 
 class RecommendationOps:
@@ -76,7 +32,8 @@ class RecommendationOps:
             raise InputError("recommendations can only be saved for a named concept")
         rec = Recommendation(layer=int(layer), strength=float(strength),
                              strength_mode="relative" if relative else "absolute", source=source)
-        self.library.set_recommendation(concept.strip(), model_key(self.loaded.model_id), rec)
+        with self.jobs.lock:
+            self.library.set_recommendation(concept.strip(), model_key(self.loaded.model_id), rec)
 
 
 class GenerationOps(RecommendationOps, InterventionOps, LensOps, JudgeOps):
@@ -179,8 +136,6 @@ class GenerationOps(RecommendationOps, InterventionOps, LensOps, JudgeOps):
     # ---- side by side ------------------------------------------------------------------
     def compare_stream(self, req: SteerRequest, token: Optional[CancelToken] = None) -> Iterator[tuple[ComparisonChunk, dict]]:
         """Stream (chunk, settings) pairs: baseline and steered text growing together."""
-        from app.service.model_service import validate_text
-
         validate_text(req.prompt, "prompt")
         if req.system:
             validate_text(req.system, "system prompt")
@@ -235,8 +190,6 @@ class GenerationOps(RecommendationOps, InterventionOps, LensOps, JudgeOps):
         judge: bool = True,
     ) -> SweepResult:
         """Sweep layers x strengths; for another ``op`` the strengths are its parameter (a, t, theta)."""
-        from app.service.model_service import validate_text
-
         validate_text(prompt, "prompt")
         op_info(op, "op")
         if len(layers) * len(strengths) > limits.SWEEP_CELLS:

@@ -70,18 +70,6 @@ class InterventionOps:
                          thresholds={l: float(threshold) * float(tp[l]) for l in layers})
 
 
-def op_layers_from_text(text: str, num_layers: int) -> tuple[int, ...]:
-    """'all', '8-20' or '4, 12' -> layer numbers for the operation ('' -> none extra)."""
-    from app.domain.parse import parse_layers
-
-    text = (text or "").strip().lower()
-    if not text:
-        return ()
-    if text == "all":
-        return tuple(range(num_layers))
-    return tuple(parse_layers(text, num_layers, "operation layers"))
-
-
 class LensOps:
     """The vector lens for the quality card and the layer explorer (requires ``self.jobs``, ``self.loaded``)."""
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import app.core  # noqa: F401  (loads the fast BLAS before MLX)
 from app import paths
-from app.domain import limits
+from app.domain.checks import validate_prompts, validate_text
 from app.core import registry
 from app.core.capture import CaptureResult, capture
 from app.core.chat import encode, format_chat, pad_id
@@ -24,9 +24,6 @@ from app.service.jobs import CancelToken, JobRunner
 from app.types import ModelInfo
 
 log = logging.getLogger("steering_lab.service")
-
-MAX_PROMPT_CHARS = limits.PROMPT_CHARS
-MAX_PROMPTS = limits.PROMPTS_PER_CALL
 
 
 class ModelService(GenerationOps, ExploreOps, ConceptOps):
@@ -149,32 +146,6 @@ class ModelService(GenerationOps, ExploreOps, ConceptOps):
     def cancel(self) -> int:
         """Cancel every running or queued job (the Stop button)."""
         return self.jobs.cancel_all()
-
-
-def validate_prompts(prompts: Sequence[str], what: str = "prompt") -> None:
-    if not prompts:
-        raise InputError(f"no {what}s given")
-    if len(prompts) > MAX_PROMPTS:
-        raise InputError(f"too many {what}s: {len(prompts)} (at most {MAX_PROMPTS})")
-    for i, p in enumerate(prompts):
-        validate_text(p, f"{what} {i + 1}")
-
-
-def validate_text(text: str, what: str = "prompt") -> str:
-    if not isinstance(text, str):
-        raise InputError(f"{what} must be text")
-    if not text.strip():
-        raise InputError(f"{what} is empty")
-    if len(text) > MAX_PROMPT_CHARS:
-        raise InputError(f"{what} is too long: {len(text)} characters (at most {MAX_PROMPT_CHARS})")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InputError(f"{what} contains invalid characters (unpaired surrogates)") from exc
-    bad = sorted({f"U+{ord(c):04X}" for c in text if (ord(c) < 32 and c not in "\n\t\r") or 0x7F <= ord(c) < 0xA0})
-    if bad:
-        raise InputError(f"{what} contains control characters ({', '.join(bad[:5])}); remove them")
-    return text
 
 
 __all__ = ["ModelService", "InputError", "Cancelled", "ModelLoadError", "validate_text", "validate_prompts", "paths"]

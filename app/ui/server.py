@@ -19,6 +19,9 @@ def build_app(service: Any) -> gr.Blocks:
     """The whole page: header, then one tab per module in app/ui/tabs (tutorial first)."""
     from app.ui import header
 
+    from app.service.lab import Lab
+
+    service = Lab.of(service)  # the page talks to the lab's facade only
     ctx = UIContext(service=service)
     modules = {tab_id: importlib.import_module(f"app.ui.tabs.{tab_id}") for tab_id in TAB_IDS}
     # delete_cache: Gradio's copies of uploads and downloads older than an hour are removed hourly.
@@ -42,12 +45,13 @@ def build_app(service: Any) -> gr.Blocks:
 def serve(host: str = "127.0.0.1", port: int = 7860, share: bool = False, model: Optional[str] = None,
           open_browser: bool = False, block: bool = True, service: Any = None, allow_model_paths: bool = False):
     """Launch the lab; browser tabs may load arbitrary server folders only with ``allow_model_paths``."""
-    from app.service.model_service import ModelService
+    from app.service.lab import Lab
 
     if service is not None:
+        service = Lab.of(service)
         service.allow_model_paths = allow_model_paths
     else:
-        service = ModelService(allow_model_paths=allow_model_paths)
+        service = Lab(allow_model_paths=allow_model_paths)
         try:
             info = service.load(model or "")
             log.info("model ready: %s (%d layers, hidden %d, %s, %s, BLAS: %s)", info.model_id, info.num_layers,

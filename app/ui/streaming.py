@@ -17,6 +17,7 @@ from typing import Any, Callable, Generic, Iterable, Iterator, Optional, TypeVar
 
 import gradio as gr
 
+from app.service.lab import CancelToken
 from app.ui.downloads import out_dir
 from app.ui.present import generation as present
 from app.ui.present import insight as fx
@@ -97,14 +98,10 @@ class SessionJobs:
         return str(getattr(request, "session_hash", None) or "")
 
     def arm(self, request: Optional[gr.Request]) -> None:
-        from app.service.jobs import CancelToken
-
         with self._lock:
             self._armed[self.key(request)] = CancelToken()
 
     def start(self, request: Optional[gr.Request]):
-        from app.service.jobs import CancelToken
-
         key = self.key(request)
         with self._lock:
             token = self._armed.pop(key, None) or CancelToken()
@@ -163,7 +160,7 @@ def _stream_comparison(service: Any, req: Any, request: Optional[gr.Request]) ->
     yield (*waiting, present.badge_html("warn", "preparing the concept and the prompt…"),
            fx.effect_map_html([], "Computing the effect map after the run…"), fx.applied_html([]),
            gr.DownloadButton(value=None, interactive=False), gr.DownloadButton(value=None, interactive=False))
-    stream = Coalesced(service.compare_stream(req, token=token))  # <= 10 updates/s, plain text until done
+    stream = Coalesced(service.steer(req, token=token))  # <= 10 updates/s, plain text until done
     try:
         for chunk, settings in stream:
             view = present.streaming_view(chunk, settings, max_tokens)

@@ -43,7 +43,7 @@ def default_layer(n_layers: int) -> int:
 def concept_choices(service: Any) -> list[tuple[str, str]]:
     """(label, slug) pairs for concept dropdowns; an unreadable library gives an empty list."""
     try:
-        items = service.library.list()
+        items = service.concepts.list()
     except Exception:
         return []
     return [(f"{s.slug} — {s.name}" if s.name and s.name.lower() != s.slug else s.slug, s.slug) for s in items]

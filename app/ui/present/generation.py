@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 from app.domain.parse import parse_layer_plan  # noqa: F401  (the one layer:strength parser)
 from app.domain.parse import parse_mix as parse_mix_text  # noqa: F401  (the one mix parser)
 from app.domain.repetition import blame_steering, find_repetition, repeating_tail  # noqa: F401
+from app.ui.present.common import finite as _finite  # one rule: a finite float or None
 
 # Diverging colours: blue = less of the concept than the baseline's average, amber = more.
 NEG_RGB = (59, 130, 246)
@@ -30,14 +30,6 @@ FINISH_BADGES: dict[str, tuple[str, str]] = {
     "nan": ("bad", "NaN — the numbers blew up; lower the strength"),
     "cancelled": ("warn", "stopped — partial answer"),
 }
-
-
-def _finite(x: Any) -> Optional[float]:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 # ---- colours -----------------------------------------------------------------------------

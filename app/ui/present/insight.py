@@ -6,15 +6,9 @@ import html
 import math
 from typing import Any, Mapping, Optional, Sequence
 
+from app.ui.present.common import finite as _num  # one rule: a finite float or None
+
 FX_RGB = (220, 38, 38)
-
-
-def _num(x: Any) -> Optional[float]:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def effect_map_html(effects: Sequence[Mapping[str, Any]], note: str = "", guidance: Optional[float] = None) -> str:

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from app.ui.present.common import md_escape as md_text
+from app.ui.present.common import finite as _num  # one rule: a finite float or None
 
 METRICS: dict[str, tuple[str, str]] = {
     # cell field -> (title, colorscale); the titles say which way is good
@@ -41,14 +42,6 @@ def fields_for(data: Mapping[str, Any]) -> tuple[str, ...]:
     """The panels to draw: the judge change first when the sweep has a judge."""
     rest = ("concept_score", "ppl_ratio", "distinct2")
     return ("judge_score",) + rest if is_judged(data) else rest
-
-
-def _num(x: Any) -> Optional[float]:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def cell_label(layer: Any, strength: Any) -> str:

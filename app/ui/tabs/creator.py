@@ -7,7 +7,8 @@ from typing import Any
 
 import gradio as gr
 
-from app.service.jobs import CancelToken, follow  # plain threading; no model runtime
+from app.domain.requests import ExtractRequest
+from app.service.lab import follow  # plain threading; no model runtime
 from app.types import CATEGORIES
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import error_note, guarded, shows_error
@@ -17,6 +18,7 @@ from app.ui.present.insight import vector_lens_md
 from app.ui.header import run_library_hooks
 from app.ui.present import concepts as present
 from app.ui.present.common import empty_figure, md_escape
+from app.ui.streaming import SessionJobs
 
 log = logging.getLogger("steering_lab.ui")
 
@@ -31,16 +33,12 @@ PASTE_PLACEHOLDER = ("One pair per line, positive | negative (or separated by a 
                      "I could fall asleep right here on the couch. | I'm sitting on the couch watching TV.")
 
 
-_RUNNING: dict[str, CancelToken] = {}  # session -> its extraction's cancel token (Stop cancels only that)
-
-
-def _session(request: Any) -> str:
-    return str(getattr(request, "session_hash", "") or "")
+EXTRACTIONS = SessionJobs()  # this page's extraction (the creator's Stop cancels only that, not a generation)
 
 
 def template_choices(service: Any) -> list[tuple[str, str]]:
     try:
-        return present.concept_choices([s for s in service.library.list() if s.n_pairs > 0])
+        return present.concept_choices([s for s in service.concepts.list() if s.n_pairs > 0])
     except Exception:
         log.exception("listing concepts failed")
         return []
@@ -49,7 +47,7 @@ def template_choices(service: Any) -> list[tuple[str, str]]:
 def _calibration_of(service: Any, slug: str):
     """The stored calibration of a library concept with this slug (its shipped vectors), or None."""
     try:
-        return service.calibration_report(slug) if slug and service.library.exists(slug) else None
+        return service.concepts.calibration_report(slug) if slug and service.concepts.exists(slug) else None
     except Exception:
         log.exception("reading the calibration report failed")
         return None
@@ -176,7 +174,7 @@ def build(service: Any, ctx: Any) -> None:
     def load_template(slug_v):
         if not slug_v:
             raise gr.Error("Choose a concept to start from.", print_exception=False)
-        c = service.library.get(slug_v)
+        c = service.concepts.get(slug_v)
         sp = c.system_prompts
         gr.Info(f"Loaded {len(c.pairs)} pairs from “{c.name}”. Edit them, then Extract.")
         return (f"My {c.name}", f"my-{c.slug}"[:64], c.description, c.category if c.category in CATEGORIES else "custom",
@@ -199,12 +197,11 @@ def build(service: Any, ctx: Any) -> None:
         def report(done, total):
             progress((int(done), int(total)), desc="Reading prompts through every layer", unit="prompts")
 
-        token, key = CancelToken(), _session(request)
-        _RUNNING[key] = token
+        token = EXTRACTIONS.start(request)
         skip = (gr.skip(),) * 4
         try:  # a generator: a client that leaves closes it, which cancels the extraction
-            for kind, value in follow(lambda: service.extract_concept(
-                    concept, method=method_v or "mean_diff", progress=report, token=token, save=False), token):
+            req = ExtractRequest(concept.slug, method=method_v or "mean_diff", save=False)
+            for kind, value in follow(lambda: service.extract(req, concept, progress=report, token=token), token):
                 if kind == "wait":
                     progress(0.0, desc=f"waiting: {value} job{'s' if value != 1 else ''} ahead")
                 if kind == "done":
@@ -212,8 +209,7 @@ def build(service: Any, ctx: Any) -> None:
                 else:
                     yield skip
         finally:
-            if _RUNNING.get(key) is token:
-                del _RUNNING[key]
+            EXTRACTIONS.finish(request, token)
         title = f"Quality of “{concept.name}” per layer ({cv.method}, {n} pairs)"
         calibration = _calibration_of(service, concept.slug)
         lens = vector_lens_md(service.vector_lens(cv), cv.recommended_layers)
@@ -227,9 +223,7 @@ def build(service: Any, ctx: Any) -> None:
                               show_progress_on=[extract_status], **MODEL_CONCURRENCY)
     @guarded
     def stop_extract(request: gr.Request):
-        token = _RUNNING.get(_session(request))
-        if token is not None:
-            token.cancel()
+        if EXTRACTIONS.cancel(request):
             gr.Info("Extraction stopped.")
 
     stop.click(stop_extract, None, None, cancels=[ext_event], queue=False, api_visibility="private")
@@ -238,16 +232,14 @@ def build(service: Any, ctx: Any) -> None:
     @shows_error(lambda exc: (error_note(exc, "The concept was not saved"), gr.update(), gr.update()))
     def do_save(name_v, slug_v, desc_v, cat_v, table, sp_v, sn_v, overwrite_v, cv):
         concept = _form_concept(name_v, slug_v, desc_v, cat_v, table, sp_v, sn_v)
-        lib = service.library
+        lib = service.concepts
         if lib.exists(concept.slug) and not overwrite_v:
             what = "a shipped concept" if lib.is_shipped(concept.slug) and not lib.has_user_copy(concept.slug) \
                 else "a concept in your library"
             raise gr.Error(f"“{concept.slug}” is already {what}. Choose another slug, or tick “Overwrite an existing "
                            f"concept with this slug” to replace it.", print_exception=False)
-        keep = cv is not None and cv.concept_fingerprint == concept.pairs_fingerprint() and service.is_loaded \
-            and cv.model_id == service.info().model_id
-        # the concept and its vectors are written together, or not at all
-        stored = lib.save_with_vectors(concept, {cv.model_id: cv} if keep else {}, overwrite=bool(overwrite_v))
+        # the concept and its vectors (if extracted from exactly these pairs on this model) together, or not at all
+        stored, keep = lib.save(concept, cv, overwrite=bool(overwrite_v))
         msg = f"Saved **{md_escape(stored.name)}** as `{stored.slug}` with {len(stored.pairs)} pairs."
         if keep:
             msg += f" Its vectors for `{md_escape(cv.model_id)}` are stored too: it is ready to steer."
@@ -292,7 +284,7 @@ def wire(service: Any, ctx: Any) -> None:
     @shows_error(lambda exc: [gr.update()] * n_out + [error_note(exc, "Not sent to the playground")])
     def use_concept(slug_v, saved):
         slug_v = (saved or slug_v or "").strip()
-        if not slug_v or not service.library.exists(slug_v):
+        if not slug_v or not service.concepts.exists(slug_v):
             raise gr.Error("Save the concept first, then try it in the playground.", print_exception=False)
         out: list = [gr.Dropdown(value=slug_v)]
         if len(targets) == 4:  # the playground moves to the concept's recommended setting, as its hint says

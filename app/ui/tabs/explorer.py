@@ -125,9 +125,9 @@ def build(service: Any, ctx: Any) -> None:
         if not a or not b:
             raise gr.Error("Choose two concepts to compare.", print_exception=False)
         progress(0.05, desc=f"Vectors for {a} (extracted first if needed)…")
-        va = service.concept_vectors(a, progress=_stage(progress, 0.0, 0.5, a))
+        va = service.concepts.vectors(a, progress=_stage(progress, 0.0, 0.5, a))
         progress(0.5, desc=f"Vectors for {b} (extracted first if needed)…")
-        vb = service.concept_vectors(b, progress=_stage(progress, 0.5, 1.0, b))
+        vb = service.concepts.vectors(b, progress=_stage(progress, 0.5, 1.0, b))
         cos = present.cosine_by_layer(va.vectors, vb.vectors)
         return present.cosine_figure(cos, a, b), present.cosine_summary_md(cos, a, b)
 

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import gradio as gr
 
-from app.library.slugs import slugify
+from app.service.lab import slugify
 from app.types import CATEGORIES
 from app.ui.context import MODEL_CONCURRENCY, TAB_IDS
 from app.ui.downloads import out_dir, remove_upload
@@ -36,15 +36,10 @@ def _model(service: Any):
 
 
 def statuses(service: Any, summaries) -> dict[str, str]:
-    info = _model(service)
-    lib = service.library
     out = {}
     for s in summaries:
-        if info is None:
-            out[s.slug] = "no model"
-            continue
         try:
-            out[s.slug] = lib.vector_status(s.slug, info.model_id, info.fingerprint, info.hidden_size, info.num_layers)
+            out[s.slug] = service.concepts.vector_status(s.slug)
         except Exception as exc:  # one unreadable concept must not hide the others
             log.warning("vector status of %s failed: %s", s.slug, exc)
             out[s.slug] = "mismatch"
@@ -53,7 +48,7 @@ def statuses(service: Any, summaries) -> dict[str, str]:
 
 def listing(service: Any, search: str = "", category: str = ALL) -> tuple[list[list[Any]], list[str]]:
     """(table rows, slugs) for the current filter."""
-    lib = service.library
+    lib = service.concepts
     summaries = lib.list(category=None if category in (None, "", ALL) else category, text=(search or "").strip() or None)
     shadowing = [s.slug for s in summaries if not s.shipped and lib.is_shipped(s.slug)]
     rows = present.library_rows(summaries, statuses(service, summaries), shadowing, _calibration(service))
@@ -62,10 +57,10 @@ def listing(service: Any, search: str = "", category: str = ALL) -> tuple[list[l
 
 def problems_note(service: Any) -> str:
     """Files the last listing skipped (unreadable or invalid), so one bad file is visible, not fatal."""
-    problems = list(getattr(service.library, "problems", []) or [])
+    problems = service.concepts.problems()
     if not problems:
         return ""
-    shown = getattr(service.library, "shown", lambda p: getattr(p, "name", str(p)))
+    shown = service.concepts.shown
     items = "\n".join(f"- `{md_escape(shown(path))}`: {md_escape(str(msg).splitlines()[0])}" for path, msg in problems[:10])
     more = f"\n- … and {len(problems) - 10} more" if len(problems) > 10 else ""
     return f"**Skipped {len(problems)} file(s) that could not be read:**\n{items}{more}"
@@ -76,36 +71,36 @@ def _calibration(service: Any, slug: Optional[str] = None) -> Any:
     if _model(service) is None:
         return {} if slug is None else None
     try:
-        return service.calibration_reports() if slug is None else service.calibration_report(slug)
+        return service.concepts.calibration_reports() if slug is None else service.concepts.calibration_report(slug)
     except Exception:  # a broken report must not hide the library
         log.exception("reading the calibration report failed")
         return {} if slug is None else None
 
 
 def all_slug_choices(service: Any) -> list[tuple[str, str]]:
-    return present.concept_choices(service.library.list())
+    return present.concept_choices(service.concepts.list())
 
 
 def card(service: Any, slug: Optional[str]):
     """(card markdown, quality plot update) for one concept."""
     if not slug:
         return NOTHING_SELECTED, gr.Plot(visible=False)
-    lib = service.library
+    lib = service.concepts
     concept = lib.get(slug)
     info = _model(service)
     status = ""
     cv = None
     if info is not None:
-        status = lib.vector_status(slug, info.model_id, info.fingerprint, info.hidden_size, info.num_layers)
+        status = lib.vector_status(slug)
         if status == "ready":
-            cv = lib.load_vectors(slug, info.model_id, info.fingerprint, info.hidden_size, info.num_layers)
+            cv = lib.stored_vectors(slug)
     summary = None
     try:  # the declared judge, and a trained probe's held-out accuracy (never trains one here)
-        summary = service.judge_summary(slug) if hasattr(service, "judge_summary") else None
+        summary = lib.judge_summary(slug)
     except Exception:  # noqa: BLE001 - the card still shows the declared judge
         summary = None
     md = present.concept_card_md(concept, lib.is_shipped(slug), lib.has_user_copy(slug), status,
-                                 info.model_id if info else "", judge=summary, other_models=_other_models(lib, slug, info))
+                                 info.model_id if info else "", judge=summary, other_models=_other_models(lib, slug))
     if info is not None and concept.pairs:
         md += "\n\n" + present.reliability_md(_calibration(service, slug))
     if cv is not None and cv.quality:
@@ -116,17 +111,13 @@ def card(service: Any, slug: Optional[str]):
     return md, gr.Plot(visible=False)
 
 
-def _other_models(lib: Any, slug: str, info: Any) -> list[str]:
+def _other_models(lib: Any, slug: str) -> list[str]:
     """The models besides the loaded one that have vectors stored for ``slug``."""
-    from app.library.slugs import model_key
-
     try:
-        keys = lib.vector_models(slug)
+        return lib.other_models(slug)
     except Exception:  # noqa: BLE001 - an unreadable vectors folder must not hide the card
         log.exception("listing the stored vectors of %s failed", slug)
         return []
-    mine = model_key(info.model_id) if info is not None else None
-    return [k for k in keys if k != mine]
 
 
 def _out_dir() -> Path:
@@ -216,7 +207,7 @@ def build(service: Any, ctx: Any) -> None:
     def do_export_yaml(slug_v):
         slug_v = _need(slug_v)
         path = _out_dir() / f"{slug_v}.steering.yaml"
-        path.write_text(service.library.export_bundle(slug_v), encoding="utf-8")
+        path.write_text(service.concepts.export_bundle(slug_v), encoding="utf-8")
         return gr.File(value=str(path), visible=True), f"Exported `{slug_v}` as a YAML bundle (the concept and its current vectors)."
 
     export_yaml.click(do_export_yaml, [selected], [export_file, status], api_name="library_export").success(
@@ -237,7 +228,7 @@ def build(service: Any, ctx: Any) -> None:
                            print_exception=False)
         progress(0.1, desc="Writing the control vector (extracting first if needed)…")
         path = _out_dir() / f"{slug_v}.gguf"
-        res = service.export_gguf(slug_v, str(path), layers=layers or None, strength=strength, relative=bool(relative_v))
+        res = service.concepts.export_gguf(slug_v, str(path), layers=layers or None, strength=strength, relative=bool(relative_v))
         written = list(getattr(res, "layers", None) or layers)
         what = f"layers {layers_v.strip()}" if layers else "all layers except 0"
         if strength is None:
@@ -271,9 +262,9 @@ def build(service: Any, ctx: Any) -> None:
                            f"(limit {MAX_IMPORT_BYTES // 1_000_000} MB).", print_exception=False)
         if path.suffix.lower() == ".gguf":
             progress(0.1, desc="Reading the control vector and measuring typical norms…")
-            new = service.import_gguf(str(path), slug_v or slugify(path.stem.split(".")[0]), overwrite=bool(overwrite_v))
+            new = service.concepts.import_gguf(str(path), slug_v or slugify(path.stem.split(".")[0]), overwrite=bool(overwrite_v))
         elif path.suffix.lower() in (".yaml", ".yml"):
-            new = service.import_bundle(path.read_bytes(), slug=slug_v or None, overwrite=bool(overwrite_v))
+            new = service.concepts.import_bundle(path.read_bytes(), slug=slug_v or None, overwrite=bool(overwrite_v))
         else:
             raise gr.Error(f"Unknown file type {path.suffix!r}: import a .yaml bundle or a .gguf control vector.",
                            print_exception=False)
@@ -288,32 +279,29 @@ def build(service: Any, ctx: Any) -> None:
                          api_name="library_import"))
 
     # ---- rename / duplicate / delete ----------------------------------------------------------
-    @guarded
-    def do_rename(slug_v, new_v, search_v, category_v):
-        slug_v, new_v = _need(slug_v), _need_new(new_v)
-        service.library.rename(slug_v, new_v)
-        rows, _ = listing(service, search_v, category_v)
-        return f"Renamed `{slug_v}` to `{new_v}`.", rows, _after_change(new_v), ""
+    def to_new_slug(change, done: str):
+        """A handler that gives the selected concept a new slug (rename or duplicate), then says ``done``."""
+        @guarded
+        def handler(slug_v, new_v, search_v, category_v):
+            slug_v, new_v = _need(slug_v), _need_new(new_v)
+            change(slug_v, new_v)
+            rows, _ = listing(service, search_v, category_v)
+            return done.format(old=slug_v, new=new_v), rows, _after_change(new_v), ""
 
-    ctx.library_events.append(
-        rename.click(do_rename, [selected, new_slug, search, category], [status, table, selected, new_slug],
-                     api_name="library_rename"))
+        return handler
 
-    @guarded
-    def do_duplicate(slug_v, new_v, search_v, category_v):
-        slug_v, new_v = _need(slug_v), _need_new(new_v)
-        service.library.duplicate(slug_v, new_v)
-        rows, _ = listing(service, search_v, category_v)
-        return f"Duplicated `{slug_v}` as `{new_v}` (your copy: edit it in the creator).", rows, _after_change(new_v), ""
-
-    ctx.library_events.append(
-        duplicate.click(do_duplicate, [selected, new_slug, search, category], [status, table, selected, new_slug],
-                        api_name="library_duplicate"))
+    do_rename = to_new_slug(service.concepts.rename, "Renamed `{old}` to `{new}`.")
+    do_duplicate = to_new_slug(service.concepts.duplicate,
+                               "Duplicated `{old}` as `{new}` (your copy: edit it in the creator).")
+    for button, handler, api in ((rename, do_rename, "library_rename"), (duplicate, do_duplicate, "library_duplicate")):
+        ctx.library_events.append(
+            button.click(handler, [selected, new_slug, search, category], [status, table, selected, new_slug],
+                         api_name=api))
 
     @guarded
     def do_delete(slug_v, confirm_v, search_v, category_v):
         slug_v = _need(slug_v)
-        lib = service.library
+        lib = service.concepts
         if lib.is_shipped(slug_v) and not lib.has_user_copy(slug_v):
             raise gr.Error(f"“{slug_v}” ships with the lab and cannot be deleted. Duplicate it to make your own "
                            "version instead.", print_exception=False)

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import gradio as gr
 
+from app.domain.requests import SteerRequest
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.errors import guarded
 from app.ui.present import generation as present
@@ -31,10 +32,11 @@ MIX_OPS_NOTE = ("**Operation** on the mix's direction: *add* it (the strength sl
 
 HOWTO = (
     "Steer with several concepts at once. A mix adds the concepts' vectors with the given weights at every layer "
-    "(`happy:0.7, excited:0.3`; negative weights subtract). **Normalize** scales each vector to unit length first, "
-    "so weights compare directions instead of raw sizes. **Project out** removes one concept's direction from the "
-    "mix (e.g. happy *without* excited). The cosine matrix shows how alike the directions are: similar concepts "
-    "add up, opposite ones cancel."
+    "(`happy:0.7, excited:0.3`; negative weights subtract). **Project out** removes one concept's direction from the "
+    "mix (e.g. happy *without* excited). **Normalize** then rescales the *sum* at each layer to the weighted mean "
+    "length of its parts (the weights still act on the raw vectors), so a mix whose parts partly cancel keeps a "
+    "typical length. The cosine matrix shows how alike the directions are: similar concepts add up, opposite ones "
+    "cancel."
 )
 
 
@@ -67,7 +69,6 @@ def mix_op_fields(service: Any, op: Any, op_param: Any) -> dict:
 def each_alone_markdown(service: Any, text: Any, prompt: Any, layer: Any, strength: Any, max_tokens: Any,
                         progress: Any = None, op: Any = "add", op_param: Any = None) -> str:
     """Each concept of the mix steered alone at the mix's layer, strength and operation: what did the mix add?"""
-    from app.service.generation_ops import SteerRequest  # lazy: no model runtime at import
     from app.ui.present.common import md_escape
 
     prompt = check_prompt(prompt)
@@ -99,7 +100,7 @@ def build(service: Any, ctx: Any) -> None:
             text = gr.Textbox(label="Mix", value=present.format_mix_text(mix0), elem_id="mx-text",
                               info="concept:weight, comma-separated; the rows on the right follow this text")
             with gr.Row():
-                normalize = gr.Checkbox(value=False, label="Normalize each vector first", elem_id="mx-normalize")
+                normalize = gr.Checkbox(value=False, label="Normalize the sum's length", elem_id="mx-normalize")
                 project_out = gr.Dropdown(choices=[NONE, *choices], value="", label="Project out",
                                           allow_custom_value=False, elem_id="mx-project-out",
                                           info="Remove this concept's direction from the mix")
@@ -213,8 +214,6 @@ def build(service: Any, ctx: Any) -> None:
     @guarded
     def mix_generate(text, normalize, project_out, prompt, layer, strength, max_tokens, op="add", op_param="",
                      request: gr.Request = None):
-        from app.service.generation_ops import SteerRequest  # lazy: no model runtime at import
-
         prompt = check_prompt(prompt)
         mix = mix_request_text(text, concept_slugs(service))
         layer_i = check_layer(service, layer)
@@ -249,7 +248,7 @@ def build(service: Any, ctx: Any) -> None:
             raise gr.Error("Give the new concept a slug (lowercase letters, digits and dashes).", print_exception=False)
         name = (name or "").strip() or slug
         mix = mix_request_text(text, concept_slugs(service))
-        result = service.save_mix(slug, name, mix, bool(normalize), project_out or None, bool(overwrite))
+        result = service.concepts.save_mix(slug, name, mix, bool(normalize), project_out or None, bool(overwrite))
         saved_slug = getattr(result, "slug", None) or slug
         options = [o for o, on in (("normalized", normalize), (f"without {project_out}", project_out)) if on]
         extra = f" ({', '.join(options)})" if options else ""

@@ -46,7 +46,7 @@ def op_param_update(service: Any, name: str):
 
 def op_fields(service: Any, op, op_param, op_layers, condition, threshold) -> dict:
     """The operation's request fields from the advanced section's widgets (checked once by SteerRequest)."""
-    from app.service.intervention_ops import op_layers_from_text
+    from app.domain.parse import op_layers_from_text
 
     op = op or "add"
     names = [o.name for o in service.operations() if o.hook_point == "residual"]

@@ -11,6 +11,7 @@ from typing import Any
 import gradio as gr
 
 from app.domain import limits
+from app.domain.requests import POSITIONS, SCHEDULES, SteerRequest
 from app.ui import urlstate, widgets
 from app.ui.widgets import (ABS_RANGE, DEFAULT_MAX_TOKENS, DEFAULT_REL_STRENGTH, MAX_TOKENS_UI, REL_RANGE,
                             check_concept, check_layer, check_number, check_prompt, concept_choices, default_concept,
@@ -35,8 +36,6 @@ HOWTO = (
 def build_request(service: Any, prompt, system, concept, layer, strength, absolute, positions, schedule,
                   schedule_length, mode, guidance, extra_layers, max_tokens, temperature, top_p, seed,
                   op="add", op_param=None, op_layers="", condition="", threshold=1.0):
-    from app.service.generation_ops import SteerRequest  # lazy: keep app.ui free of the model runtime at import
-
     prompt = check_prompt(prompt)
     concept = check_concept(concept)
     layer = check_layer(service, layer)
@@ -48,13 +47,7 @@ def build_request(service: Any, prompt, system, concept, layer, strength, absolu
     if len({l for l, _ in plan}) != len(plan):
         raise gr.Error("Each layer may appear only once (the main layer is also listed under extra layers).",
                        print_exception=False)
-    if positions not in ("all", "prompt", "generated"):
-        raise gr.Error(f"positions must be all, prompt or generated, got {positions!r}.", print_exception=False)
-    if schedule not in ("constant", "linear_decay", "ramp_up", "pulse"):
-        raise gr.Error(f"unknown schedule {schedule!r}.", print_exception=False)
-    if mode not in ("add", "logits"):
-        raise gr.Error(f"mechanism must be add or logits, got {mode!r}.", print_exception=False)
-    return SteerRequest(
+    return SteerRequest(  # checks positions, schedule, mechanism and the operation's fields
         prompt=prompt, concept=concept, layers=plan, relative=not bool(absolute), mode=mode, schedule=schedule,
         schedule_length=int(check_number(schedule_length, "schedule length", 1, limits.SCHEDULE_LENGTH_MAX, integer=True)),
         positions=positions, guidance=float(check_number(guidance, "guidance scale", -limits.GUIDANCE_LIMIT, limits.GUIDANCE_LIMIT)),
@@ -92,10 +85,10 @@ def build(service: Any, ctx: Any) -> None:
             with gr.Accordion("Advanced: where, when and how to steer", open=False, elem_id="pg-advanced") as advanced:
                 system = gr.Textbox(value="", label="System prompt (optional)", lines=1, max_lines=6,
                                     placeholder="(none)", elem_id="pg-system")
-                positions = gr.Radio(["all", "prompt", "generated"], value="all", label="Positions",
+                positions = gr.Radio(list(POSITIONS), value="all", label="Positions",
                                      info="Which tokens get the vector")
                 with gr.Row():
-                    schedule = gr.Dropdown(["constant", "linear_decay", "ramp_up", "pulse"], value="constant",
+                    schedule = gr.Dropdown(list(SCHEDULES), value="constant",
                                            label="Schedule over generated tokens", min_width=140)
                     schedule_length = gr.Number(value=16, precision=0, minimum=1, maximum=limits.SCHEDULE_LENGTH_MAX, label="Schedule length",
                                                 info="Decay/ramp length, or K for a pulse", min_width=120)

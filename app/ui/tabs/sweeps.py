@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Optional
 
 import gradio as gr
 
 from app.domain import limits
 from app.domain.parse import parse_floats, parse_layers
+from app.domain.requests import SweepRequest
 from app.errors import Cancelled
+from app.service.lab import follow
 from app.types import GenerationParams
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.downloads import out_dir
@@ -168,7 +169,7 @@ def build(service: Any, ctx: Any) -> None:
         layer_list = parse_layers(layers, num_layers(service), "layers")
         op_name = op or "add"
         # other operations: their values are a / t / theta, checked against the operation's range by the service
-        strength_list = parse_floats(strengths, "strengths", limits.strength_limit(not absolute) if op_name == "add" else 180.0)
+        strength_list = parse_floats(strengths, "strengths", limits.strength_limit(not absolute) if op_name == "add" else limits.op_param_limit(op_name))
         mt = int(check_number(max_tokens, "max tokens", limits.SWEEP_MIN_TOKENS, MAX_SWEEP_TOKENS, integer=True))
         n_cells = len(layer_list) * len(strength_list)
         progress(0.0, desc=f"preparing {n_cells} cells…")
@@ -176,14 +177,12 @@ def build(service: Any, ctx: Any) -> None:
         def report(done: int, total: int, desc: str) -> None:
             progress((done, max(total, 1)), desc=f"{n_cells} cells · {desc}", unit="steps")
 
-        from app.service.jobs import follow
-
+        req = SweepRequest(prompt, concept, tuple(layer_list), tuple(strength_list), GenerationParams(max_tokens=mt),
+                           relative=not absolute, op=op_name)
         token = SESSION_JOBS.start(request)
         result = None
         try:  # a generator: a client that leaves closes it, which cancels the sweep
-            for step, value in follow(lambda: service.sweep(
-                    prompt, concept, layer_list, strength_list, params=GenerationParams(max_tokens=mt),
-                    relative=not absolute, progress=throttled(report), token=token, op=op_name), token):
+            for step, value in follow(lambda: service.sweep(req, progress=throttled(report), token=token), token):
                 if step == "wait":
                     progress(0.0, desc=f"waiting: {value} job{'s' if value != 1 else ''} ahead")
                 if step == "done":
@@ -259,7 +258,7 @@ def build(service: Any, ctx: Any) -> None:
         if (data.get("op") or "add") != "add":
             raise gr.Error(f"A recommendation stores a strength for add; this sweep varied {data['op']}'s parameter.",
                            print_exception=False)
-        service.save_recommendation(concept_v, cell_v[0], cell_v[1], relative=bool(data.get("relative", True)),
+        service.concepts.save_recommendation(concept_v, cell_v[0], cell_v[1], relative=bool(data.get("relative", True)),
                                     source="sweep")
         return (f"Saved: **{concept_v}** now recommends layer {cell_v[0]}, strength {cell_v[1]:g} "
                 f"({'relative' if data.get('relative', True) else 'absolute'}) for this model.")
