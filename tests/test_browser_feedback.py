@@ -81,6 +81,13 @@ def test_errors_stay_next_to_their_button_until_the_next_run(running_lab, browse
     page.click("#ex-run")
     expect(summary).to_contain_text("tokens ×", timeout=WAIT_MS)  # the next run replaces it
     expect(summary).not_to_contain_text("did not run")
+    token_range = page.locator("#ex-token-range")
+    token_range.locator("textarea, input").first.fill("a-b")
+    token_range.locator("textarea, input").first.press("Enter")
+    expect(token_range).to_contain_text("Not redrawn", timeout=WAIT_MS)  # under the box that caused it
+    token_range.locator("textarea, input").first.fill("1-3")
+    token_range.locator("textarea, input").first.press("Enter")
+    expect(token_range).to_contain_text("showing tokens 1–3", timeout=WAIT_MS)
 
     page.get_by_role("tab", name="Concept creator").click()
     page.wait_for_selector("#cr-extract", state="visible")

@@ -98,6 +98,8 @@ def build(service: Any, ctx: Any) -> None:
                 present.lens_last_rows(ex), present.projection_figure(win))
 
     @guarded
+    @shows_error(lambda exc: (gr.update(), gr.update(), gr.update(),  # the message under the box, until the next try
+                              gr.update(info=error_note(exc, "Not redrawn").replace("**", ""))))
     def show_range(prompt_v: str, concept_v: str, chat_v: bool, range_v: str):
         """Redraw the token x layer charts for another window of tokens (the exploration is cached)."""
         if not (prompt_v or "").strip():
