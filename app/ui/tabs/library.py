@@ -360,19 +360,24 @@ def wire(service: Any, ctx: Any) -> None:
     card_md, quality_plot = ctx.get("library.card"), ctx.get("library.quality_plot")
 
     @guarded
-    def refresh(search_v, category_v, selected_v, evt: gr.SelectData):
-        """The table, the choices and, when this tab opens, the card (its vectors are per model: it may have changed)."""
+    def refresh(search_v, category_v):
         rows, _ = listing(service, search_v, category_v)
-        card_out: tuple = (gr.update(), gr.update())
-        if getattr(evt, "value", None) == TAB_IDS["library"]:
-            try:
-                card_out = card(service, selected_v)
-            except Exception:  # noqa: BLE001 - e.g. the selected concept was deleted in another tab
-                card_out = (NOTHING_SELECTED, gr.Plot(visible=False))
         return (rows_or_placeholder(rows, len(present.LIBRARY_HEADERS), "(no concept matches)"),
-                gr.Dropdown(choices=_safe_choices(service)), *card_out)
+                gr.Dropdown(choices=_safe_choices(service)))
+
+    @guarded
+    def refresh_card(selected_v, evt: gr.SelectData):
+        """When this tab opens, the card again: its vectors are per model, and the model may have changed."""
+        if getattr(evt, "value", None) != TAB_IDS["library"] or not selected_v:
+            return gr.update(), gr.update()
+        try:
+            return card(service, selected_v)
+        except Exception:  # noqa: BLE001 - e.g. the selected concept was deleted in another tab
+            return NOTHING_SELECTED, gr.Plot(visible=False)
 
     if ctx.tabs is not None:
-        ctx.tabs.select(refresh, [search, category, selected], [table, selected, card_md, quality_plot],
-                        api_visibility="private", queue=False, show_progress="hidden")
-
+        ctx.tabs.select(refresh, [search, category], [table, selected], api_visibility="private", queue=False,
+                        show_progress="hidden")
+        # queued with the model's jobs (the card reads the vector lens), so the table never waits for a run
+        ctx.tabs.select(refresh_card, [selected], [card_md, quality_plot], api_visibility="private",
+                        show_progress="hidden", **MODEL_CONCURRENCY)
