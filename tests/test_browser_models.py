@@ -132,6 +132,25 @@ def test_switch_to_gemma_and_back(running_lab, browser, shots, gemma_ready):
         page.screenshot(path=str(shots / "models_gemma_explorer.png"), full_page=False)
         card = _library_card(page, CONCEPT)
         assert f"Vectors for {GEMMA}: ready" in card.replace("`", ""), card
+        # side by side on Gemma: a plain-text prompt it continues, steered with the vectors just extracted
+        _open_tab(page, "Steering playground", "#pg-generate")
+        assert "plain text" in page.locator("#pg-prompt").inner_text().lower()
+        page.locator("#pg-prompt textarea").fill("My weekend was")
+        page.locator("#pg-concept input").click()
+        page.get_by_role("option", name=re.compile(rf"^{CONCEPT}\b", re.I)).first.click()
+        mt = page.locator("#pg-max-tokens input[type=number]")
+        mt.fill("8")
+        mt.press("Enter")
+        page.click("#pg-generate")
+        page.wait_for_function(  # both answers coloured (the final view) and the run no longer going
+            """() => { const b = document.querySelector('#pg-status .badge');
+                       return b && !/generating|preparing/.test(b.textContent)
+                           && document.querySelectorAll('#pg-steered .tok').length > 0
+                           && document.querySelectorAll('#pg-baseline .tok').length > 0; }""", timeout=WAIT_MS)
+        assert "8/8" in page.locator("#pg-status").inner_text()
+        assert CONCEPT in page.locator("#pg-status .settings-line").inner_text()
+        assert "Traceback" not in page.content()
+        page.screenshot(path=str(shots / "models_gemma_playground.png"), full_page=False)
     finally:
         _load(page, SMOL)
     header = page.locator("#model-info").inner_text()
