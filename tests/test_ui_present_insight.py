@@ -33,6 +33,9 @@ def test_gates_mark_tokens_and_settings_name_the_operation():
     line = settings_text({"label": "happy", "layers": [{"layer": 12, "strength": 20.0}], "op": "rotate",
                           "op_param_name": "theta", "op_param": 20.0, "condition": "angry", "threshold": 1.0})
     assert "rotate theta=20" in line and "only where angry > 1" in line
+    assert "relative" not in line and "add" not in line  # an operation's line does not name addition's units
+    plain = settings_text({"label": "happy", "layers": [{"layer": 12, "strength": 0.3}], "strength_mode": "relative"})
+    assert "L12 @ 0.3 (relative, added to the residual)" in plain
     many = settings_text({"label": "formal", "layers": [{"layer": i} for i in range(30)], "op": "ablate",
                           "op_param_name": "a", "op_param": 1.0})
     assert "L0–L29 (30 layers) ablate a=1" in many

@@ -158,7 +158,7 @@ def _fmt(x: Any) -> str:
 
 
 def settings_text(settings: Mapping[str, Any]) -> str:
-    """One line that says exactly what was steered, e.g. 'happy · L12 @ 0.3 (relative, add)'."""
+    """One line that says exactly what was steered, e.g. 'happy · L12 @ 0.3 (relative, added to the residual)'."""
     if not settings:
         return ""
     layers = ", ".join(f"L{e.get('layer')} @ {_fmt(e.get('strength'))}" for e in settings.get("layers") or [])
@@ -167,8 +167,10 @@ def settings_text(settings: Mapping[str, Any]) -> str:
         ls = [e.get("layer") for e in settings.get("layers") or []]
         layers = ", ".join(f"L{l}" for l in ls) if len(ls) <= 4 else f"L{min(ls)}–L{max(ls)} ({len(ls)} layers)"
         layers += f" {op} {settings.get('op_param_name', 'param')}={_fmt(settings.get('op_param'))}"
-    parts = [str(settings.get("label") or settings.get("concept") or "?"),
-             f"{layers} ({settings.get('strength_mode', 'relative')}, {settings.get('mode', 'add')})"]
+    if op == "add":  # strength units and mechanism only mean something for addition
+        mech = "logits mix" if settings.get("mode") == "logits" else "added to the residual"
+        layers += f" ({settings.get('strength_mode', 'relative')}, {mech})"
+    parts = [str(settings.get("label") or settings.get("concept") or "?"), layers]
     if settings.get("condition"):
         parts.append(f"only where {settings['condition']} > {_fmt(settings.get('threshold'))} x typical")
     if settings.get("mode") == "logits":
