@@ -186,6 +186,7 @@ def generate_all(lm, prompts, vectors, cells, max_tokens, progress):
 
     token_lists = [encode(lm.tokenizer, format_chat(lm.tokenizer, p)) for p in prompts]
     per = 1 + len(cells)
+    row_allowance = allowances(vectors, [None, *cells])  # the same for every prompt
     step = max(1, MAX_PADDED_ROWS // per)
     results = []
     for s in range(0, len(prompts), step):
@@ -196,7 +197,7 @@ def generate_all(lm, prompts, vectors, cells, max_tokens, progress):
         plan = [c for _ in chunk for c in [None, *cells]]
         gen = generate_padded(lm, rows, vectors, plan, max_tokens)
         for i, t in enumerate(chunk):
-            texts = score_rows(lm, t, gen[i * per:(i + 1) * per], allowances(vectors, [None, *cells]))
+            texts = score_rows(lm, t, gen[i * per:(i + 1) * per], row_allowance)
             results.append((texts[0], texts[1:]))
     return results
 
