@@ -12,6 +12,11 @@ from app import __version__, paths
 from app.errors import CLIError, user_message
 
 
+# Beyond LabError: a path given on the command line that is missing or unreadable, a bad value argparse let
+# through, an interrupted write; said in one line as before.
+CLI_USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, InterruptedError)
+
+
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
@@ -154,7 +159,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # every user-facing failure is one clear line
-        msg = user_message(exc)
+        msg = user_message(exc, also=CLI_USER_ERRORS)
         if msg is None:
             raise
         print(f"error: {msg}", file=sys.stderr)

@@ -19,6 +19,7 @@ import gradio as gr
 
 from app.service.lab import CancelToken
 from app.ui.downloads import out_dir
+from app.ui.errors import message_of
 from app.ui.present import generation as present
 from app.ui.present import insight as fx
 from app.ui.widgets import file_stem
@@ -166,11 +167,7 @@ def _stream_comparison(service: Any, req: Any, request: Optional[gr.Request]) ->
             view = present.streaming_view(chunk, settings, max_tokens)
             yield view.baseline_html, view.steered_html, view.status_html, *keep, gr.update(), gr.update()
     except Exception as exc:  # leave no "preparing…" behind; @guarded turns exc into the message toast
-        from app.errors import user_message
-
-        text = getattr(exc, "message", None) if isinstance(exc, gr.Error) else user_message(exc)
-        yield (*present.empty_panes("Nothing was generated."),
-               present.badge_html("bad", text or "something went wrong (details in the server log)"),
+        yield (*present.empty_panes("Nothing was generated."), present.badge_html("bad", message_of(exc)),
                *keep, gr.update(), gr.update())
         raise
     finally:

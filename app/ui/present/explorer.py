@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from app.errors import InputError
 from app.domain import limits
 
 from .common import (
@@ -341,7 +342,7 @@ def cosine_by_layer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 2:
-        raise ValueError(f"the two concepts' vectors differ in shape ({a.shape} vs {b.shape}); "
+        raise InputError(f"the two concepts' vectors differ in shape ({a.shape} vs {b.shape}); "
                          "were they extracted for different models?")
     na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
     dots = np.einsum("lh,lh->l", a, b)
