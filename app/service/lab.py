@@ -190,7 +190,24 @@ class Lab:
         return self._svc.switch_model(model, token)
 
     def cancel(self) -> int:
+        """Cancel every running or queued job of every user."""
         return self._svc.cancel()
+
+    # ---- per-browser-session cancel (the session's one JobRunner keeps the tokens) ---------------
+    def arm(self, session: str) -> CancelToken:
+        """At a click, before its queued run: the page's Stop can reach the run while it still waits."""
+        return self._svc.jobs.arm(session)
+
+    def start(self, session: str) -> CancelToken:
+        """The token of ``session``'s run that starts now; hand it to the run, then ``finish`` it."""
+        return self._svc.jobs.start(session)
+
+    def finish(self, session: str, token: CancelToken) -> None:
+        self._svc.jobs.finish(session, token)
+
+    def stop(self, session: str) -> int:
+        """Stop only ``session``'s runs (armed or running); how many were stopped."""
+        return self._svc.jobs.cancel_session(session)
 
     # ---- what a person does -----------------------------------------------------------------
     def steer(self, req: SteerRequest, token: Optional[CancelToken] = None) -> Iterator[tuple[Any, dict]]:

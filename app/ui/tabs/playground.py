@@ -134,9 +134,9 @@ def build(service: Any, ctx: Any) -> None:
               extra_layers, max_tokens, temperature, top_p, seed, op, op_param, op_layers, condition, threshold]
     outputs = [baseline_pane, steered_pane, status, effects, applied, dl_md, dl_json]
     for trigger, api in ((generate.click, dict(api_name="generate")), (prompt.submit, dict(api_visibility="private"))):
-        trigger(guarded(arm_session), None, None, queue=False, show_progress="hidden", api_visibility="private").then(
+        trigger(guarded(arm_session(service)), None, None, queue=False, show_progress="hidden", api_visibility="private").then(
             run, inputs, outputs, show_progress="minimal", **api, **MODEL_CONCURRENCY)
-    stop.click(guarded(stop_session), None, None, api_name="stop_generate", queue=False)
+    stop.click(guarded(stop_session(service)), None, None, api_name="stop_generate", queue=False)
     widgets.mark_stale_on([prompt, system, concept, layer, strength, absolute, max_tokens, temperature],
                           ["pg-baseline", "pg-steered"], [generate])
 
