@@ -30,13 +30,6 @@ def _lab(args: argparse.Namespace):
     return lab
 
 
-def _service(args: argparse.Namespace):
-    """The model session itself, for the calibration search (it drives the core directly)."""
-    from app.service.lab import model_session
-
-    return model_session(getattr(args, "model", "") or "")
-
-
 def cmd_info(args: argparse.Namespace) -> int:
     svc = _lab(args)
     info = svc.info().as_dict()

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
-from app.domain.requests import ExtractRequest, SteerRequest, SweepRequest
+from app.domain.requests import CalibrateRequest, ExtractRequest, SteerRequest, SweepRequest
 from app.errors import InputError
 from app.library.slugs import slugify, validate_slug  # the names that become file names: one rule, the library's
 from app.service.jobs import CancelToken, follow  # plain threading: the UI's cancel tokens and waiting helper
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 Progress = Optional[Callable[[int, int], None]]
 
 __all__ = ["Lab", "Concepts", "CancelToken", "follow", "slugify", "validate_slug", "ExtractRequest", "SteerRequest",
-           "SweepRequest"]
+           "SweepRequest", "CalibrateRequest"]
 
 
 class Concepts:
@@ -242,6 +242,12 @@ class Lab:
                 top_k: int = 5, token: Optional[CancelToken] = None) -> Any:
         return self._svc.explore(prompt, concept=concept, system=system, chat=chat, top_k=top_k, token=token)
 
+    def calibrate(self, req: CalibrateRequest, echo: Callable[[str], None],
+                  token: Optional[CancelToken] = None) -> Optional[dict]:
+        """(Maintainers) the calibration search; its choice is saved or shipped under the model lock.
+        ``echo`` gets the progress and summary lines; None on a distributed rank that does not report."""
+        return self._svc.calibrate(req, echo, token)
+
     # ---- what the pickers and cards show ------------------------------------------------------
     def operations(self) -> list:
         return self._svc.operations()
@@ -332,13 +338,3 @@ def convert_extra_model(key: str, force: bool = False) -> Path:
     from app.core.convert_gemma import convert_gemma
 
     return convert_gemma(extra_model(key).folder, force=force)
-
-
-def model_session(model: str = "") -> Any:
-    """A loaded ``ModelService`` for maintenance commands that drive the core themselves (the calibration
-    search); everything a user does goes through ``Lab``."""
-    from app.service.model_service import ModelService
-
-    svc = ModelService()
-    svc.load(model)
-    return svc

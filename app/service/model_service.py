@@ -14,6 +14,7 @@ import app.core  # noqa: F401  (loads the fast BLAS before MLX)
 from app.core import registry
 from app.core.models import LoadedModel
 from app.errors import Cancelled, InputError, ModelLoadError
+from app.service.calibration_ops import CalibrationOps
 from app.service.concept_ops import ConceptOps
 from app.service.explore_ops import ExploreOps
 from app.service.generation_ops import GenerationOps
@@ -37,6 +38,7 @@ class ModelService:
         self.lens_ops = lens = LensOps(session)
         self.generation_ops = GenerationOps(session, concepts, interventions, judges)
         self.explore_ops = ExploreOps(session, concepts, lens)
+        self.calibration_ops = CalibrationOps(session)
         self.jobs = session.jobs  # the one JobRunner: the model lock and every cancel token
         self._name_the_ops()
 
@@ -58,6 +60,7 @@ class ModelService:
         self.vector_lens = self.lens_ops.vector_lens
         self.build_plan, self.compare_stream, self.compare, self.sweep = g.build_plan, g.compare_stream, g.compare, g.sweep
         self.explore, self.capture = e.explore, e.capture
+        self.calibrate = self.calibration_ops.calibrate
 
     # ---- the session's state, read through ------------------------------------------------
     @property
