@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 from gradio.utils import diff
 
+from app.service.jobs import JobRunner
 from app.types import ComparisonChunk, GenerationParams
 from app.ui.present import generation as pg
 from app.ui.streaming import Coalesced, Throttle, stream_comparison, throttled
@@ -63,7 +64,8 @@ def _chunks(n: int):
 
 
 def test_the_playground_stream_sends_bounded_plain_updates_and_a_coloured_end():
-    service = SimpleNamespace(steer=lambda req, token=None: _chunks(400))
+    runner = JobRunner()  # the lab keeps the page's cancel token; the stream takes it and hands it back
+    service = SimpleNamespace(steer=lambda req, token=None: _chunks(400), start=runner.start, finish=runner.finish)
     req = SimpleNamespace(params=GenerationParams(max_tokens=400), prompt="p", system=None)
     outs = list(stream_comparison(service, req, None))
     streaming, final = outs[1:-1], outs[-1]
