@@ -43,3 +43,31 @@ def test_band_layers_the_model_lacks_are_dropped(tmp_path):
     _with_rec(svc, "wordy", Recommendation(layer=1, strength=0.4, band=(0, n + 3)))
     assert svc.recommended_band("wordy") == (0,)
     assert dataclasses.replace(Recommendation(1, 0.4, band=(0, 1, 2))).layer_plan() == [(1, 0.4), (0, 0.4), (2, 0.4)]
+
+
+def test_efficacy_measures_a_band_setting_on_every_band_layer(tmp_path):
+    import numpy as np
+
+    from app.core.efficacy import measure
+    from app.domain.requests import ExtractRequest
+
+    svc = tiny_service(tmp_path)
+    lab = Lab(svc)
+    cv = lab.extract(ExtractRequest("wordy", save=False))
+    concept = lab.concepts.get("wordy")
+    scorer = lambda texts: np.array([len(t.split()) for t in texts], dtype=float)  # noqa: E731
+    kw = dict(prompts=["w3 w4", "w5"], max_tokens=6, prompted=False)
+    band = measure(svc.loaded, [concept], {"wordy": cv}, {"wordy": (1, 2.0, (0, 2))}, {"wordy": scorer}, **kw)["wordy"]
+    one = measure(svc.loaded, [concept], {"wordy": cv}, {"wordy": (1, 2.0)}, {"wordy": scorer}, **kw)["wordy"]
+    assert band.band == (0, 2) and band.row()["band"] == [0, 2] and one.band == ()
+    assert band.texts != one.texts  # the band layers were steered too
+
+
+def test_the_library_card_names_every_layer_of_a_band():
+    from app.types import Concept
+    from app.ui.present.library import recommendations_md
+
+    c = Concept(slug="x", name="X", pairs=[], recommended={
+        "m1": Recommendation(12, 0.08, source="calibration", band=(8, 10, 14, 16)), "m2": Recommendation(9, 0.3)})
+    md = recommendations_md(c)
+    assert "layers **8, 10, 12, 14, 16** (a band" in md and "layer **9**" in md
