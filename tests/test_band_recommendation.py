@@ -71,3 +71,17 @@ def test_the_library_card_names_every_layer_of_a_band():
         "m1": Recommendation(12, 0.08, source="calibration", band=(8, 10, 14, 16)), "m2": Recommendation(9, 0.3)})
     md = recommendations_md(c)
     assert "layers **8, 10, 12, 14, 16** (a band" in md and "layer **9**" in md
+
+
+def test_calibrate_request_sizes_the_band_stage():
+    import pytest
+
+    from app.domain.requests import CalibrateRequest
+    from app.errors import InputError
+    from app.service.calibration_ops import search_plan
+
+    assert search_plan(CalibrateRequest(("x",))).band_strengths == (0.05, 0.08)  # the default search tries bands
+    assert search_plan(CalibrateRequest(("x",), band_strengths=())).band_strengths == ()
+    assert search_plan(CalibrateRequest(("x",), band_strengths=(0.1,))).band_strengths == (0.1,)
+    with pytest.raises(InputError, match="band-strengths"):
+        CalibrateRequest(("x",), band_strengths=(float("nan"),))
