@@ -244,7 +244,9 @@ def reset_values(tab: str) -> dict[str, Any]:
     base, steer = empty_panes("Press the button above to run this example.")
     ready = badge_html("ok", "ready: run the example")
     return {
-        "playground": {"playground.baseline": base, "playground.steered": steer, "playground.status": ready},
+        # extra layers too: picking a concept may have filled its calibrated band there, which the example lacks
+        "playground": {"playground.baseline": base, "playground.steered": steer, "playground.status": ready,
+                       "playground.extra_layers": ""},
         "mixer": {"mixer.baseline": base, "mixer.steered": steer, "mixer.status": ready, "mixer.alone_out": ""},
         "sweeps": {"sweeps.summary": "_Press **Run sweep** to run this example._", "sweeps.heatmap": None},
         "explorer": {"explorer.summary": "_Press **Explore** to run this example._"},
