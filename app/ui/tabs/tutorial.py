@@ -68,8 +68,8 @@ a space and `The` the one without; a lens cell that says `·The` already predict
         "What a steering vector is",
         """Take pairs of texts that differ **only** in one concept, e.g. *“I got the job! I'm so thrilled!”* vs
 *“I got the job. I start next month.”* Run them all through the model and, at each layer, average the residual
-vectors over the tokens of each text (skipping position 0, the attention sink, which is far longer than other
-tokens ({SINK}), and would swamp everything). The **mean of the positives minus the mean of the negatives** is a direction
+vectors over the tokens of each text, skipping position 0: the attention sink is far longer than other tokens
+({SINK}) and would swamp everything. The **mean of the positives minus the mean of the negatives** is a direction
 that points from “neutral” toward “happy”: the **steering vector** for that layer, one per layer.
 
 In the explorer, choose a concept and the last chart shows how far each token of your prompt points along it.""",
@@ -90,9 +90,9 @@ Press **Extract vectors**: the lab reads all the texts in one batch and shows a 
 - the **recommended layers** (shaded), where both are high.
 
 The card also warns when the numbers can mislead. On the default model the sleepy pairs of this example get a
-warning, *layer 0 already separates them*, because sleepy texts use sleepy words (yawn, drowsy), and that early the model sees little more
-than which words a text uses. Good separation then does not prove that the vector carries the meaning, so judge it by
-how it steers. Then **Save to library** to use the concept everywhere; **Try it in the playground** under the card
+warning, *layer 0 already separates them*, because sleepy texts use sleepy words (yawn, drowsy), and that early
+the model sees little more than which words a text uses. Good separation then does not prove that the vector
+carries the meaning, so judge it by how it steers. Then **Save to library** to use the concept everywhere; **Try it in the playground** under the card
 opens it at its recommended layer and strength.""",
         "creator",
         {"creator.name": "Sleepy", "creator.slug": "sleepy",
