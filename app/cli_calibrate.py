@@ -24,6 +24,9 @@ def register(sub, add) -> None:
                     help="relative strengths of the fine stage (default 0.1,0.15,0.2,0.3,0.45,0.6)")
     sp.add_argument("--coarse-strengths", default=None,
                     help="relative strengths of the depth and method stages (default 0.2,0.35)")
+    sp.add_argument("--band-strengths", default=None,
+                    help="fine stage: relative strengths tried on a band of layers around each layer "
+                         "(the layer and 2 and 4 layers either side; default 0.05,0.08; 'none' for single layers only)")
     sp.add_argument("--coarse-prompts", type=int, default=2, help="calibration prompts of the depth and method stages")
     sp.add_argument("--coarse-tokens", type=int, default=32, help="tokens per answer in the depth and method stages")
     sp.add_argument("--top-layers", type=int, default=1, help="layers carried from the depth scan to the later stages")
@@ -42,6 +45,13 @@ def register(sub, add) -> None:
                          "calibrate ... --distributed)")
 
 
+def _band_strengths(text):
+    """None (the default), () for 'none', else the listed strengths."""
+    if not text:
+        return None
+    return () if text.strip().lower() == "none" else tuple(parse_floats(text, "band-strengths"))
+
+
 def calibrate_request(args, num_layers: int) -> CalibrateRequest:
     """argv as the lab's request (every number checked there, once)."""
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else None
@@ -50,6 +60,7 @@ def calibrate_request(args, num_layers: int) -> CalibrateRequest:
         layers=tuple(parse_layers(args.layers, num_layers, "layers")) if args.layers else None,
         strengths=tuple(parse_floats(args.strengths, "strengths")) if args.strengths else None,
         coarse_strengths=tuple(parse_floats(args.coarse_strengths, "coarse-strengths")) if args.coarse_strengths else None,
+        band_strengths=_band_strengths(args.band_strengths),
         coarse_prompts=args.coarse_prompts, coarse_tokens=args.coarse_tokens, top_layers=args.top_layers,
         validate_all_methods=args.validate_all_methods, max_tokens=args.max_tokens, val_tokens=args.val_tokens,
         save=args.save, ship=args.ship, reuse_vectors=args.reuse_vectors, distributed=args.distributed, log=args.log)

@@ -149,6 +149,7 @@ class CalibrateRequest:
     layers: Optional[tuple[int, ...]] = None  # of the depth scan
     strengths: Optional[tuple[float, ...]] = None  # of the fine stage
     coarse_strengths: Optional[tuple[float, ...]] = None  # of the depth and method stages
+    band_strengths: Optional[tuple[float, ...]] = None  # fine stage, on a band of layers; () = single layers only
     coarse_prompts: int = 2
     coarse_tokens: int = 32
     top_layers: int = 1
@@ -171,7 +172,7 @@ class CalibrateRequest:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1")
         if self.layers is not None:
             object.__setattr__(self, "layers", _layer_numbers(self.layers, "layers"))
-        for name in ("strengths", "coarse_strengths"):
+        for name in ("strengths", "coarse_strengths", "band_strengths"):
             values = getattr(self, name)
             if values is not None:
                 object.__setattr__(self, name, tuple(parse_float(v, name.replace("_", "-")) for v in values))

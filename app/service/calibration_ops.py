@@ -45,6 +45,8 @@ def search_plan(req: CalibrateRequest) -> SearchPlan:
         kw["fine_strengths"] = req.strengths
     if req.coarse_strengths is not None:
         kw["coarse_strengths"] = kw["method_strengths"] = req.coarse_strengths
+    if req.band_strengths is not None:
+        kw["band_strengths"] = req.band_strengths
     return SearchPlan(coarse_prompts=req.coarse_prompts, coarse_tokens=req.coarse_tokens, top_layers=req.top_layers,
                       cal_tokens=req.max_tokens, val_tokens=req.val_tokens, methods=tuple(methods),
                       validate_all_methods=req.validate_all_methods, **kw)
@@ -62,7 +64,9 @@ def _runner(distributed: bool):
 
 def summary_line(slug: str, r: dict) -> str:
     v = r["validation"]
-    return (f"{slug}: {r['method']} layer {int(r['layer'])} strength {float(r['strength']):g}; validation right way "
+    layers = sorted({int(r["layer"]), *(int(l) for l in r.get("band", ()))})
+    where = f"layers {','.join(map(str, layers))}" if len(layers) > 1 else f"layer {layers[0]}"
+    return (f"{slug}: {r['method']} {where} strength {float(r['strength']):g}; validation right way "
             f"{v['right_way']:.0%}, mean change {v['mean_change']:+.3f}, clean {v['clean_share']:.0%}"
             + ("" if r["eligible"] else " (no setting was coherent on 80% of the calibration prompts)"))
 
@@ -159,7 +163,7 @@ class CalibrationOps:
 
         model_id = self.session.loaded.model_id
         rec = Recommendation(layer=int(r["layer"]), strength=float(r["strength"]), strength_mode="relative",
-                             source="calibration")
+                             source="calibration", band=tuple(int(l) for l in r.get("band", ())))
         updated = dataclasses.replace(concept, method=r["method"],
                                       recommended={**concept.recommended, model_key(model_id): rec})
         lib = self.session.library

@@ -276,6 +276,18 @@ class ConceptOps:
         layer = (a + b) // 2 if (a, b) != (0, 0) else cv.num_layers // 2
         return layer, DEFAULT_RELATIVE_STRENGTH, True, "default (middle of the recommended layer range)"
 
+    def recommended_band(self, concept: str) -> tuple[int, ...]:
+        """The band layers of ``concept``'s recommended setting for the loaded model (steered at the same
+        strength as its layer); () for none, a mix or a random control, and layers the model lacks dropped."""
+        from app.library.slugs import model_key
+
+        text = (concept or "").strip()
+        lib, loaded = self.session.library, self.session.loaded
+        if not text or is_mix(text) or text.startswith(RANDOM_PREFIX) or not lib.exists(text):
+            return ()
+        rec = lib.get(text).recommended.get(model_key(loaded.model_id))
+        return tuple(l for l in rec.band if 0 <= l < loaded.num_layers) if rec is not None else ()
+
     def save_recommendation(self, concept: str, layer: int, strength: float, relative: bool = True,
                             source: str = "sweep") -> None:
         """Store a sweep's best setting in the concept (a user copy for shipped concepts)."""

@@ -37,7 +37,8 @@ class GenerationOps:
         relative = req.relative
         if not layers:
             layer, strength, relative, source = self.concepts.recommended_setting(req.concept, cv)
-            layers = [(layer, strength)]
+            layers = [(layer, strength)] + [(l, strength) for l in self.concepts.recommended_band(req.concept)
+                                            if l != layer]
         layers, op_param = self._op_layers(req, layers)
         typical = self.interventions.typical_projection(req.concept, cv) if req.op in ("cap", "clamp") else None
         plan = plan_from_vectors(

@@ -262,6 +262,10 @@ class Lab:
     def recommended_setting(self, concept: str, cv: ConceptVectors) -> tuple[int, float, bool, str]:
         return self._svc.recommended_setting(concept, cv)
 
+    def recommended_band(self, concept: str) -> tuple[int, ...]:
+        """More layers the recommended setting steers at the same strength (a calibrated band)."""
+        return self._svc.recommended_band(concept)
+
     def cosine_matrix(self, slugs: Sequence[str], layer: int) -> Any:
         return self._svc.cosine_matrix(slugs, layer)
 

@@ -122,6 +122,23 @@ def recommended_updates(service: Any, concept: Any, layer: Any = None) -> tuple[
             gr.Checkbox(value=not relative))
 
 
+def band_text(service: Any, concept: Any) -> str:
+    """The playground's extra-layers text for ``concept``'s recommended band ('8:0.08, 10:0.08'), '' without one."""
+    from app.errors import LabError
+
+    if not isinstance(concept, str) or not concept.strip():
+        return ""
+    try:
+        concept = concept.strip()
+        band = service.recommended_band(concept)
+        if not band:
+            return ""
+        _, strength, _, _ = service.recommended_setting(concept, service.resolve_vectors(concept)[0])
+    except (LabError, ValueError):
+        return ""
+    return ", ".join(f"{l}:{float(strength):g}" for l in band)
+
+
 # ---- checks (a gr.Error that names the field) --------------------------------------------------------
 def check_prompt(prompt: Any) -> str:
     if not isinstance(prompt, str) or not prompt.strip():

@@ -168,7 +168,9 @@ def build(service: Any, ctx: Any) -> None:
     concept_picked = guarded(handlers.concept_picked)
 
     concept.input(concept_picked, [concept], [layer, strength, absolute], api_name="recommended_setting",
-                  show_progress="minimal", **MODEL_CONCURRENCY)
+                  show_progress="minimal", **MODEL_CONCURRENCY).then(
+        guarded(lambda c: widgets.band_text(service, c)), [concept], [extra_layers], api_visibility="private",
+        queue=False)
 
     ctx.register("playground", prompt=prompt, concept=concept, layer=layer, strength=strength, max_tokens=max_tokens,
                  absolute=absolute, generate=generate, system=system, seed=seed, temperature=temperature,
