@@ -84,6 +84,10 @@ class PlaygroundHandlers:
         """Move layer/strength to the concept's recommended setting and say so in the slider's info."""
         return widgets.recommended_updates(self.service, concept)
 
+    def band_picked(self, concept) -> Any:
+        """The concept's recommended band (more layers at the same strength) into the extra-layers box."""
+        return widgets.band_text(self.service, concept)
+
 
 # ---- the tab --------------------------------------------------------------------------------
 def build(service: Any, ctx: Any) -> None:
@@ -169,8 +173,7 @@ def build(service: Any, ctx: Any) -> None:
 
     concept.input(concept_picked, [concept], [layer, strength, absolute], api_name="recommended_setting",
                   show_progress="minimal", **MODEL_CONCURRENCY).then(
-        guarded(lambda c: widgets.band_text(service, c)), [concept], [extra_layers], api_visibility="private",
-        queue=False)
+        guarded(handlers.band_picked), [concept], [extra_layers], api_visibility="private", queue=False)
 
     ctx.register("playground", prompt=prompt, concept=concept, layer=layer, strength=strength, max_tokens=max_tokens,
                  absolute=absolute, generate=generate, system=system, seed=seed, temperature=temperature,
