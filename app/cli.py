@@ -12,6 +12,11 @@ from app import __version__, paths
 from app.errors import CLIError, user_message
 
 
+# Beyond LabError: a path given on the command line that is missing or unreadable, a bad value argparse let
+# through, an interrupted write; said in one line as before.
+CLI_USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, InterruptedError)
+
+
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
@@ -23,13 +28,6 @@ def _lab(args: argparse.Namespace):
     lab = Lab()
     lab.load(getattr(args, "model", "") or "")
     return lab
-
-
-def _service(args: argparse.Namespace):
-    """The model session itself, for the calibration search (it drives the core directly)."""
-    from app.service.lab import model_session
-
-    return model_session(getattr(args, "model", "") or "")
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -154,7 +152,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # every user-facing failure is one clear line
-        msg = user_message(exc)
+        msg = user_message(exc, also=CLI_USER_ERRORS)
         if msg is None:
             raise
         print(f"error: {msg}", file=sys.stderr)

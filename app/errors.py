@@ -25,8 +25,12 @@ class CLIError(LabError):
     """A command-line usage error."""
 
 
-def user_message(exc: BaseException) -> Optional[str]:
-    """A clear one-line message for expected failures; None for real bugs."""
-    if isinstance(exc, (LabError, ValueError, FileNotFoundError, PermissionError, InterruptedError)):
+def user_message(exc: BaseException, also: tuple[type[BaseException], ...] = ()) -> Optional[str]:
+    """The message of an expected failure (a ``LabError``, or one of ``also``); None for anything else.
+
+    Only ``LabError`` is the user's to fix: a stray ``ValueError`` deep inside is a bug of the lab and
+    must be logged with its traceback, not shown as if the input were wrong. The command line passes
+    ``also`` for the OS errors of the paths it was given."""
+    if isinstance(exc, (LabError, *also)):
         return str(exc) or type(exc).__name__
     return None

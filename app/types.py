@@ -42,6 +42,11 @@ class Recommendation:
     strength: float
     strength_mode: str = "relative"  # "relative" | "absolute"
     source: str = "sweep"  # how it was found
+    band: tuple[int, ...] = ()  # more layers steered with the same strength (a calibrated band)
+
+    def layer_plan(self) -> list[tuple[int, float]]:
+        """[(layer, strength)] to steer with: the layer, then each band layer at the same strength."""
+        return [(self.layer, self.strength)] + [(l, self.strength) for l in self.band if l != self.layer]
 
 
 JUDGE_KINDS = ("sentiment", "lexicon", "words", "length", "readability", "probe")

@@ -43,7 +43,7 @@ def shipped_setup(svc, slugs=None):
         if cv is None or rec is None:
             raise SystemExit(f"{c.slug}: no shipped vectors or recommended setting for {key}")
         judge = build_judge(default_spec(c), lm=lm, concept=c, library_concepts=everyone)
-        vectors[c.slug], settings[c.slug] = cv, (rec.layer, rec.strength)
+        vectors[c.slug], settings[c.slug] = cv, (rec.layer, rec.strength, rec.band)
         scorers[c.slug] = lambda texts, j=judge: judge_scores(j, texts)
         labels[c.slug] = judge.label
     return concepts, vectors, settings, scorers, labels
@@ -71,7 +71,7 @@ def from_report(svc, concepts, scorers, cached):
         v = report[c.slug]["validation"]
         clean = v.get("clean") or [_clean(svc.loaded.tokenizer, t) for t in v["texts"]]
         e = ConceptEfficacy(c.slug, v["method"], v["layer"], v["strength"], list(v["changes"]),
-                            [bool(x) for x in clean], texts=list(v.get("texts", [])))
+                            [bool(x) for x in clean], texts=list(v.get("texts", [])), band=tuple(v.get("band", ())))
         if base and c.slug in cached:
             e.prompted_changes = [float(s[1] - s[0]) for s in (scorers[c.slug]([b, t]) for b, t in zip(base, cached[c.slug]))]
         out[c.slug] = e
@@ -93,6 +93,12 @@ def _read_cache(path, prompts, tokens):
     return data["texts"] if data.get("prompts") == list(prompts) and data.get("tokens") == tokens else None
 
 
+def _layers(r) -> str:
+    """'12' for one layer; every steered layer of a band: '8,10,12,14,16'."""
+    layers = sorted({r["layer"], *r.get("band", [])})
+    return str(layers[0]) if len(layers) == 1 else ",".join(str(l) for l in layers)
+
+
 def markdown(rows) -> str:
     head = ("| concept | method | layer | strength | right way | success (right way + clean) | mean judge change "
             "| clean | prompted right way | prompted mean change |\n|---|---|---|---|---|---|---|---|---|---|")
@@ -101,7 +107,7 @@ def markdown(rows) -> str:
         n = r["n_prompts"]
         pr = "n/a" if r["prompted_right_way"] is None else f"{round(r['prompted_right_way'] * n)}/{n}"
         pm = "n/a" if r["prompted_mean_change"] is None else f"{r['prompted_mean_change']:+.3f}"
-        lines.append(f"| {r['concept']} | {r['method']} | {r['layer']} | {r['strength']:g} | "
+        lines.append(f"| {r['concept']} | {r['method']} | {_layers(r)} | {r['strength']:g} | "
                      f"{round(r['right_way'] * n)}/{n} | {round(r['success'] * n)}/{n} | {r['mean_change']:+.3f} | "
                      f"{r['clean_share']:.0%} | {pr} | {pm} |")
     return "\n".join(lines)

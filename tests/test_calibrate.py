@@ -135,7 +135,12 @@ def test_search_is_deterministic_on_a_tiny_model(lm):
     assert set(up["variants"]) == {"mean_diff", "bipolar", "no_shared", "system_prompt", "unit_mean"}
     assert "system_prompt" not in runs[0]["down"]["variants"]  # down has no system prompts
     assert up["validation"]["n_prompts"] == 2 and len(up["validation"]["texts"]) == 2
-    assert up["layer"] in (1, 2) and up["strength"] in (0.3, 1.0)
+    assert up["layer"] in (1, 2)
+    if up["band"]:  # a band cell: a band strength over the layers around the chosen one
+        assert up["strength"] in plan.band_strengths and up["band"] == list(plan.band_of(up["layer"], lm.num_layers))
+    else:
+        assert up["strength"] in (0.3, 1.0)
+    assert up["validation"].get("band", []) == up["band"]
     assert 0 <= up["validation"]["right_way"] <= 1 and len(consistency["up"]) == lm.num_layers
 
 
@@ -165,3 +170,31 @@ def test_padded_steered_rows_match_per_prompt_batches(lm):
         base, out = generate_cells(lm, p, vec, [c] if c else [], 10)
         assert (out[0].tokens if c else base.tokens) == toks
     assert padded[2][0] != generate_cells(lm, prompts[2], vec, [], 10)[0].tokens
+
+
+def test_a_band_cell_steers_every_layer_of_its_band(lm):
+    """A band cell (one relative strength at several layers) gives the same greedy tokens in a
+    left-padded batch as through run_batch, and differs from its main layer alone."""
+    from app.core.calib_search import build_variants
+    from app.core.cellbatch import Cell, generate_cells, generate_padded
+    from app.core.generation import run_batch
+    from app.core.interventions import Add
+    from app.types import GenerationParams
+
+    variants, _ = build_variants(lm, _concepts(), ("mean_diff",))
+    vec = {f"{s}:{m}": cv for s, ms in variants.items() for m, cv in ms.items()}
+    prompts = [[5, 9, 23, 40, 7], [11, 3]]
+    band = Cell("up:mean_diff", 1, 2.0, band=(0, 2))
+    assert band.layers == (0, 1, 2)
+    padded = generate_padded(lm, prompts, vec, [band, band], 10)
+    cv = vec["up:mean_diff"]
+    adds = [Add(l, cv.unit(l).astype(np.float32), 2.0 * float(cv.typical_norms[l])) for l in (0, 1, 2)]
+    for p, (toks, _) in zip(prompts, padded):
+        _, out = generate_cells(lm, p, vec, [band], 10)
+        assert out[0].tokens == toks
+        last = None
+        for last in run_batch(lm, p, [adds], GenerationParams(max_tokens=10)):
+            pass
+        assert list(last.rows[0].tokens) == toks
+    _, alone = generate_cells(lm, prompts[0], vec, [Cell("up:mean_diff", 1, 2.0)], 10)
+    assert alone[0].tokens != padded[0][0]

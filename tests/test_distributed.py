@@ -104,5 +104,7 @@ def test_calibrate_cli_distributed_over_two_ranks_reports_what_one_process_does(
     from app.core.calibrate import load_prompts
 
     assert len(want["happy"]["validation"]["texts"]) == len(load_prompts("validation"))
-    assert len(want["happy"]["fine"]) == 2 and len(want["happy"]["fine"][0]["changes"]) == len(load_prompts("calibration"))
+    fine = want["happy"]["fine"]  # the two strengths at the chosen layer, then the two default band strengths
+    assert [("band" in f, f["strength"]) for f in fine] == [(False, 0.5), (False, 1.0), (True, 0.05), (True, 0.08)]
+    assert len(fine[0]["changes"]) == len(load_prompts("calibration"))
     assert json.loads(dist.stdout) == want  # only rank 0 prints, and it prints the same report

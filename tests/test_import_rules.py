@@ -187,8 +187,8 @@ def test_domain_imports_neither_mlx_nor_gradio():
     assert not bad, f"app/domain must stay free of MLX, Gradio and the other layers: {bad}"
 
 
-# The CLI's user commands; cli_calibrate is the maintainers' calibration search, which drives the core itself.
-CLI_FILES = ("cli.py", "cli_generate.py", "cli_concepts.py")
+# Every command of the CLI, the maintainers' calibration search included (it runs through Lab.calibrate).
+CLI_FILES = ("cli.py", "cli_generate.py", "cli_concepts.py", "cli_calibrate.py")
 FACADE = "app.service.lab"
 
 

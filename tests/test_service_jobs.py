@@ -212,3 +212,32 @@ def test_a_cancelled_token_stops_a_job_before_it_starts():
     with pytest.raises(Cancelled):
         runner.run(lambda t: ran.append(1), token)
     assert not ran and token() is True
+
+
+def test_a_pages_stop_cancels_only_that_pages_runs_armed_or_running():
+    """The one registry of per-browser-session tokens: Stop before the queued run starts stops it at its start,
+    Stop while it runs stops it, and another page's (or scope's) run goes on."""
+    runner = JobRunner()
+    armed = runner.arm("page-a/run")
+    assert runner.start("page-a/run") is armed  # the click's token is the one the run gets
+    other_page, other_scope = runner.start("page-b/run"), runner.start("page-a/extract")
+    assert runner.cancel_session("page-a/run") == 1
+    assert armed.cancelled and not other_page.cancelled and not other_scope.cancelled
+    runner.finish("page-a/run", armed)
+
+    early = runner.arm("page-a/run")  # Stop while the run still waits in the queue ...
+    assert runner.cancel_session("page-a/run") == 1 and early.cancelled
+    waiting = runner.start("page-a/run")  # ... so that run starts already stopped and never runs
+    assert waiting is early
+    ran = []
+    with pytest.raises(Cancelled):
+        runner.run(lambda t: ran.append(1), waiting)
+    assert not ran
+    runner.finish("page-a/run", waiting)
+    fresh = runner.start("page-a/run")  # the next run starts clean
+    assert fresh is not early and not fresh.cancelled
+
+    runner.finish("page-a/run", fresh)
+    runner.finish("page-b/run", other_page)
+    assert runner.cancel_session("page-a/run") == 0 and runner.cancel_session("page-b/run") == 0
+    assert runner.cancel_session("page-a/extract") == 1 and other_scope.cancelled

@@ -6,6 +6,7 @@ import gradio as gr
 
 from app.domain import limits
 from app.domain.parse import parse_floats
+from app.errors import InputError
 from app.ui.tabs import sweeps, tutorial
 
 
@@ -18,7 +19,7 @@ def test_kind_of_sweep_follows_the_lists():
 
 
 def test_a_failed_sweep_replaces_old_results_with_the_error():
-    out = sweeps.error_outputs(ValueError("strength 1.5 is out of range"))
+    out = sweeps.error_outputs(InputError("strength 1.5 is out of range"))
     assert out[0] is None and "did not run" in out[1] and "1.5" in out[1]
     assert out[2] is None and out[4] is None  # no old heatmap or table under the error
 
@@ -41,7 +42,9 @@ def test_tutorial_text_matches_the_app():
 
 
 def test_try_it_clears_the_target_tab_results():
-    assert set(tutorial.reset_values("playground")) == {"playground.baseline", "playground.steered", "playground.status"}
+    assert set(tutorial.reset_values("playground")) == {"playground.baseline", "playground.steered", "playground.status",
+                                                         "playground.extra_layers"}
+    assert tutorial.reset_values("playground")["playground.extra_layers"] == ""  # a picked concept's band is not kept
     assert tutorial.reset_values("sweeps")["sweeps.heatmap"] is None
     hint = tutorial._fill_value("playground.layer", 12, 4)
     assert hint["value"] == 12 and "tutorial step 4" in hint["info"]

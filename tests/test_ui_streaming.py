@@ -6,9 +6,10 @@ from types import SimpleNamespace
 
 from gradio.utils import diff
 
+from app.service.jobs import JobRunner
 from app.types import ComparisonChunk, GenerationParams
 from app.ui.present import generation as pg
-from app.ui.streaming import Coalesced, Throttle, stream_comparison, throttled
+from app.ui.streaming import Coalesced, Throttle, session_id, stream_comparison, throttled
 
 
 class FakeClock:
@@ -63,7 +64,8 @@ def _chunks(n: int):
 
 
 def test_the_playground_stream_sends_bounded_plain_updates_and_a_coloured_end():
-    service = SimpleNamespace(steer=lambda req, token=None: _chunks(400))
+    runner = JobRunner()  # the lab keeps the page's cancel token; the stream takes it and hands it back
+    service = SimpleNamespace(steer=lambda req, token=None: _chunks(400), start=runner.start, finish=runner.finish)
     req = SimpleNamespace(params=GenerationParams(max_tokens=400), prompt="p", system=None)
     outs = list(stream_comparison(service, req, None))
     streaming, final = outs[1:-1], outs[-1]
@@ -132,17 +134,19 @@ def test_stop_shows_the_coloured_partial_answer_without_waiting_for_the_model_st
             yield from _chunks_upto(6, 400)
         return gen()
 
-    service = SimpleNamespace(steer=steer)
+    runner = JobRunner()
+    service = SimpleNamespace(steer=steer, start=runner.start, finish=runner.finish)
     req = SimpleNamespace(params=GenerationParams(max_tokens=400), prompt="p", system=None)
     outs = stream_comparison(service, req, None)
     next(outs)  # "preparing"
     next(outs)  # the first streamed update
-    tokens[0].cancel()
+    runner.cancel_session(session_id(None))  # the page's Stop
     rest = list(outs)
     release.set()
     final = rest[-1]
     assert final[1].count('<span class="tok') == 5  # the answer as it was at the Stop, coloured
     assert "stopped" in final[2]
+    assert tokens[0].cancelled
 
 
 def _chunks_upto(i: int, n: int):

@@ -37,6 +37,10 @@ class SearchPlan:
     top_layers: int = 1  # layers carried from the depth scan to the method and fine stages
     method_strengths: tuple[float, ...] = (0.2, 0.35)
     fine_strengths: tuple[float, ...] = (0.1, 0.15, 0.2, 0.3, 0.45, 0.6)
+    # fine stage, beside the single-layer cells: the same relative strength at the layer AND at these
+    # offsets from it (a band; see cellbatch.Cell); () tries single layers only
+    band_strengths: tuple[float, ...] = (0.05, 0.08)
+    band_offsets: tuple[int, ...] = (-4, -2, 2, 4)
     cal_tokens: int = 48
     val_tokens: int = 64
     methods: tuple[str, ...] = COMPARED_METHODS
@@ -46,6 +50,18 @@ class SearchPlan:
         if self.coarse_layers is not None:
             return [l for l in self.coarse_layers if 0 <= l < num_layers]
         return list(range(2, max(num_layers - 1, 3), 4)) or [num_layers // 2]
+
+    def band_of(self, layer: int, num_layers: int) -> tuple[int, ...]:
+        """The other layers of the band centred on ``layer`` (those outside 1..num_layers-1 dropped)."""
+        return tuple(l for l in (layer + o for o in self.band_offsets) if 1 <= l < num_layers and l != layer)
+
+    def fine_cells(self, key: str, layers: Sequence[int], num_layers: int) -> list[Cell]:
+        """The fine stage of one concept: every strength at each layer alone, then each band strength on its band."""
+        cells = [Cell(key, l, st) for l in layers for st in self.fine_strengths]
+        for l in layers:
+            band = self.band_of(l, num_layers)
+            cells += [Cell(key, l, st, band) for st in self.band_strengths if band]
+        return cells
 
 
 def build_variants(lm, concepts: Sequence[Concept], methods: Sequence[str] = COMPARED_METHODS, log: Log = None,
@@ -138,14 +154,14 @@ def run_search(lm, variants: Mapping[str, Mapping[str, ConceptVectors]], judges:
         best_of[s] = {m: select(_of(methods, f"{s}:{m}")) or _fallback(_of(methods, f"{s}:{m}")) for m in variants[s]}
         chosen[s] = max(best_of[s], key=lambda m: (best_of[s][m].eligible, round(best_of[s][m].objective, 6),
                                                      m == "mean_diff"))
-    cells = [Cell(f"{s}:{chosen[s]}", l, st) for s in slugs for l in top[s] for st in plan.fine_strengths]
+    cells = [c for s in slugs for c in plan.fine_cells(f"{s}:{chosen[s]}", top[s], lm.num_layers)]
     fine = run(list(cal_prompts), cells=cells, tokens=plan.cal_tokens, stage="fine")
     final = {s: select(_of(fine, f"{s}:{chosen[s]}")) or _fallback(_of(fine, f"{s}:{chosen[s]}")) for s in slugs}
     val_cells: dict[str, dict[str, Cell]] = {}
     for s in slugs:
         others = best_of[s] if plan.validate_all_methods else {"mean_diff": best_of[s]["mean_diff"]}
         val_cells[s] = {m: Cell(f"{s}:{m}", b.layer, b.strength) for m, b in others.items() if m != chosen[s]}
-        val_cells[s][chosen[s]] = Cell(f"{s}:{chosen[s]}", final[s].layer, final[s].strength)
+        val_cells[s][chosen[s]] = Cell(f"{s}:{chosen[s]}", final[s].layer, final[s].strength, final[s].band)
     cells = [c for s in slugs for c in val_cells[s].values()]
     val = run(list(val_prompts), cells=cells, tokens=plan.val_tokens, stage="validation", keep_texts=True)
     return {s: _report(s, chosen[s], final[s], best_of[s], val_cells[s], val, depth, fine) for s in slugs}
@@ -153,7 +169,7 @@ def run_search(lm, variants: Mapping[str, Mapping[str, ConceptVectors]], judges:
 
 def _report(s, method, final, best_of, val_cells, val, depth, fine) -> dict:
     return {
-        "method": method, "layer": final.layer, "strength": final.strength,
+        "method": method, "layer": final.layer, "strength": final.strength, "band": list(final.band),
         "eligible": final.eligible, "calibration": final.summary(),
         "validation": val[val_cells[method]].summary(with_texts=True),
         "variants": {m: {"calibration": b.summary(),

@@ -4,13 +4,14 @@ A cell (vectors, layer, relative strength) is scored on each prompt by the conce
 (steered minus unsteered text, sign applied: > 0 is the right way) and by coherence (the
 rules of app.core.scoring, plus distinct-2 >= 0.5 and no loop). Selection rule, on the
 calibration prompts only: among cells coherent and clean on >= 80% of them, maximise
-right-way fraction x mean judge change; ties -> the smaller strength.
+right-way fraction x mean judge change; ties -> a single layer, then the smaller strength.
 
 The search is coarse-to-fine so all shipped concepts fit in about half an hour on 2 cores
 (every stage batches the cells of ALL concepts that share a prompt, see ``cellbatch``):
 1. depth: mean_diff at every 2nd layer, one strength, on the first calibration prompts;
 2. methods: each extraction method at the best layers of stage 1, two strengths, same prompts;
-3. fine: the best method at its best layers x five strengths, on every calibration prompt.
+3. fine: the best method at its best layers x five strengths, and a band (a smaller strength at
+   the layer and at layers around it), on every calibration prompt.
 The result is then REPORTED on the validation prompts (64 greedy tokens): right-way and
 wrong-way fractions, mean and spread of the judge change, coherent share; the other methods
 are validated at their own best stage-2 setting for the comparison.
@@ -55,6 +56,7 @@ class CellStats:
     coherent: list[bool] = field(default_factory=list)
     clean: list[bool] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
+    band: tuple[int, ...] = ()  # more layers at the same relative strength (see cellbatch.Cell)
 
     @property
     def right_way(self) -> float:
@@ -94,6 +96,7 @@ class CellStats:
              "wrong_way": round(self.wrong_way, 3), "mean_change": round(self.mean_change, 4),
              "spread": round(self.spread, 4), "coherent_share": round(self.coherent_share, 3),
              "clean_share": round(self.clean_share, 3),
+             **({"band": list(self.band)} if self.band else {}),
              "changes": [round(c, 4) for c in self.changes], "clean": list(self.clean)}
         if with_texts:
             d["texts"] = list(self.texts)
@@ -105,7 +108,7 @@ def select(stats: Sequence[CellStats]) -> Optional[CellStats]:
     good = [s for s in stats if s.eligible]
     if not good:
         return None
-    return max(good, key=lambda s: (round(s.objective, 6), -abs(s.strength), -s.layer))
+    return max(good, key=lambda s: (round(s.objective, 6), -len(s.band), -abs(s.strength), -s.layer))
 
 
 def rank_layers(stats: Sequence[CellStats], k: int) -> list[int]:
@@ -135,7 +138,7 @@ def evaluate(lm, prompts: Sequence[str], vectors: Mapping[str, ConceptVectors], 
     of the concept). ``runner`` maps the per-prompt work over prompt indices: in order here, or
     split over the ranks of a distributed job (``app.core.distributed.run_json_items``).
     """
-    out = {c: CellStats(c.key, c.layer, c.strength) for c in cells}
+    out = {c: CellStats(c.key, c.layer, c.strength, band=c.band) for c in cells}
     if not cells:
         return out
     if runner is None:  # one process: every prompt's rows in shared left-padded batches

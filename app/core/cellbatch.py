@@ -30,11 +30,20 @@ MAX_ROWS = 192  # rows per batch: per-row cost keeps falling with batch size on 
 
 @dataclass(frozen=True)
 class Cell:
-    """One steered row: the vectors under ``key`` at ``layer``, relative ``strength``."""
+    """One steered row: the vectors under ``key`` at ``layer``, relative ``strength``.
+
+    ``band`` adds more layers steered with the same relative strength (each at its own typical
+    norm): a small push spread over several layers, as repeng applies its control vectors.
+    """
 
     key: str
     layer: int
     strength: float
+    band: tuple[int, ...] = ()
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return tuple(sorted({self.layer, *self.band}))
 
 
 @dataclass
@@ -77,8 +86,8 @@ def _rows(vectors: Mapping[str, ConceptVectors], rows: Sequence[Optional[Cell]])
             plan.append([])
             continue
         cv = vectors[cell.key]
-        coef = cell.strength * float(cv.typical_norms[cell.layer])
-        plan.append([Add(cell.layer, cv.unit(cell.layer).astype(np.float32), coef)])
+        plan.append([Add(l, cv.unit(l).astype(np.float32), cell.strength * float(cv.typical_norms[l]))
+                     for l in cell.layers])
     return plan
 
 
@@ -203,7 +212,8 @@ def generate_padded(lm, prompts: Sequence[Sequence[int]], vectors: Mapping[str, 
     for r, c in enumerate(cells):
         if c is not None and c.strength != 0:
             cv = vectors[c.key]
-            groups.setdefault((c.key, c.layer), np.zeros(len(cells), np.float32))[r] = c.strength * float(cv.typical_norms[c.layer])
+            for l in c.layers:
+                groups.setdefault((c.key, l), np.zeros(len(cells), np.float32))[r] = c.strength * float(cv.typical_norms[l])
     hooks: dict[int, list] = {}
     for (key, layer), coefs in groups.items():
         hooks.setdefault(layer, []).append(_PaddedAdd(vectors[key].unit(layer), coefs, left))

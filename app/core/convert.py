@@ -67,6 +67,10 @@ def map_gguf_name(name: str) -> str:
     raise ConversionError(f"unexpected tensor name in GGUF: {name}")
 
 
+# byte sizes of the GGUF metadata scalar types (8 = string, 9 = array are walked)
+_GGUF_SCALAR = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
 def check_gguf_layout(path: Path) -> None:
     """Walk the GGUF header with bounds checks; raise ConversionError if it is malformed.
 
@@ -74,95 +78,115 @@ def check_gguf_layout(path: Path) -> None:
     garbage file, so check that every length, count and tensor range fits the file first.
     """
     import mmap
-    import struct
-
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
-
-    scalar = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-
-    def bad(why: str) -> ConversionError:
-        return ConversionError(f"{path} is not a valid GGUF file: {why}")
 
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size < 24:
-            raise bad("too short")
+            raise _not_gguf(path, "too short")
         buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     try:
-        pos = 0
-
-        def take(fmt: str):
-            nonlocal pos
-            n = struct.calcsize("<" + fmt)
-            if pos + n > size:
-                raise bad("header runs past the end of the file")
-            vals = struct.unpack_from("<" + fmt, buf, pos)
-            pos += n
-            return vals[0] if len(vals) == 1 else vals
-
-        def skip(n: int) -> None:
-            nonlocal pos
-            if n < 0 or pos + n > size:
-                raise bad("header runs past the end of the file")
-            pos += n
-
-        def value(vtype: int, depth: int = 0) -> None:
-            if vtype in scalar:
-                skip(scalar[vtype])
-            elif vtype == 8:
-                skip(take("Q"))
-            elif vtype == 9 and depth == 0:
-                etype, count = take("IQ")
-                if count > size - pos:
-                    raise bad("array longer than the file")
-                if etype in scalar:
-                    skip(count * scalar[etype])
-                else:
-                    for _ in range(count):
-                        value(etype, depth + 1)
-            else:
-                raise bad(f"unknown value type {vtype}")
-
+        r = _HeaderReader(path, buf, size)
         if bytes(buf[:4]) != b"GGUF":
-            raise bad("no GGUF magic")
-        skip(4)
-        version, n_tensors, n_kv = take("IQQ")
+            raise r.bad("no GGUF magic")
+        r.skip(4)
+        version, n_tensors, n_kv = r.take("IQQ")
         if version not in (2, 3):
-            raise bad(f"unsupported GGUF version {version}")
+            raise r.bad(f"unsupported GGUF version {version}")
         if n_tensors > size or n_kv > size:
-            raise bad(f"impossible counts ({n_tensors} tensors, {n_kv} metadata entries)")
-        alignment = 32
-        for _ in range(n_kv):
-            start = pos + 8
-            skip(take("Q"))
-            key = bytes(buf[start:pos])
-            vtype = take("I")
-            if key == b"general.alignment" and vtype == 4:
-                alignment = take("I") or 32
-            else:
-                value(vtype)
-        tensors = []
-        for _ in range(n_tensors):
-            skip(take("Q"))  # name
-            n_dims = take("I")
-            if not 1 <= n_dims <= 4:
-                raise bad(f"tensor with {n_dims} dimensions")
-            dims = [take("Q") for _ in range(n_dims)]
-            ttype, offset = take("IQ")
-            try:
-                block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
-            except (ValueError, KeyError):
-                raise bad(f"unknown tensor type {ttype}") from None
-            count = 1
-            for d in dims:
-                count *= d
-            tensors.append((offset, count // block * type_size))
-        data_start = (pos + alignment - 1) // alignment * alignment
+            raise r.bad(f"impossible counts ({n_tensors} tensors, {n_kv} metadata entries)")
+        alignment = _skip_metadata(r, n_kv)
+        tensors = _tensor_extents(r, n_tensors)
+        data_start = (r.pos + alignment - 1) // alignment * alignment
         for offset, nbytes in tensors:
             if data_start + offset + nbytes > size:
-                raise bad("tensor data extends past the end of the file (incomplete download?)")
+                raise r.bad("tensor data extends past the end of the file (incomplete download?)")
     finally:
         buf.close()
+
+
+def _not_gguf(path: Path, why: str) -> ConversionError:
+    return ConversionError(f"{path} is not a valid GGUF file: {why}")
+
+
+class _HeaderReader:
+    """A cursor over the mapped file that refuses to read past its end."""
+
+    def __init__(self, path: Path, buf: Any, size: int) -> None:
+        self.path, self.buf, self.size, self.pos = path, buf, size, 0
+
+    def bad(self, why: str) -> ConversionError:
+        return _not_gguf(self.path, why)
+
+    def take(self, fmt: str):
+        import struct
+
+        n = struct.calcsize("<" + fmt)
+        if self.pos + n > self.size:
+            raise self.bad("header runs past the end of the file")
+        vals = struct.unpack_from("<" + fmt, self.buf, self.pos)
+        self.pos += n
+        return vals[0] if len(vals) == 1 else vals
+
+    def skip(self, n: int) -> None:
+        if n < 0 or self.pos + n > self.size:
+            raise self.bad("header runs past the end of the file")
+        self.pos += n
+
+    def value(self, vtype: int, depth: int = 0) -> None:
+        """Skip one metadata value (arrays one level deep, as GGUF allows)."""
+        if vtype in _GGUF_SCALAR:
+            self.skip(_GGUF_SCALAR[vtype])
+        elif vtype == 8:
+            self.skip(self.take("Q"))
+        elif vtype == 9 and depth == 0:
+            etype, count = self.take("IQ")
+            if count > self.size - self.pos:
+                raise self.bad("array longer than the file")
+            if etype in _GGUF_SCALAR:
+                self.skip(count * _GGUF_SCALAR[etype])
+            else:
+                for _ in range(count):
+                    self.value(etype, depth + 1)
+        else:
+            raise self.bad(f"unknown value type {vtype}")
+
+
+def _skip_metadata(r: _HeaderReader, n_kv: int) -> int:
+    """Walk the ``n_kv`` metadata entries; the tensor data's alignment (general.alignment, default 32)."""
+    alignment = 32
+    for _ in range(n_kv):
+        start = r.pos + 8
+        r.skip(r.take("Q"))
+        key = bytes(r.buf[start:r.pos])
+        vtype = r.take("I")
+        if key == b"general.alignment" and vtype == 4:
+            alignment = r.take("I") or 32
+        else:
+            r.value(vtype)
+    return alignment
+
+
+def _tensor_extents(r: _HeaderReader, n_tensors: int) -> list[tuple[int, int]]:
+    """(offset, byte size) of every tensor the header describes."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    tensors = []
+    for _ in range(n_tensors):
+        r.skip(r.take("Q"))  # name
+        n_dims = r.take("I")
+        if not 1 <= n_dims <= 4:
+            raise r.bad(f"tensor with {n_dims} dimensions")
+        dims = [r.take("Q") for _ in range(n_dims)]
+        ttype, offset = r.take("IQ")
+        try:
+            block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
+        except (ValueError, KeyError):
+            raise r.bad(f"unknown tensor type {ttype}") from None
+        count = 1
+        for d in dims:
+            count *= d
+        tensors.append((offset, count // block * type_size))
+    return tensors
 
 
 def read_gguf_model(gguf_path: Path) -> tuple[dict[str, mx.array], dict[str, Any], dict[str, Any]]:

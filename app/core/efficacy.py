@@ -33,6 +33,7 @@ class ConceptEfficacy:
     clean: list[bool] = field(default_factory=list)
     prompted_changes: list[float] = field(default_factory=list)  # prompted - baseline
     texts: list[str] = field(default_factory=list)
+    band: tuple[int, ...] = ()  # more layers steered at the same strength (a calibrated band)
 
     @property
     def right_way(self) -> float:
@@ -48,6 +49,7 @@ class ConceptEfficacy:
         pc = np.asarray(self.prompted_changes)
         return {
             "concept": self.slug, "method": self.method, "layer": self.layer, "strength": self.strength,
+            "band": list(self.band),
             "n_prompts": len(self.changes), "right_way": round(self.right_way, 3),
             "wrong_way": round(float(np.mean(np.asarray(self.changes) < 0)), 3) if self.changes else 0.0,
             "success": round(self.success, 3), "mean_change": round(float(np.mean(self.changes)), 4),
@@ -58,17 +60,22 @@ class ConceptEfficacy:
 
 
 def measure(lm, concepts: Sequence[Concept], vectors: Mapping[str, ConceptVectors],
-            settings: Mapping[str, tuple[int, float]], scorers: Mapping[str, Scorer], prompts: Sequence[str],
+            settings: Mapping[str, tuple], scorers: Mapping[str, Scorer], prompts: Sequence[str],
             max_tokens: int = 64, prompted: bool = True,
             log: Optional[Callable[[str], None]] = None,
             prompted_texts: Optional[Mapping[str, Sequence[str]]] = None) -> dict[str, ConceptEfficacy]:
     """Baseline / steered / prompted for each concept on each prompt (greedy).
 
+    ``settings[slug]`` is (layer, strength) or (layer, strength, band layers).
     ``prompted_texts`` (slug -> one text per prompt, from ``prompted_generations``) skips
     generating the prompted rows again: they do not depend on the steering setting.
     """
-    out = {c.slug: ConceptEfficacy(c.slug, vectors[c.slug].method, *settings[c.slug]) for c in concepts}
-    cells = [Cell(c.slug, *settings[c.slug]) for c in concepts]
+    out = {}
+    for c in concepts:
+        layer, strength, *band = settings[c.slug]  # (layer, strength) or (layer, strength, band layers)
+        out[c.slug] = ConceptEfficacy(c.slug, vectors[c.slug].method, layer, strength,
+                                      band=tuple(band[0]) if band else ())
+    cells = [Cell(c.slug, out[c.slug].layer, out[c.slug].strength, out[c.slug].band) for c in concepts]
     baselines = []
     for base, texts in generate_all(lm, prompts, vectors, cells, max_tokens, log):
         baselines.append(base.text)

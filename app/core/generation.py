@@ -90,73 +90,101 @@ def run_batch(
     mlx-lm's ``generate_step`` does.
     """
     validate_params(params)
+    rows_plan, alone = _with_prompted_row(lm, prompt, rows_plan, prompted)
+    run = _BatchRun(lm, rows_plan, positions, skip_first, schedule, read_layer, read_unit, guided_pairs,
+                    stop_on_loop)
+    try:
+        with patch_layers(lm.model, run.hooks, run.state):
+            logits = run.prefill(prompt, alone, prompted)
+            yield from run.decode(logits, params, should_stop)
+    finally:
+        run.close()
+
+
+def _with_prompted_row(lm: LoadedModel, prompt: Sequence[int], rows_plan: Sequence[Sequence[Intervention]],
+                       prompted: Optional[Sequence[int]]) -> tuple[list, Optional[tuple]]:
+    """The rows' plan, with the unsteered prompted row last, and that row's own prefill (None without one)."""
     if not prompt or (prompted is not None and not prompted):
         raise InputError("the prompt is empty")
-    alone = None
-    if prompted is not None:
-        if not joinable(lm.model):
-            raise InputError("this model's cache cannot hold rows of different prompts in one batch")
-        rows_plan = list(rows_plan) + [[]]
-        alone = prefill_alone(lm.model, prompted)  # before any hook: this row is never steered
-    B = len(rows_plan)
-    model = lm.model
-    hooks: dict[int, list[Hook]] = {}
-    recorder = Recorder(last_only=True) if read_layer is not None else None
-    if recorder is not None:
-        hooks[read_layer] = [recorder]
-    op_hooks = build_hooks(rows_plan, positions, skip_first, schedule.value)
-    for layer, hs in op_hooks.items():
-        hooks.setdefault(layer, []).extend(hs)
-    gate_hook = next((h for layer in sorted(op_hooks) for h in op_hooks[layer] if h.condition is not None), None)
-    reads = _Reads(recorder, read_unit, gate_hook, B)
-    rows = [RowState() for _ in range(B)]
-    book = _Bookkeeper(rows, eos_ids(lm.tokenizer), guided_pairs, stop_on_loop)
-    key = mx.random.key(params.seed)
-    t0 = time.perf_counter()
-    state = ForwardState(phase="prompt", step=0)
-    cache = make_prompt_cache(model)
-    share = _SharedPrefill.plan(model, cache, B, sorted(op_hooks), positions)
-    if share is not None:
-        hooks.setdefault(share.layer, []).insert(0, share)
-    hooks.setdefault(len(layers_of(model)) - 1, []).append(_last_position_only)
-    pad = mx.array(pad_id(lm.tokenizer), dtype=mx.int32)
-    pending = None
-    try:
-        with patch_layers(model, hooks, state):
-            tokens = mx.array([list(prompt)] * (1 if share is not None else B))  # a prompted row: stand-in
-            logits = model(tokens, cache=cache)[:, -1, :].astype(mx.float32)
-            if share is not None:
-                share.expand(cache)
-            if alone is not None:
-                cache = join(cache, len(prompt), alone[0], len(prompted))
-                logits = mx.concatenate([logits[:-1], alone[1]], axis=0)
-            pending, key = _dispatch(logits, reads.take(), guided_pairs, params, key)
-            prefill = None
-            for step in range(params.max_tokens):
-                if should_stop is not None and should_stop():
-                    book.cancel()
-                    raise Cancelled("generation cancelled")
-                current = pending
-                if step + 1 < params.max_tokens:
-                    # queue step t+1 before reading step t back; rows already finished feed the pad token
-                    feed = mx.where(book.done_mask(), pad, current.tokens.astype(mx.int32))
-                    state.phase, state.step = "generated", step
-                    logits = model(feed[:, None], cache=cache)[:, -1, :].astype(mx.float32)
-                    pending, key = _dispatch(logits, reads.take(), guided_pairs, params, key)
-                book.record(current)
-                if prefill is None:
-                    prefill = time.perf_counter() - t0
-                yield BatchStep(step, rows, time.perf_counter() - t0, prefill, op_hooks, current.logits)
-                if book.all_done():
-                    if pending is not current:
-                        _forget_step(op_hooks, step)  # queued, never used: keep the traces truthful
-                    break
-            book.finish_rest()
-    finally:
-        if pending is not None:
+    if prompted is None:
+        return list(rows_plan), None
+    if not joinable(lm.model):
+        raise InputError("this model's cache cannot hold rows of different prompts in one batch")
+    return list(rows_plan) + [[]], prefill_alone(lm.model, prompted)  # before any hook: never steered
+
+
+class _BatchRun:
+    """One batch's hooks, cache and row bookkeeping, and its two phases: the prompt, then step by step."""
+
+    def __init__(self, lm: LoadedModel, rows_plan: list, positions: str, skip_first: bool, schedule: Schedule,
+                 read_layer: Optional[int], read_unit: Optional[np.ndarray], guided_pairs, stop_on_loop: bool):
+        self.lm, self.model, self.B = lm, lm.model, len(rows_plan)
+        self.guided_pairs = guided_pairs
+        self.hooks: dict[int, list[Hook]] = {}
+        self.recorder = Recorder(last_only=True) if read_layer is not None else None
+        if self.recorder is not None:
+            self.hooks[read_layer] = [self.recorder]
+        self.op_hooks = build_hooks(rows_plan, positions, skip_first, schedule.value)
+        for layer, hs in self.op_hooks.items():
+            self.hooks.setdefault(layer, []).extend(hs)
+        gate_hook = next((h for layer in sorted(self.op_hooks) for h in self.op_hooks[layer]
+                          if h.condition is not None), None)
+        self.reads = _Reads(self.recorder, read_unit, gate_hook, self.B)
+        self.rows = [RowState() for _ in range(self.B)]
+        self.book = _Bookkeeper(self.rows, eos_ids(lm.tokenizer), guided_pairs, stop_on_loop)
+        self.t0 = time.perf_counter()
+        self.state = ForwardState(phase="prompt", step=0)
+        self.cache = make_prompt_cache(self.model)
+        self.share = _SharedPrefill.plan(self.model, self.cache, self.B, sorted(self.op_hooks), positions)
+        if self.share is not None:
+            self.hooks.setdefault(self.share.layer, []).insert(0, self.share)
+        self.hooks.setdefault(len(layers_of(self.model)) - 1, []).append(_last_position_only)
+        self.pad = mx.array(pad_id(lm.tokenizer), dtype=mx.int32)
+        self.pending: Optional[_Pending] = None
+
+    def prefill(self, prompt: Sequence[int], alone: Optional[tuple], prompted: Optional[Sequence[int]]) -> mx.array:
+        """The last position's logits of every row after the prompt (shared blocks run it once)."""
+        tokens = mx.array([list(prompt)] * (1 if self.share is not None else self.B))  # a prompted row: stand-in
+        logits = self.model(tokens, cache=self.cache)[:, -1, :].astype(mx.float32)
+        if self.share is not None:
+            self.share.expand(self.cache)
+        if alone is not None:
+            self.cache = join(self.cache, len(prompt), alone[0], len(prompted))
+            logits = mx.concatenate([logits[:-1], alone[1]], axis=0)
+        return logits
+
+    def decode(self, logits: mx.array, params: GenerationParams,
+               should_stop: Optional[Callable[[], bool]]) -> Iterator[BatchStep]:
+        """Sample step by step; step t+1 is queued before step t's tokens are read back."""
+        book, state = self.book, self.state
+        self.pending, key = _dispatch(logits, self.reads.take(), self.guided_pairs, params, mx.random.key(params.seed))
+        prefill = None
+        for step in range(params.max_tokens):
+            if should_stop is not None and should_stop():
+                book.cancel()
+                raise Cancelled("generation cancelled")
+            current = self.pending
+            if step + 1 < params.max_tokens:
+                # queue step t+1 before reading step t back; rows already finished feed the pad token
+                feed = mx.where(book.done_mask(), self.pad, current.tokens.astype(mx.int32))
+                state.phase, state.step = "generated", step
+                logits = self.model(feed[:, None], cache=self.cache)[:, -1, :].astype(mx.float32)
+                self.pending, key = _dispatch(logits, self.reads.take(), self.guided_pairs, params, key)
+            book.record(current)
+            if prefill is None:
+                prefill = time.perf_counter() - self.t0
+            yield BatchStep(step, self.rows, time.perf_counter() - self.t0, prefill, self.op_hooks, current.logits)
+            if book.all_done():
+                if self.pending is not current:
+                    _forget_step(self.op_hooks, step)  # queued, never used: keep the traces truthful
+                break
+        book.finish_rest()
+
+    def close(self) -> None:
+        if self.pending is not None:
             mx.synchronize()  # nothing of this run is left computing once it returns or raises
-        if recorder is not None:
-            recorder.outputs.clear()
+        if self.recorder is not None:
+            self.recorder.outputs.clear()
 
 
 def _forget_step(op_hooks: dict, step: int) -> None:

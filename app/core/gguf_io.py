@@ -184,15 +184,10 @@ def _refuse_architecture(name: str, arch: Any) -> None:
                     "file such as one written by export-gguf or repeng")
 
 
-def import_control_vector(path: str | os.PathLike, num_layers: int, hidden_size: int) -> tuple[np.ndarray, list[int], dict[str, Any]]:
-    """Read a control vector for a model with ``num_layers`` x ``hidden_size``.
-
-    Returns ``(vectors [num_layers, hidden_size] float32 with zeros at absent layers,
-    present_layers, metadata)``. Every problem raises ``GGUFError`` with a clear message.
-    """
+def _open_control_vector(p: Path) -> Any:
+    """A ``gguf.GGUFReader`` over ``p``, after the cheap refusals (no file, no GGUF magic, a model's weights)."""
     import gguf
 
-    p = Path(path)
     name = p.name
     if not p.is_file():
         raise GGUFError(f"{name} does not exist or is not a file")
@@ -204,38 +199,55 @@ def import_control_vector(path: str | os.PathLike, num_layers: int, hidden_size:
     if peeked is not None and peeked != ARCH:
         _refuse_architecture(name, peeked)
     try:
-        reader = gguf.GGUFReader(str(p))
+        return gguf.GGUFReader(str(p))
     except Exception as exc:
         raise GGUFError(f"{name} is not a readable GGUF file ({exc}); it may be truncated or corrupt") from None
+
+
+def _direction(name: str, t: Any, present: list[int], num_layers: int, hidden_size: int) -> tuple[int, np.ndarray]:
+    """(layer, float32 values) of one ``direction.N`` tensor, refused unless it fits the model once."""
+    m = _DIRECTION.fullmatch(t.name)
+    if m is None:
+        raise GGUFError(f"{name}: unexpected tensor {t.name!r}; a control vector holds only direction.N tensors")
+    layer = int(m.group(1))
+    if layer in present:  # "direction.12" twice, or aliased as "direction.012"
+        raise GGUFError(f"{name}: layer {layer} appears more than once ({t.name}); a control vector holds "
+                        "one direction per layer, so the file is ambiguous and was refused")
+    if layer >= num_layers:
+        raise GGUFError(f"{name}: {t.name} is for layer {layer}, but the loaded model has layers 0-{num_layers - 1}; "
+                        "it was made for a deeper model")
+    type_name = getattr(t.tensor_type, "name", str(t.tensor_type))
+    if type_name not in ("F32", "F16"):
+        raise GGUFError(f"{name}: {t.name} has type {type_name}; control vectors must be F32 (or F16)")
+    data = np.asarray(t.data).astype(np.float32).reshape(-1)
+    if data.shape[0] != hidden_size:
+        raise GGUFError(f"{name}: {t.name} has {data.shape[0]} values, but the loaded model's hidden size is "
+                        f"{hidden_size}; it was made for another model")
+    if not np.all(np.isfinite(data)):
+        raise GGUFError(f"{name}: {t.name} contains NaN or infinite values")
+    biggest = float(np.max(np.abs(data))) if data.size else 0.0
+    if biggest > MAX_ABS_VALUE:
+        raise GGUFError(f"{name}: {t.name} holds a value of {biggest:.3g}, far beyond any residual stream "
+                        f"(at most {MAX_ABS_VALUE:g}); steering with it cannot work, so it was refused")
+    return layer, data
+
+
+def import_control_vector(path: str | os.PathLike, num_layers: int, hidden_size: int) -> tuple[np.ndarray, list[int], dict[str, Any]]:
+    """Read a control vector for a model with ``num_layers`` x ``hidden_size``.
+
+    Returns ``(vectors [num_layers, hidden_size] float32 with zeros at absent layers,
+    present_layers, metadata)``. Every problem raises ``GGUFError`` with a clear message.
+    """
+    p = Path(path)
+    name = p.name
+    reader = _open_control_vector(p)
     arch = _field_value(reader, "general.architecture")
     if arch != ARCH:
         _refuse_architecture(name, arch)
     vectors = np.zeros((num_layers, hidden_size), dtype=np.float32)
     present: list[int] = []
     for t in reader.tensors:
-        m = _DIRECTION.fullmatch(t.name)
-        if m is None:
-            raise GGUFError(f"{name}: unexpected tensor {t.name!r}; a control vector holds only direction.N tensors")
-        layer = int(m.group(1))
-        if layer in present:  # "direction.12" twice, or aliased as "direction.012"
-            raise GGUFError(f"{name}: layer {layer} appears more than once ({t.name}); a control vector holds "
-                            "one direction per layer, so the file is ambiguous and was refused")
-        if layer >= num_layers:
-            raise GGUFError(f"{name}: {t.name} is for layer {layer}, but the loaded model has layers 0-{num_layers - 1}; "
-                            "it was made for a deeper model")
-        type_name = getattr(t.tensor_type, "name", str(t.tensor_type))
-        if type_name not in ("F32", "F16"):
-            raise GGUFError(f"{name}: {t.name} has type {type_name}; control vectors must be F32 (or F16)")
-        data = np.asarray(t.data).astype(np.float32).reshape(-1)
-        if data.shape[0] != hidden_size:
-            raise GGUFError(f"{name}: {t.name} has {data.shape[0]} values, but the loaded model's hidden size is "
-                            f"{hidden_size}; it was made for another model")
-        if not np.all(np.isfinite(data)):
-            raise GGUFError(f"{name}: {t.name} contains NaN or infinite values")
-        biggest = float(np.max(np.abs(data))) if data.size else 0.0
-        if biggest > MAX_ABS_VALUE:
-            raise GGUFError(f"{name}: {t.name} holds a value of {biggest:.3g}, far beyond any residual stream "
-                            f"(at most {MAX_ABS_VALUE:g}); steering with it cannot work, so it was refused")
+        layer, data = _direction(name, t, present, num_layers, hidden_size)
         vectors[layer] = data
         present.append(layer)
     if not present:

@@ -141,8 +141,41 @@ def run_sweep(
     judge: Optional[Judge] = None,
     prompted: Optional[Sequence[int]] = None,
 ) -> SweepResult:
-    """Sweep layers x values of ``op``'s parameter (strength for add, a, t or theta otherwise)."""
+    """Sweep layers x values of ``op``'s parameter (strength for add, a, t or theta otherwise).
+
+    1. check the grid, 2. pick the layer the concept score reads, 3. generate every cell in few
+    batches (the baseline, and the prompted row when it can join, in the first), 4. score each
+    cell against the baseline, 5. judge and recommend."""
     validate_params(params)
+    layers, strengths = _checked_grid(cv, layers, strengths, relative, op, typical_projection)
+    cells_spec = [(l, s) for l in layers for s in strengths]
+    read_layer = _read_layer(cv, read_layer)
+    t0 = time.perf_counter()
+    joint = prompted is not None and joinable(lm.model)
+    batches = _batches(cells_spec, rows_per_batch(lm, len(prompt), params.max_tokens), joint)
+    rows = _SweepRows()
+    for bi, batch in enumerate(batches):
+        steps = run_batch(lm, prompt, _batch_rows(cv, batch, bi == 0, relative, op, typical_projection), params,
+                          schedule, positions, True, should_stop=should_stop,
+                          prompted=prompted if (joint and bi == 0) else None)
+        rows.collect(_last_step(steps, progress, bi, len(batches), params.max_tokens), batch, bi == 0, joint)
+    result = SweepResult(layers=layers, strengths=strengths, relative=relative, read_layer=read_layer,
+                         baseline_text="", baseline={}, batches=len(batches), op=op)
+    _score_cells(result, lm, prompt, cv, cells_spec, rows)
+    if prompted is not None:
+        if not joint:
+            rows.prompted_tokens = list(run_alone(lm, prompted, params, should_stop).tokens)
+        result.prompted_text = _decode_visible(lm.tokenizer, rows.prompted_tokens or [])
+    if judge is not None:
+        _judge_cells(result, judge)
+    result.recommended = recommend(result.cells)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _checked_grid(cv: ConceptVectors, layers: Sequence[int], strengths: Sequence[float], relative: bool, op: str,
+                  typical_projection: Optional[np.ndarray]) -> tuple[list[int], list[float]]:
+    """The sweep's layers and values, each checked against the model and the operation's range."""
     layers = [int(l) for l in layers]
     if op == "add":
         strengths = [check_finite(s, "strength", limits.strength_limit(relative)) for s in strengths]
@@ -157,51 +190,81 @@ def run_sweep(
     for l in layers:
         if not 0 <= l < cv.num_layers:
             raise InputError(f"layer {l} does not exist: this model has layers 0-{cv.num_layers - 1}")
-    cells_spec = [(l, s) for l in layers for s in strengths]
-    if len(cells_spec) > MAX_CELLS:
-        raise InputError(f"{len(cells_spec)} cells is too many for one sweep (at most {MAX_CELLS})")
-    if read_layer is None:
-        a, b = cv.recommended_layers
-        read_layer = (a + b) // 2 if b >= a and (a, b) != (0, 0) else cv.num_layers // 2
-    norm = float(np.linalg.norm(cv.vectors[read_layer]))
-    unit = cv.vectors[read_layer] / norm if norm > 0 else None
-    per_batch = rows_per_batch(lm, len(prompt), params.max_tokens)
-    t0 = time.perf_counter()
-    # The first batch carries the baseline row; the others only cells.
-    batches: list[list[tuple[int, float]]] = []
-    joint = prompted is not None and joinable(lm.model)
+    if len(layers) * len(strengths) > MAX_CELLS:
+        raise InputError(f"{len(layers) * len(strengths)} cells is too many for one sweep (at most {MAX_CELLS})")
+    return layers, strengths
+
+
+def _read_layer(cv: ConceptVectors, read_layer: Optional[int]) -> int:
+    """The layer whose vector the concept score reads: given, else the middle of the recommended range."""
+    if read_layer is not None:
+        return read_layer
+    a, b = cv.recommended_layers
+    return (a + b) // 2 if b >= a and (a, b) != (0, 0) else cv.num_layers // 2
+
+
+def _batches(cells: list[tuple[int, float]], per_batch: int, joint: bool) -> list[list[tuple[int, float]]]:
+    """The cells in batches of ``per_batch`` rows; the first keeps room for the baseline (and prompted) row."""
     first = max(per_batch - (2 if joint else 1), 1)
-    batches.append(cells_spec[:first])
-    rest = cells_spec[first:]
+    batches = [cells[:first]]
+    rest = cells[first:]
     while rest:
         batches.append(rest[:per_batch])
         rest = rest[per_batch:]
-    total_steps = len(batches) * params.max_tokens
-    done_steps = 0
-    generated: dict[tuple[int, float], tuple[list[int], str]] = {}
-    baseline_tokens: list[int] = []
-    for bi, batch in enumerate(batches):
-        rows = ([[]] if bi == 0 else []) + [[_cell_intervention(cv, l, s, relative, op, typical_projection)]
-                                              for l, s in batch]
-        last = None
-        for step in run_batch(lm, prompt, rows, params, schedule, positions, True,
-                              should_stop=should_stop, prompted=prompted if (joint and bi == 0) else None):
-            last = step
-            if progress is not None:
-                progress(done_steps + step.step + 1, total_steps, f"batch {bi + 1}/{len(batches)}")
-        done_steps += params.max_tokens
-        assert last is not None
+    return batches
+
+
+def _batch_rows(cv: ConceptVectors, batch: list[tuple[int, float]], first: bool, relative: bool, op: str,
+                typical_projection: Optional[np.ndarray]) -> list[list]:
+    """One row of interventions per cell, after an unsteered baseline row in the first batch."""
+    return ([[]] if first else []) + [[_cell_intervention(cv, l, s, relative, op, typical_projection)]
+                                      for l, s in batch]
+
+
+def _last_step(steps, progress: Optional[Callable[[int, int, str], None]], bi: int, n_batches: int, max_tokens: int):
+    """Run a batch's steps to the end, reporting progress over all batches; the final step."""
+    last = None
+    for step in steps:
+        last = step
+        if progress is not None:
+            progress(bi * max_tokens + step.step + 1, n_batches * max_tokens, f"batch {bi + 1}/{n_batches}")
+    assert last is not None
+    return last
+
+
+@dataclass
+class _SweepRows:
+    """What the batches generated: each cell's tokens and finish, and the baseline (and prompted) row."""
+
+    cells: dict[tuple[int, float], tuple[list[int], str]] = field(default_factory=dict)
+    baseline_tokens: list[int] = field(default_factory=list)
+    baseline_finish: str = ""
+    prompted_tokens: Optional[list[int]] = None
+
+    def collect(self, last, batch: list[tuple[int, float]], first: bool, joint: bool) -> None:
         offset = 0
-        if bi == 0:
-            baseline_tokens = list(last.rows[0].tokens)
-            baseline_finish = last.rows[0].finish
+        if first:
+            self.baseline_tokens = list(last.rows[0].tokens)
+            self.baseline_finish = last.rows[0].finish
             offset = 1
-            prompted_tokens = list(last.rows[-1].tokens) if joint else None
-        for j, (l, s) in enumerate(batch):
+            self.prompted_tokens = list(last.rows[-1].tokens) if joint else None
+        for j, cell in enumerate(batch):
             r = last.rows[offset + j]
-            generated[(l, s)] = (list(r.tokens), r.finish)
-    # Score every row (baseline first) under the unsteered model.
-    conts = [baseline_tokens] + [generated[c][0] for c in cells_spec]
+            self.cells[cell] = (list(r.tokens), r.finish)
+
+
+def _decode_visible(tok, ids: Sequence[int]) -> str:
+    eos = set(getattr(tok, "eos_token_ids", []) or [])
+    return tok.decode([t for t in ids if t not in eos])
+
+
+def _score_cells(result: SweepResult, lm: LoadedModel, prompt: Sequence[int], cv: ConceptVectors,
+                 cells_spec: list[tuple[int, float]], rows: _SweepRows) -> None:
+    """Score every row (baseline first) under the unsteered model; fill the baseline and the cells of ``result``."""
+    read_layer = result.read_layer
+    norm = float(np.linalg.norm(cv.vectors[read_layer]))
+    unit = cv.vectors[read_layer] / norm if norm > 0 else None
+    conts = [rows.baseline_tokens] + [rows.cells[c][0] for c in cells_spec]
     scores = score_continuations(lm.model, prompt, conts, read_layer, unit, pad=pad_id(lm.tokenizer))
     base_scores: TextScores = scores[0]
     tok = lm.tokenizer
@@ -211,44 +274,24 @@ def run_sweep(
         kept = [t for t in ids if t not in eos]
         return kept, [tok.decode([t]) for t in kept]
 
-    base_visible = visible(baseline_tokens)
-    result = SweepResult(
-        layers=layers,
-        strengths=strengths,
-        relative=relative,
-        read_layer=read_layer,
-        baseline_text=tok.decode([t for t in baseline_tokens if t not in eos]),
-        baseline={**base_scores.as_dict(), "finish": baseline_finish},
-        batches=len(batches),
-        op=op,
-    )
+    base_visible = visible(rows.baseline_tokens)
+    result.baseline_text = _decode_visible(tok, rows.baseline_tokens)
+    result.baseline = {**base_scores.as_dict(), "finish": rows.baseline_finish}
     allowance = allowance_of(cv)
     for (l, s), sc in zip(cells_spec, scores[1:]):
-        toks, finish = generated[(l, s)]
-        degenerate = finish in ("loop", "nan")
+        toks, finish = rows.cells[(l, s)]
         cs = (sc.projection - base_scores.projection) / norm if norm > 0 else float("nan")
         ppl_ratio = sc.perplexity / base_scores.perplexity if base_scores.perplexity > 0 else float("nan")
         ids, pieces = visible(toks)
         v = coherence_verdict(sc.n_tokens, sc.perplexity, sc.distinct2, finish, base_scores.perplexity,
                               base_scores.distinct2, ids, base_visible[0], pieces, base_visible[1],
                               allowance=allowance)
-        result.cells.append(
-            SweepCell(
-                layer=l, strength=s, text=tok.decode(ids), n_tokens=len(toks),
-                finish=finish, concept_score=float(cs), perplexity=sc.perplexity, ppl_ratio=float(ppl_ratio),
-                distinct2=sc.distinct2, longest_repeat=sc.longest_repeat,
-                coherent=v.coherent, degenerate=degenerate, verdict=v.reason, verdict_rule=v.rule,
-            )
-        )
-    if prompted is not None and not joint:
-        prompted_tokens = list(run_alone(lm, prompted, params, should_stop).tokens)
-    if prompted is not None:
-        result.prompted_text = tok.decode([t for t in prompted_tokens if t not in eos])
-    if judge is not None:
-        _judge_cells(result, judge)
-    result.recommended = recommend(result.cells)
-    result.seconds = time.perf_counter() - t0
-    return result
+        result.cells.append(SweepCell(
+            layer=l, strength=s, text=tok.decode(ids), n_tokens=len(toks),
+            finish=finish, concept_score=float(cs), perplexity=sc.perplexity, ppl_ratio=float(ppl_ratio),
+            distinct2=sc.distinct2, longest_repeat=sc.longest_repeat,
+            coherent=v.coherent, degenerate=finish in ("loop", "nan"), verdict=v.reason, verdict_rule=v.rule,
+        ))
 
 
 def _cell_intervention(cv: ConceptVectors, layer: int, value: float, relative: bool, op: str,

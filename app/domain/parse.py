@@ -212,25 +212,25 @@ def parse_ref(text: str, known: Optional[Iterable[str]] = None) -> ConceptRef:
 
 # ---- extra layers of a plan as text (the playground's 'layer:strength' box) ------------------
 def parse_layer_plan(text: str) -> list[tuple[int, float]]:
-    """'16:0.2, 20:-0.1' -> [(16, 0.2), (20, -0.1)]; ValueError with a clear message otherwise."""
+    """'16:0.2, 20:-0.1' -> [(16, 0.2), (20, -0.1)]; InputError with a clear message otherwise."""
     out: list[tuple[int, float]] = []
     for part in (text or "").split(","):
         part = part.strip()
         if not part:
             continue
         if ":" not in part:
-            raise ValueError(f"extra layers: write layer:strength pairs like 16:0.2, got {part!r}")
+            raise InputError(f"extra layers: write layer:strength pairs like 16:0.2, got {part!r}")
         a, b = (s.strip() for s in part.split(":", 1))
         try:
             layer = int(a)
         except ValueError:
-            raise ValueError(f"extra layers: {a!r} is not a layer number") from None
+            raise InputError(f"extra layers: {a!r} is not a layer number") from None
         try:
             strength = float(b)
         except ValueError:
-            raise ValueError(f"extra layers: {b!r} is not a strength") from None
+            raise InputError(f"extra layers: {b!r} is not a strength") from None
         if not math.isfinite(strength):
-            raise ValueError(f"extra layers: strength for layer {layer} must be a finite number, got {b!r}")
+            raise InputError(f"extra layers: strength for layer {layer} must be a finite number, got {b!r}")
         out.append((layer, strength))
     return out
 

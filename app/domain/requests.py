@@ -26,7 +26,7 @@ POSITIONS: tuple[str, ...] = get_args(Positions)
 # the operations at a layer (app.core.interventions.OPS registers their classes); logits is a Mode
 RESIDUAL_OP_NAMES: tuple[str, ...] = tuple(k for k in limits.OP_PARAMS if k != "logits")
 
-__all__ = ["GenerationParams", "SteerRequest", "SweepRequest", "ExtractRequest", "MODES", "SCHEDULES", "POSITIONS"]
+__all__ = ["GenerationParams", "SteerRequest", "SweepRequest", "ExtractRequest", "CalibrateRequest", "MODES", "SCHEDULES", "POSITIONS"]
 
 
 def _choice(value: object, allowed: Sequence[str], what: str) -> str:
@@ -137,3 +137,42 @@ class ExtractRequest:
             raise InputError("slug must name a concept of the library")
         if self.method is not None and (not isinstance(self.method, str) or not self.method.strip()):
             raise InputError("method must be an extraction method's name (or left out)")
+
+
+@dataclass(frozen=True)
+class CalibrateRequest:
+    """The calibration search of ``steering-lab calibrate`` (maintainers): which concepts, the search's size,
+    where the result goes. ``None`` leaves a stage's default (see app.core.calib_search.SearchPlan)."""
+
+    concepts: tuple[str, ...]  # slugs, or ("all",) for every concept with pairs
+    methods: Optional[tuple[str, ...]] = None
+    layers: Optional[tuple[int, ...]] = None  # of the depth scan
+    strengths: Optional[tuple[float, ...]] = None  # of the fine stage
+    coarse_strengths: Optional[tuple[float, ...]] = None  # of the depth and method stages
+    band_strengths: Optional[tuple[float, ...]] = None  # fine stage, on a band of layers; () = single layers only
+    coarse_prompts: int = 2
+    coarse_tokens: int = 32
+    top_layers: int = 1
+    validate_all_methods: bool = False
+    max_tokens: int = 48
+    val_tokens: int = 64
+    save: bool = False  # into the user's library
+    ship: bool = False  # into the repository's shipped concepts, vectors and assets/calibration
+    reuse_vectors: bool = False
+    distributed: bool = False
+    log: Optional[str] = None  # also append progress lines here; the raw result goes beside it
+
+    def __post_init__(self):
+        object.__setattr__(self, "concepts", tuple(str(c).strip() for c in self.concepts if str(c).strip()))
+        if not self.concepts:
+            raise InputError("concepts: name at least one concept slug (or 'all')")
+        for name in ("coarse_prompts", "coarse_tokens", "top_layers", "max_tokens", "val_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.layers is not None:
+            object.__setattr__(self, "layers", _layer_numbers(self.layers, "layers"))
+        for name in ("strengths", "coarse_strengths", "band_strengths"):
+            values = getattr(self, name)
+            if values is not None:
+                object.__setattr__(self, name, tuple(parse_float(v, name.replace("_", "-")) for v in values))

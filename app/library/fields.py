@@ -30,7 +30,8 @@ MAX_PAIRS = limits.PAIRS_PER_CONCEPT
 MAX_TAGS = 32
 MAX_TAG_LEN = 40
 STRENGTH_MODES = ("relative", "absolute")
-_REC_KEYS = ("layer", "strength", "strength_mode", "source")
+_REC_KEYS = ("layer", "strength", "strength_mode", "source", "band")
+MAX_BAND = 16  # band layers of one recommendation
 # The keys each judge kind reads besides 'kind' and 'sign'.
 JUDGE_KIND_KEYS = {
     "sentiment": (), "length": (), "lexicon": ("categories",), "words": ("words",),
@@ -204,9 +205,26 @@ def recommended(chk: Checker, value: Any) -> dict[str, Recommendation]:
         if mode not in STRENGTH_MODES:
             chk.fail(path + ("strength_mode",), f"must be one of {', '.join(STRENGTH_MODES)}, got {mode!r}")
         source = chk.text(m.get("source", "sweep"), path + ("source",), MAX_NAME_LEN)
-        if layer is not None and strength is not None and mode in STRENGTH_MODES and source is not None:
-            out[key] = Recommendation(layer=layer, strength=strength, strength_mode=mode, source=source)
+        band = _band(chk, m.get("band"), path + ("band",), layer)
+        if layer is not None and strength is not None and mode in STRENGTH_MODES and source is not None and band is not None:
+            out[key] = Recommendation(layer=layer, strength=strength, strength_mode=mode, source=source, band=band)
     return out
+
+
+def _band(chk: Checker, value: Any, path: tuple, layer: Any) -> tuple[int, ...] | None:
+    """A recommendation's band: distinct whole layers >= 0, other than its main layer (None when invalid)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_BAND:
+        chk.fail(path, f"must be a list of at most {MAX_BAND} layer numbers, got {kind(value)}")
+        return None
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in value):
+        chk.fail(path, f"must hold whole numbers >= 0, got {value!r}")
+        return None
+    if len(set(value)) != len(value) or layer in value:
+        chk.fail(path, f"layers must be distinct and differ from the main layer {layer!r}, got {value!r}")
+        return None
+    return tuple(value)
 
 
 def recipe(chk: Checker, value: Any) -> list[tuple[str, float]] | None:

@@ -109,7 +109,8 @@ def concept_to_dict(concept: Concept) -> dict[str, Any]:
         d["provenance"] = dict(concept.provenance)
     if concept.recommended:
         d["recommended"] = {
-            key: {"layer": r.layer, "strength": float(r.strength), "strength_mode": r.strength_mode, "source": r.source}
+            key: {"layer": r.layer, "strength": float(r.strength), "strength_mode": r.strength_mode, "source": r.source,
+                  **({"band": list(r.band)} if r.band else {})}
             for key, r in concept.recommended.items()
         }
     if concept.recipe is not None:

@@ -1,31 +1,27 @@
-"""Concept work on the loaded model: extract, load-or-extract, mix, compare, GGUF in and out.
+"""Concept work on the loaded model: extract, load-or-extract, resolve a steering choice, mix, compare.
 
-``ConceptOps`` is a mixin of ``ModelService``: it uses ``self.jobs`` (the model lock),
-``self.loaded`` and ``self.library`` and keeps no state of its own.
-
-Imported control vectors have no contrast pairs, but the library schema requires pairs or
-a recipe. The simplest valid form is used: an imported concept is saved with category
-``imported``, no pairs and the self-recipe ``[(slug, 1.0)]`` ("this concept is its own stored
-vector"), with the source file in ``provenance``. Its vectors are stored with the concept's
-fingerprint like any other; ``concept_vectors`` only ever loads them (never re-extracts or
-blends an imported concept).
+``ConceptOps`` is handed the ``ModelSession`` (model, lock, library) and keeps no state of its own.
+Imported control vectors (see ``transfer_ops``) are concepts with category ``imported`` and the
+self-recipe ``[(slug, 1.0)]``; ``concept_vectors`` only ever loads their stored vectors (never
+re-extracts or blends an imported concept).
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from app.core.extraction import METHODS, extract, random_control, typical_norms_for, unit_rows, utc_now
+from app.core.extraction import METHODS, extract, random_control, unit_rows
 from app.core.methods import method_choices
-from app.core.gguf_io import ExportResult, export_control_vector, import_control_vector
 from app.core.mixing import blend, cosine_matrix, mix_concept, parse_mix
 from app.domain import limits
+from app.domain.parse import RANDOM_PREFIX, looks_like_mix as is_mix
 from app.errors import InputError
-from app.types import Concept, ConceptVectors
+from app.service.jobs import CancelToken
+from app.service.session import ModelSession
+from app.types import Concept, ConceptVectors, Recommendation
 
 log = logging.getLogger("steering_lab.concepts")
 
@@ -33,6 +29,7 @@ MAX_PAIR_TEXT = limits.PAIR_TEXT_CHARS
 MAX_PAIRS = limits.PAIRS_PER_CONCEPT
 MAX_RECIPE_DEPTH = limits.MIX_DEPTH
 MAX_EXTRACT_TOKENS = limits.EXTRACT_TOKENS
+DEFAULT_RELATIVE_STRENGTH = limits.DEFAULT_STRENGTH["relative"]
 
 Progress = Optional[Callable[[int, int], None]]
 
@@ -77,27 +74,22 @@ def is_stored_only(concept: Concept) -> bool:
 
 
 class ConceptOps:
-    """Mixin for ``ModelService`` (needs ``self.jobs``, ``self.loaded``, ``self.library``)."""
+    """The library's concepts as vectors of the session's model: stored, extracted, blended or resolved."""
 
-    jobs: Any
-    loaded: Any
-    library: Any
+    def __init__(self, session: ModelSession) -> None:
+        self.session = session
 
     # ---- helpers ---------------------------------------------------------------------------
-    def _model_key_args(self) -> tuple[str, str, int, int]:
-        lm = self.loaded
-        return lm.model_id, lm.info().fingerprint, lm.hidden_size, lm.num_layers
-
     def _stored_vectors(self, slug: str) -> Optional[ConceptVectors]:
         """This model's stored vectors for ``slug``; raises StaleVectors / VectorMismatch."""
-        return self.library.load_vectors(slug, *self._model_key_args())
+        return self.session.library.load_vectors(slug, *self.session.model_key_args())
 
     def _other_vectors(self, exclude: str) -> dict[str, ConceptVectors]:
         """Current vectors of every other concept for this model (skips missing / stale ones)."""
         from app.library import LibraryError
 
         out = {}
-        for summary in self.library.list():
+        for summary in self.session.library.list():
             if summary.slug == exclude:
                 continue
             try:
@@ -109,7 +101,7 @@ class ConceptOps:
         return out
 
     def _known_slugs(self) -> list[str]:
-        return [s.slug for s in self.library.list()]
+        return [s.slug for s in self.session.library.list()]
 
     def _check_extraction_size(self, concept: Concept) -> int:
         """Bound the work by tokens, not characters: 64 long pairs once held the model for 15 minutes.
@@ -118,7 +110,7 @@ class ConceptOps:
         """
         from app.core.chat import encode
 
-        tok = self.loaded.tokenizer
+        tok = self.session.loaded.tokenizer
         sp = concept.system_prompts
         extra = {True: 0, False: 0}
         if sp is not None:
@@ -138,13 +130,13 @@ class ConceptOps:
         slug_or_concept: str | Concept,
         method: Optional[str] = None,
         progress: Progress = None,
-        token: Any = None,
+        token: Optional[CancelToken] = None,
         save: bool = True,
     ) -> ConceptVectors:
         """Extract vectors for every layer (``method`` None: the concept's own ``method:``, else
         mean_diff); with ``save`` store them when the concept is in the library unchanged (a
         Concept edited but not yet saved is extracted, not stored)."""
-        concept = self.library.get(slug_or_concept) if isinstance(slug_or_concept, str) else slug_or_concept
+        concept = self.session.library.get(slug_or_concept) if isinstance(slug_or_concept, str) else slug_or_concept
         method = method or concept.method or "mean_diff"
         validate_for_extraction(concept, method)
         self._check_extraction_size(concept)
@@ -154,16 +146,16 @@ class ConceptOps:
         category = self._category_units(concept, others) if "category_units" in needs else None
 
         def job(tok) -> ConceptVectors:
-            return extract(self.loaded, concept, method, progress=progress, should_stop=tok, others=others,
+            return extract(self.session.loaded, concept, method, progress=progress, should_stop=tok, others=others,
                            opposite=opposite, category_units=category)
 
-        cv = self.jobs.run(job, token)
+        cv = self.session.jobs.run(job, token)
         if save:
-            with self.jobs.lock:  # a library write, like every other, under the model lock
-                stored = self.library.exists(concept.slug) and \
-                    self.library.get(concept.slug).pairs_fingerprint() == cv.concept_fingerprint
+            with self.session.jobs.lock:  # a library write, like every other, under the model lock
+                stored = self.session.library.exists(concept.slug) and \
+                    self.session.library.get(concept.slug).pairs_fingerprint() == cv.concept_fingerprint
                 if stored:
-                    self.library.save_vectors(concept.slug, self.loaded.model_id, cv)
+                    self.session.library.save_vectors(concept.slug, self.session.loaded.model_id, cv)
             if not stored:
                 log.info("vectors for %r not stored: the concept is not saved in the library as extracted",
                          concept.slug)
@@ -171,16 +163,16 @@ class ConceptOps:
 
     def _opposite(self, concept: Concept) -> Concept:
         """The opposite concept; a form copy of a library concept inherits the library's ``opposite:``."""
-        if not concept.opposite and self.library.exists(concept.slug):
-            concept = self.library.get(concept.slug)
+        if not concept.opposite and self.session.library.exists(concept.slug):
+            concept = self.session.library.get(concept.slug)
         if not concept.opposite:
             raise InputError(f"the bipolar method needs an opposite concept: set `opposite:` for {concept.slug!r}")
-        return self.library.get(concept.opposite)
+        return self.session.library.get(concept.opposite)
 
     def _category_units(self, concept: Concept, others: dict[str, ConceptVectors]) -> np.ndarray:
         """[L, K, H] unit vectors of the other concepts of the same category (for no_shared)."""
         mates = [cv for s, cv in others.items()
-                 if self.library.get(s).category == concept.category and cv.num_layers == self.loaded.num_layers]
+                 if self.session.library.get(s).category == concept.category and cv.num_layers == self.session.loaded.num_layers]
         if not mates:
             raise InputError(f"the no_shared method needs vectors of another {concept.category!r} concept "
                              "for this model; extract one first")
@@ -199,9 +191,9 @@ class ConceptOps:
         from app.library.calibration import load_calibration
         from app.library.slugs import model_key
 
-        return load_calibration(model_key(self.loaded.model_id))
+        return load_calibration(model_key(self.session.loaded.model_id))
 
-    def concept_vectors(self, slug: str, progress: Progress = None, token: Any = None,
+    def concept_vectors(self, slug: str, progress: Progress = None, token: Optional[CancelToken] = None,
                         _depth: int = 0) -> ConceptVectors:
         """Stored vectors for the loaded model; extracted (and saved) when missing or stale;
         blended from the recipe for mixes."""
@@ -209,7 +201,7 @@ class ConceptOps:
 
         if _depth > MAX_RECIPE_DEPTH:
             raise InputError(f"mix {slug!r} nests more than {MAX_RECIPE_DEPTH} mixes deep (a mix that contains itself?)")
-        concept = self.library.get(slug)
+        concept = self.session.library.get(slug)
         if is_stored_only(concept):
             try:
                 cv = self._stored_vectors(slug)
@@ -217,7 +209,7 @@ class ConceptOps:
                 cv = None
             if cv is None:
                 raise InputError(f"{slug!r} is an imported control vector with no vectors for "
-                                 f"{self.loaded.model_id}; import the file again for this model")
+                                 f"{self.session.loaded.model_id}; import the file again for this model")
             return cv
         if concept.recipe is not None:
             return self._blend_recipe(concept, progress, token, _depth)
@@ -233,7 +225,7 @@ class ConceptOps:
             log.warning("stored vectors for %r are unreadable (%s); re-extracting", slug, exc)
         return self.extract_concept(concept, progress=progress, token=token, save=True)
 
-    def _blend_recipe(self, concept: Concept, progress: Progress, token: Any, depth: int) -> ConceptVectors:
+    def _blend_recipe(self, concept: Concept, progress: Progress, token: Optional[CancelToken], depth: int) -> ConceptVectors:
         opts = concept.recipe_options or {}
         project_out = [str(s) for s in opts.get("project_out", []) or []]
         slugs = list(dict.fromkeys([s for s, _ in concept.recipe] + project_out))
@@ -247,6 +239,66 @@ class ConceptOps:
     def random_control_vectors(self, slug: str, seed: int = 0) -> ConceptVectors:
         """Matched-norm random directions for ``slug`` (see ``random_control``)."""
         return random_control(self.concept_vectors(slug), seed=seed)
+
+    # ---- what a steering choice names: a slug, a mix or a random control ------------------------
+    def resolve_vectors(self, concept: str, token: Optional[CancelToken] = None, normalize: bool = False,
+                        project_out: Sequence[str] = ()) -> tuple[ConceptVectors, str]:
+        """Vectors for a slug, a mix or a random control, and a label for them."""
+        text = (concept or "").strip()
+        if not text:
+            raise InputError("choose a concept (or type a mix like happy:0.7, excited:0.3)")
+        if text.startswith(RANDOM_PREFIX):
+            slug = text[len(RANDOM_PREFIX):].strip()
+            return self.random_control_vectors(slug), f"random control (norms of {slug})"
+        if is_mix(text) or normalize or project_out:
+            cv, recipe = self.mix_vectors(text, normalize=normalize, project_out=tuple(project_out))
+            label = " + ".join(f"{w:g}×{s}" for s, w in recipe)
+            if normalize:
+                label += " (normalized)"
+            if project_out:
+                label += " without " + ", ".join(project_out)
+            return cv, label
+        return self.concept_vectors(text, token=token), text
+
+    def recommended_setting(self, concept: str, cv: ConceptVectors) -> tuple[int, float, bool, str]:
+        """(layer, strength, relative, source) for the loaded model."""
+        from app.library.slugs import model_key
+
+        text = concept.strip()
+        if not is_mix(text) and not text.startswith(RANDOM_PREFIX):
+            try:
+                rec = self.session.library.get(text).recommended.get(model_key(self.session.loaded.model_id))
+            except Exception:
+                rec = None
+            if rec is not None:
+                return rec.layer, rec.strength, rec.strength_mode == "relative", rec.source
+        a, b = cv.recommended_layers
+        layer = (a + b) // 2 if (a, b) != (0, 0) else cv.num_layers // 2
+        return layer, DEFAULT_RELATIVE_STRENGTH, True, "default (middle of the recommended layer range)"
+
+    def recommended_band(self, concept: str) -> tuple[int, ...]:
+        """The band layers of ``concept``'s recommended setting for the loaded model (steered at the same
+        strength as its layer); () for none, a mix or a random control, and layers the model lacks dropped."""
+        from app.library.slugs import model_key
+
+        text = (concept or "").strip()
+        lib, loaded = self.session.library, self.session.loaded
+        if not text or is_mix(text) or text.startswith(RANDOM_PREFIX) or not lib.exists(text):
+            return ()
+        rec = lib.get(text).recommended.get(model_key(loaded.model_id))
+        return tuple(l for l in rec.band if 0 <= l < loaded.num_layers) if rec is not None else ()
+
+    def save_recommendation(self, concept: str, layer: int, strength: float, relative: bool = True,
+                            source: str = "sweep") -> None:
+        """Store a sweep's best setting in the concept (a user copy for shipped concepts)."""
+        from app.library.slugs import model_key
+
+        if is_mix(concept) or concept.startswith(RANDOM_PREFIX):
+            raise InputError("recommendations can only be saved for a named concept")
+        rec = Recommendation(layer=int(layer), strength=float(strength),
+                             strength_mode="relative" if relative else "absolute", source=source)
+        with self.session.jobs.lock:
+            self.session.library.set_recommendation(concept.strip(), model_key(self.session.loaded.model_id), rec)
 
     # ---- mixing and comparing --------------------------------------------------------------
     def _check_known(self, slugs: Sequence[str], known: Sequence[str], what: str) -> None:
@@ -283,15 +335,15 @@ class ConceptOps:
             if slug in self._recipe_closure(member):
                 raise InputError(f"the mix {slug!r} would contain itself (through {member!r})")
         concept = mix_concept(slug, name, recipe, {"normalize": bool(normalize), "project_out": project_out})
-        with self.jobs.lock:
-            return self.library.save(concept, overwrite=overwrite)
+        with self.session.jobs.lock:
+            return self.session.library.save(concept, overwrite=overwrite)
 
     def _recipe_closure(self, slug: str, depth: int = 0) -> set[str]:
         """``slug`` and every concept its recipe reaches (empty recipe: just itself)."""
         out = {slug}
-        if depth > MAX_RECIPE_DEPTH or not self.library.exists(slug):
+        if depth > MAX_RECIPE_DEPTH or not self.session.library.exists(slug):
             return out
-        concept = self.library.get(slug)
+        concept = self.session.library.get(slug)
         if concept.recipe is None or is_stored_only(concept):
             return out
         members = [s for s, _ in concept.recipe] + list((concept.recipe_options or {}).get("project_out", []) or [])
@@ -304,74 +356,3 @@ class ConceptOps:
         if not slugs:
             raise InputError("choose at least one concept to compare")
         return cosine_matrix({s: self.concept_vectors(s) for s in dict.fromkeys(slugs)}, layer)
-
-    # ---- llama.cpp control vectors ---------------------------------------------------------
-    def export_gguf(self, slug: str, path: str | Path, layers: Optional[Sequence[int]] = None,
-                    strength: Optional[float] = None, relative: bool = True, op: str = "add") -> ExportResult:
-        """Write ``slug``'s vectors as a llama.cpp control vector (strength None: raw vectors)."""
-        from app.core.interventions import check_exportable
-        from app.core.steering import check_finite
-
-        check_exportable(op)
-        if strength is not None:
-            strength = check_finite(strength, "strength", limits.strength_limit(relative))
-        cv = self.concept_vectors(slug)
-        hint = self.loaded.info().family
-        return export_control_vector(cv, path, layers=layers, strength=strength, relative=relative, model_hint=hint)
-
-    def import_bundle(self, text: str | bytes, slug: Optional[str] = None, overwrite: bool = False) -> str:
-        """Import a YAML bundle; vectors it carries for the loaded model must fit that model.
-
-        Parsed and validated once, without the model lock (it never touches the model), then
-        written all at once under the library's writer lock.
-        """
-        from app.library.bundle import decode_bundle
-        from app.library.slugs import model_key
-
-        concept, vectors = decode_bundle(text, slug=slug)
-        if self.is_loaded:
-            lm = self.loaded
-            mine = vectors.get(model_key(lm.model_id))
-            if mine is not None and (mine.hidden_size != lm.hidden_size or mine.num_layers != lm.num_layers):
-                raise InputError(
-                    f"the bundle's vectors for {lm.model_id} have {mine.num_layers} layers x width {mine.hidden_size}, "
-                    f"but the model has {lm.num_layers} layers x width {lm.hidden_size}; the bundle was not imported")
-        with self.jobs.lock:  # parsed and checked above without it; only the write waits for the model
-            self.library.save_with_vectors(concept, vectors, overwrite=overwrite)
-        return concept.slug
-
-    def import_gguf(self, path: str | Path, slug: str, name: Optional[str] = None, overwrite: bool = False,
-                    token: Any = None) -> str:
-        """Import a llama.cpp control vector as an "imported" concept for the loaded model."""
-        from app.library import ConceptExists, validate_slug
-
-        validate_slug(slug)
-        if self.library.exists(slug) and not overwrite:
-            raise ConceptExists(f"a concept named {slug!r} already exists; choose another slug or overwrite it")
-        lm = self.loaded
-        vectors, present, meta = import_control_vector(path, lm.num_layers, lm.hidden_size)
-        file_name = Path(path).name
-        span = f"{present[0]}-{present[-1]}" if len(present) > 1 else str(present[0])
-        concept = Concept(
-            slug=slug,
-            name=(name or f"Imported {Path(path).stem}")[:100],
-            description=f"llama.cpp control vector imported from {file_name} (layers {span}).",
-            category="imported",
-            pairs=[],
-            tags=["imported"],
-            provenance={"file": file_name, "model_hint": meta.get("model_hint"),
-                        "layers": present, "imported_at": utc_now()},
-            recipe=[(slug, 1.0)],
-        )
-        typical = self.jobs.run(lambda tok: typical_norms_for(lm, should_stop=tok), token)
-        info = lm.info()
-        cv = ConceptVectors(
-            model_id=info.model_id, model_fingerprint=info.fingerprint, method="imported",
-            vectors=vectors, typical_norms=typical, concept_fingerprint="",
-            quality=[], recommended_layers=(present[0], present[-1]), created_at=utc_now(),
-            lab_version=__import__("app").__version__,
-            extra={"source_file": file_name, "present_layers": present, "model_hint": meta.get("model_hint")},
-        )
-        with self.jobs.lock:
-            self.library.save_with_vectors(concept, {lm.model_id: cv}, overwrite=overwrite)  # both or neither
-        return slug

@@ -1,4 +1,4 @@
-"""Service methods for side-by-side generation and sweeps (mixed into ModelService)."""
+"""Side-by-side generation and sweeps: a request becomes a steering plan, then a run under the model lock."""
 
 from __future__ import annotations
 
@@ -8,89 +8,45 @@ from app.core.comparison import compare_stream
 from app.core.steering import Schedule, SteeringPlan, plan_from_vectors
 from app.core.sweeps import SweepResult, run_sweep
 from app.domain import limits
-from app.domain.parse import RANDOM_PREFIX, looks_like_mix as is_mix
 from app.domain.requests import SteerRequest
 from app.core.interventions import OPS, op_info
 from app.domain.checks import validate_text
 from app.errors import InputError
-from app.service.intervention_ops import InterventionOps, LensOps
+from app.service.concept_ops import ConceptOps
+from app.service.intervention_ops import InterventionOps
 from app.service.jobs import CancelToken
 from app.service.judge_ops import JudgeOps, concept_slug, prompted_system
+from app.service.session import ModelSession
 from app.types import ComparisonChunk, ConceptVectors, GenerationParams
 
-DEFAULT_RELATIVE_STRENGTH = limits.DEFAULT_STRENGTH["relative"]
 
+class GenerationOps:
+    """Side-by-side runs and sweeps on the session's model, steered by what ``concepts`` resolves."""
 
-class RecommendationOps:
-    """Store a sweep's best setting in the concept (a user copy for shipped concepts)."""
-
-    def save_recommendation(self, concept: str, layer: int, strength: float, relative: bool = True, source: str = "sweep") -> None:
-        from app.library.slugs import model_key
-        from app.types import Recommendation
-
-        if is_mix(concept) or concept.startswith(RANDOM_PREFIX):
-            raise InputError("recommendations can only be saved for a named concept")
-        rec = Recommendation(layer=int(layer), strength=float(strength),
-                             strength_mode="relative" if relative else "absolute", source=source)
-        with self.jobs.lock:
-            self.library.set_recommendation(concept.strip(), model_key(self.loaded.model_id), rec)
-
-
-class GenerationOps(RecommendationOps, InterventionOps, LensOps, JudgeOps):
-    """Requires ``self.jobs``, ``self.loaded``, ``self.library`` and ConceptOps' methods."""
-
-    # ---- resolving what to steer with ---------------------------------------------------
-    def resolve_vectors(self, concept: str, token: Optional[CancelToken] = None, normalize: bool = False,
-                        project_out: Sequence[str] = ()) -> tuple[ConceptVectors, str]:
-        """Vectors for a slug, a mix or a random control, and a label for them."""
-        text = (concept or "").strip()
-        if not text:
-            raise InputError("choose a concept (or type a mix like happy:0.7, excited:0.3)")
-        if text.startswith(RANDOM_PREFIX):
-            slug = text[len(RANDOM_PREFIX):].strip()
-            return self.random_control_vectors(slug), f"random control (norms of {slug})"
-        if is_mix(text) or normalize or project_out:
-            cv, recipe = self.mix_vectors(text, normalize=normalize, project_out=tuple(project_out))
-            label = " + ".join(f"{w:g}×{s}" for s, w in recipe)
-            if normalize:
-                label += " (normalized)"
-            if project_out:
-                label += " without " + ", ".join(project_out)
-            return cv, label
-        return self.concept_vectors(text, token=token), text
-
-    def recommended_setting(self, concept: str, cv: ConceptVectors) -> tuple[int, float, bool, str]:
-        """(layer, strength, relative, source) for the loaded model."""
-        from app.library.slugs import model_key
-
-        text = concept.strip()
-        if not is_mix(text) and not text.startswith(RANDOM_PREFIX):
-            try:
-                rec = self.library.get(text).recommended.get(model_key(self.loaded.model_id))
-            except Exception:
-                rec = None
-            if rec is not None:
-                return rec.layer, rec.strength, rec.strength_mode == "relative", rec.source
-        a, b = cv.recommended_layers
-        layer = (a + b) // 2 if (a, b) != (0, 0) else cv.num_layers // 2
-        return layer, DEFAULT_RELATIVE_STRENGTH, True, "default (middle of the recommended layer range)"
+    def __init__(self, session: ModelSession, concepts: ConceptOps, interventions: InterventionOps,
+                 judges: JudgeOps) -> None:
+        self.session = session
+        self.concepts = concepts
+        self.interventions = interventions
+        self.judges = judges
 
     def build_plan(self, req: SteerRequest, token: Optional[CancelToken] = None) -> tuple[SteeringPlan, dict[str, Any]]:
-        cv, label = self.resolve_vectors(req.concept, token, req.normalize, req.project_out)
+        cv, label = self.concepts.resolve_vectors(req.concept, token, req.normalize, req.project_out)
         source = "request"
         layers = req.layers
         relative = req.relative
         if not layers:
-            layer, strength, relative, source = self.recommended_setting(req.concept, cv)
-            layers = [(layer, strength)]
+            layer, strength, relative, source = self.concepts.recommended_setting(req.concept, cv)
+            layers = [(layer, strength)] + [(l, strength) for l in self.concepts.recommended_band(req.concept)
+                                            if l != layer]
         layers, op_param = self._op_layers(req, layers)
-        typical = self.typical_projection(req.concept, cv) if req.op in ("cap", "clamp") else None
+        typical = self.interventions.typical_projection(req.concept, cv) if req.op in ("cap", "clamp") else None
         plan = plan_from_vectors(
             cv, layers, relative=relative, mode=req.mode,
             schedule=Schedule(req.schedule, int(req.schedule_length)), positions=req.positions,
             guidance=req.guidance, label=label, op=req.op,
             typical_projection=typical[0] if typical else None,
-            condition=self.build_condition(req.condition, req.threshold, [int(l) for l, _ in layers], token),
+            condition=self.interventions.build_condition(req.condition, req.threshold, [int(l) for l, _ in layers], token),
         )
         settings = {
             "concept": req.concept,
@@ -111,7 +67,7 @@ class GenerationOps(RecommendationOps, InterventionOps, LensOps, JudgeOps):
             "condition": req.condition,
             "threshold": req.threshold if req.condition else None,
             "source": source,
-            "model": self.loaded.model_id,
+            "model": self.session.loaded.model_id,
             "max_tokens": req.params.max_tokens,
             "temperature": req.params.temperature,
             "top_p": req.params.top_p,
@@ -129,8 +85,8 @@ class GenerationOps(RecommendationOps, InterventionOps, LensOps, JudgeOps):
         param = OPS[req.op].default if req.op_param is None else req.op_param
         chosen = list(dict.fromkeys([l for l, _ in layers] + list(req.op_layers)))
         for l in chosen:
-            if l >= self.loaded.num_layers:
-                raise InputError(f"op_layers: layer {l} does not exist (layers 0-{self.loaded.num_layers - 1})")
+            if l >= self.session.loaded.num_layers:
+                raise InputError(f"op_layers: layer {l} does not exist (layers 0-{self.session.loaded.num_layers - 1})")
         return [(l, param) for l in chosen], param
 
     # ---- side by side ------------------------------------------------------------------
@@ -142,28 +98,28 @@ class GenerationOps(RecommendationOps, InterventionOps, LensOps, JudgeOps):
 
         def job(emit: Callable[[Any], None], tok: CancelToken) -> None:
             plan, settings = self.build_plan(req, tok)
-            prompt = self.tokenize_chat(req.prompt, req.system)
+            prompt = self.session.tokenize_chat(req.prompt, req.system)
             prompted = self._prompted_tokens(req.concept, req.prompt, req.system) if req.prompted else None
             settings["prompted_system"] = prompted[1] if prompted else None
-            for chunk in compare_stream(self.loaded, prompt, plan, req.params, should_stop=tok, effects=req.effects,
+            for chunk in compare_stream(self.session.loaded, prompt, plan, req.params, should_stop=tok, effects=req.effects,
                                         prompted=prompted[0] if prompted else None):
                 if chunk.done and req.judge:
-                    judge = self.judge_for(req.concept)
+                    judge = self.judges.judge_for(req.concept)
                     if judge is not None:
-                        chunk.stats["judge"] = self.judge_texts(judge, {
+                        chunk.stats["judge"] = self.judges.judge_texts(judge, {
                             "baseline": chunk.baseline_text, "prompted": chunk.prompted_text,
                             "steered": chunk.steered_text})
                 emit((chunk, settings))
 
-        return self.jobs.stream(job, token)
+        return self.session.jobs.stream(job, token)
 
     def _prompted_tokens(self, concept: str, prompt: str, system: Optional[str]) -> Optional[tuple[list[int], str]]:
         """(tokens, system prompt) of the prompted row; None for mixes (no single concept)."""
         slug = concept_slug(concept)
         if slug is None:
             return None
-        sp = prompted_system(self.library.get(slug), system)
-        return self.tokenize_chat(prompt, sp), sp
+        sp = prompted_system(self.session.library.get(slug), system)
+        return self.session.tokenize_chat(prompt, sp), sp
 
     def compare(self, req: SteerRequest, token: Optional[CancelToken] = None) -> tuple[ComparisonChunk, dict]:
         last = None
@@ -196,13 +152,13 @@ class GenerationOps(RecommendationOps, InterventionOps, LensOps, JudgeOps):
             raise InputError(f"{len(layers) * len(strengths)} cells is too many for one sweep (at most {limits.SWEEP_CELLS})")
 
         def job(tok: CancelToken) -> SweepResult:
-            cv, _ = self.resolve_vectors(concept, tok)
-            tokens = self.tokenize_chat(prompt, system)
-            typical = self.typical_projection(concept, cv)[0] if op in ("cap", "clamp") else None
+            cv, _ = self.concepts.resolve_vectors(concept, tok)
+            tokens = self.session.tokenize_chat(prompt, system)
+            typical = self.interventions.typical_projection(concept, cv)[0] if op in ("cap", "clamp") else None
             p_tokens = self._prompted_tokens(concept, prompt, system) if prompted else None
-            return run_sweep(self.loaded, tokens, cv, layers, strengths, params, relative=relative,
+            return run_sweep(self.session.loaded, tokens, cv, layers, strengths, params, relative=relative,
                              progress=progress, should_stop=tok, op=op, typical_projection=typical,
-                             judge=self.judge_for(concept) if judge else None,
+                             judge=self.judges.judge_for(concept) if judge else None,
                              prompted=p_tokens[0] if p_tokens else None)
 
-        return self.jobs.run(job, token)
+        return self.session.jobs.run(job, token)

@@ -7,6 +7,10 @@ the model unpatched (its own context managers do that). ``follow`` does the same
 that return one result (extraction, sweeps), so a client that leaves cancels every kind of
 job. A job waiting for the lock knows its place in line (``token.waiting_ahead``), which
 ``follow`` reports, and it gives up as soon as it is cancelled.
+
+The runner is also the one registry of per-browser-session cancel tokens, so a page's Stop stops
+only that page's run (``arm`` / ``start`` / ``finish`` / ``cancel_session``, keyed by the page's
+session id and, for the creator's extraction, a scope).
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ class JobRunner:
         self._tokens: set[CancelToken] = set()
         self._tokens_lock = threading.Lock()
         self._line: list[CancelToken] = []  # running and waiting jobs, in arrival order
+        self._armed: dict[str, CancelToken] = {}  # per browser session: the token of a click not yet started
+        self._session_runs: dict[str, set[CancelToken]] = {}  # per browser session: its started runs
 
     def ahead_of(self, token: CancelToken) -> int:
         """How many jobs came before ``token`` and have not finished (the running one included)."""
@@ -80,6 +86,42 @@ class JobRunner:
     def cancel_all(self) -> int:
         with self._tokens_lock:
             tokens = list(self._tokens)
+        for t in tokens:
+            t.cancel()
+        return len(tokens)
+
+    # ---- per-browser-session cancel -------------------------------------------------------------
+    # A click first *arms* a token (an unqueued event), then the queued run *starts* with it. Stop
+    # cancels armed and running tokens alike: a run still waiting in the queue starts already
+    # stopped, and a running one ends at its next step and shows what it has.
+    def arm(self, session: str) -> CancelToken:
+        token = CancelToken()
+        with self._tokens_lock:
+            self._armed[session] = token
+        return token
+
+    def start(self, session: str) -> CancelToken:
+        """The token of ``session``'s run that starts now (the armed one if its click armed one)."""
+        with self._tokens_lock:
+            token = self._armed.pop(session, None) or CancelToken()
+            self._session_runs.setdefault(session, set()).add(token)
+        return token
+
+    def finish(self, session: str, token: CancelToken) -> None:
+        with self._tokens_lock:
+            runs = self._session_runs.get(session)
+            if runs is not None:
+                runs.discard(token)
+                if not runs:
+                    del self._session_runs[session]
+
+    def cancel_session(self, session: str) -> int:
+        """Cancel ``session``'s armed and running tokens (its page's Stop); how many there were."""
+        with self._tokens_lock:
+            tokens = list(self._session_runs.pop(session, set()))
+            armed = self._armed.get(session)  # kept: the queued run then starts with it, already stopped
+        if armed is not None:
+            tokens.append(armed)
         for t in tokens:
             t.cancel()
         return len(tokens)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 from app.core.judges import Judge, build_judge, default_spec, judge_scores
+from app.service.session import ModelSession
 from app.types import Concept, JudgeSpec
 
 MAX_CACHED_JUDGES = 32
@@ -33,19 +34,17 @@ def prompted_system(concept: Concept, user_system: Optional[str] = None) -> str:
 
 
 class JudgeOps:
-    """Requires ``self.loaded`` and ``self.library`` (see ModelService)."""
+    """Each concept's judge on the session's model, built once and kept (at most ``MAX_CACHED_JUDGES``)."""
 
-    def _judge_cache(self) -> dict:
-        cache = getattr(self, "_judges", None)
-        if cache is None:
-            cache = self._judges = {}
-        return cache
+    def __init__(self, session: ModelSession) -> None:
+        self.session = session
+        self._judges: dict[tuple, Judge] = {}
 
     def judge_spec(self, concept: str) -> Optional[JudgeSpec]:
         slug = concept_slug(concept)
         if slug is None:
             return None
-        return default_spec(self.library.get(slug))
+        return default_spec(self.session.library.get(slug))
 
     def judge_for(self, concept: str, train: Optional[bool] = None) -> Optional[Judge]:
         """The concept's judge on the loaded model (None for mixes and judge-less concepts).
@@ -56,12 +55,12 @@ class JudgeOps:
         slug = concept_slug(concept)
         if slug is None:
             return None
-        c = self.library.get(slug)
+        c = self.session.library.get(slug)
         spec = default_spec(c)
         if spec is None:
             return None
-        key = (self.loaded.info().fingerprint if spec.kind == "probe" else "", slug, c.pairs_fingerprint(), spec)
-        cache = self._judge_cache()
+        key = (self.session.loaded.info().fingerprint if spec.kind == "probe" else "", slug, c.pairs_fingerprint(), spec)
+        cache = self._judges
         if train is None:
             train = c.judge is not None
         if key not in cache:
@@ -70,15 +69,15 @@ class JudgeOps:
             others = self._probe_others(slug) if spec.kind == "probe" else None
             if len(cache) >= MAX_CACHED_JUDGES:
                 cache.pop(next(iter(cache)))
-            cache[key] = build_judge(spec, lm=self.loaded, concept=c, library_concepts=others)
+            cache[key] = build_judge(spec, lm=self.session.loaded, concept=c, library_concepts=others)
         return cache[key]
 
     def _probe_others(self, slug: str) -> list[Concept]:
         out = []
-        for s in self.library.list():
+        for s in self.session.library.list():
             if s.slug != slug and s.n_pairs > 0:
                 try:
-                    out.append(self.library.get(s.slug))
+                    out.append(self.session.library.get(s.slug))
                 except Exception:  # noqa: BLE001 - a broken file is listed in library.problems
                     continue
         return out
@@ -101,7 +100,7 @@ class JudgeOps:
         spec = self.judge_spec(concept)
         if spec is None:
             return None
-        judge = self.judge_for(concept, train=False) if self.is_loaded else None
+        judge = self.judge_for(concept, train=False) if self.session.is_loaded else None
         if judge is None and spec.kind != "probe":
             judge = build_judge(spec)
         return {"kind": spec.kind, "sign": spec.sign, "label": judge.label if judge else "probe (not trained yet)",

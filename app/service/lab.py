@@ -1,42 +1,48 @@
 """The lab as the UI and the CLI see it: one facade over one model session, the library private to it.
 
 ``Lab`` offers what a person does (steer, extract, sweep, explore) and ``Lab.concepts`` the concept
-library. It composes a ``ModelService`` (model, lock, one ``JobRunner``) instead of handing it out,
-so nothing outside the service writes the library: every write here takes the model lock, so a
-save, rename or import never interleaves with a run that reads or stores vectors.
+library. It composes a ``ModelService`` (one ``ModelSession``: model, lock, one ``JobRunner``, and the
+ops objects over it) instead of handing it out, so nothing outside the service writes the library:
+every write here takes the model lock, so a save, rename or import never interleaves with a run
+that reads or stores vectors.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
-from app.domain.requests import ExtractRequest, SteerRequest, SweepRequest
+from app.domain.requests import CalibrateRequest, ExtractRequest, SteerRequest, SweepRequest
 from app.errors import InputError
 from app.library.slugs import slugify, validate_slug  # the names that become file names: one rule, the library's
 from app.service.jobs import CancelToken, follow  # plain threading: the UI's cancel tokens and waiting helper
 from app.types import Concept, ConceptVectors, ModelInfo
 
+if TYPE_CHECKING:
+    from app.library import ConceptLibrary
+    from app.service.model_service import ModelService
+
 Progress = Optional[Callable[[int, int], None]]
 
 __all__ = ["Lab", "Concepts", "CancelToken", "follow", "slugify", "validate_slug", "ExtractRequest", "SteerRequest",
-           "SweepRequest"]
+           "SweepRequest", "CalibrateRequest"]
 
 
 class Concepts:
     """The concept library through the lab: reads as they are, every write under the model lock."""
 
-    def __init__(self, service: Any) -> None:
+    def __init__(self, service: "ModelService") -> None:
         self._svc = service
+        self._session = service.session
 
     @property
-    def _lib(self) -> Any:
-        return self._svc.library
+    def _lib(self) -> "ConceptLibrary":
+        return self._session.library
 
     @contextmanager
-    def _writing(self) -> Iterator[Any]:
-        with self._svc.jobs.lock:
+    def _writing(self) -> Iterator["ConceptLibrary"]:
+        with self._session.jobs.lock:
             yield self._lib
 
     # ---- reads ------------------------------------------------------------------------------
@@ -65,15 +71,15 @@ class Concepts:
 
     def vector_status(self, slug: str) -> str:
         """"ready" / "missing" / "stale" / "mismatch" for the loaded model ("no model" without one)."""
-        if not self._svc.is_loaded:
+        if not self._session.is_loaded:
             return "no model"
-        return self._lib.vector_status(slug, *self._svc._model_key_args())
+        return self._lib.vector_status(slug, *self._session.model_key_args())
 
     def stored_vectors(self, slug: str) -> Optional[ConceptVectors]:
         """The loaded model's stored vectors of ``slug`` if they are current, else None (never extracts)."""
         if self.vector_status(slug) != "ready":
             return None
-        return self._lib.load_vectors(slug, *self._svc._model_key_args())
+        return self._lib.load_vectors(slug, *self._session.model_key_args())
 
     def vectors(self, slug: str, progress: Progress = None, token: Optional[CancelToken] = None) -> ConceptVectors:
         """The loaded model's vectors of ``slug``: stored, blended (mixes) or extracted and stored now."""
@@ -83,7 +89,7 @@ class Concepts:
         """The model keys besides the loaded model's that have vectors stored for ``slug`` (vectors are per model)."""
         from app.library.slugs import model_key
 
-        mine = model_key(self._svc.info().model_id) if self._svc.is_loaded else None
+        mine = model_key(self._session.info().model_id) if self._session.is_loaded else None
         return [k for k in self._lib.vector_models(slug) if k != mine]
 
     def export_bundle(self, slug: str) -> str:
@@ -104,7 +110,7 @@ class Concepts:
         """Save ``concept``; ``vectors`` are stored with it (both or neither) only when they were extracted
         from exactly these pairs on the loaded model. Returns (stored concept, whether vectors were kept)."""
         keep = (vectors is not None and vectors.concept_fingerprint == concept.pairs_fingerprint()
-                and self._svc.is_loaded and vectors.model_id == self._svc.info().model_id)
+                and self._session.is_loaded and vectors.model_id == self._session.info().model_id)
         with self._writing() as lib:
             stored = lib.save_with_vectors(concept, {vectors.model_id: vectors} if keep else {}, overwrite=overwrite)
         return stored, keep
@@ -144,7 +150,7 @@ class Concepts:
 class Lab:
     """Steer, extract, sweep and explore on the loaded model; ``concepts`` is the library."""
 
-    def __init__(self, service: Any = None, allow_model_paths: bool = True) -> None:
+    def __init__(self, service: Optional["ModelService"] = None, allow_model_paths: bool = True) -> None:
         if service is None:
             from app.service.model_service import ModelService
 
@@ -190,7 +196,24 @@ class Lab:
         return self._svc.switch_model(model, token)
 
     def cancel(self) -> int:
+        """Cancel every running or queued job of every user."""
         return self._svc.cancel()
+
+    # ---- per-browser-session cancel (the session's one JobRunner keeps the tokens) ---------------
+    def arm(self, session: str) -> CancelToken:
+        """At a click, before its queued run: the page's Stop can reach the run while it still waits."""
+        return self._svc.jobs.arm(session)
+
+    def start(self, session: str) -> CancelToken:
+        """The token of ``session``'s run that starts now; hand it to the run, then ``finish`` it."""
+        return self._svc.jobs.start(session)
+
+    def finish(self, session: str, token: CancelToken) -> None:
+        self._svc.jobs.finish(session, token)
+
+    def stop(self, session: str) -> int:
+        """Stop only ``session``'s runs (armed or running); how many were stopped."""
+        return self._svc.jobs.cancel_session(session)
 
     # ---- what a person does -----------------------------------------------------------------
     def steer(self, req: SteerRequest, token: Optional[CancelToken] = None) -> Iterator[tuple[Any, dict]]:
@@ -219,6 +242,12 @@ class Lab:
                 top_k: int = 5, token: Optional[CancelToken] = None) -> Any:
         return self._svc.explore(prompt, concept=concept, system=system, chat=chat, top_k=top_k, token=token)
 
+    def calibrate(self, req: CalibrateRequest, echo: Callable[[str], None],
+                  token: Optional[CancelToken] = None) -> Optional[dict]:
+        """(Maintainers) the calibration search; its choice is saved or shipped under the model lock.
+        ``echo`` gets the progress and summary lines; None on a distributed rank that does not report."""
+        return self._svc.calibrate(req, echo, token)
+
     # ---- what the pickers and cards show ------------------------------------------------------
     def operations(self) -> list:
         return self._svc.operations()
@@ -232,6 +261,10 @@ class Lab:
 
     def recommended_setting(self, concept: str, cv: ConceptVectors) -> tuple[int, float, bool, str]:
         return self._svc.recommended_setting(concept, cv)
+
+    def recommended_band(self, concept: str) -> tuple[int, ...]:
+        """More layers the recommended setting steers at the same strength (a calibrated band)."""
+        return self._svc.recommended_band(concept)
 
     def cosine_matrix(self, slugs: Sequence[str], layer: int) -> Any:
         return self._svc.cosine_matrix(slugs, layer)
@@ -309,13 +342,3 @@ def convert_extra_model(key: str, force: bool = False) -> Path:
     from app.core.convert_gemma import convert_gemma
 
     return convert_gemma(extra_model(key).folder, force=force)
-
-
-def model_session(model: str = "") -> Any:
-    """A loaded ``ModelService`` for maintenance commands that drive the core themselves (the calibration
-    search); everything a user does goes through ``Lab``."""
-    from app.service.model_service import ModelService
-
-    svc = ModelService()
-    svc.load(model)
-    return svc

@@ -1,4 +1,9 @@
-"""Turn exceptions in event handlers into clear messages in the page, never tracebacks."""
+"""Turn exceptions in event handlers into clear messages in the page, never tracebacks.
+
+Only a ``LabError`` (bad input, a missing model, a library refusal, a cancel) is shown as the user's
+to fix. Anything else is a bug of the lab: it is logged with its traceback and the page says so
+("internal error ... see the log") instead of blaming the input.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +19,27 @@ from app.errors import user_message
 log = logging.getLogger("steering_lab.ui")
 
 
+def internal_error_text(exc: BaseException) -> str:
+    """What the page says for a bug of the lab (the tests look for "something went wrong" as its mark)."""
+    return (f"Internal error inside the lab ({type(exc).__name__}): something went wrong that is not your input. "
+            "The server is still running; see its log for the traceback.")
+
+
+def message_of(exc: BaseException) -> str:
+    """The one line the page shows for ``exc`` (a ``gr.Error`` keeps its own)."""
+    if isinstance(exc, gr.Error):
+        return str(getattr(exc, "message", "") or exc)
+    return user_message(exc) or internal_error_text(exc)
+
+
 def _to_gr_error(exc: BaseException) -> gr.Error:
+    """Called inside the ``except`` block, so a bug is logged with its traceback."""
     if isinstance(exc, gr.Error):
         return exc
     msg = user_message(exc)
     if msg is None:
-        log.exception("unexpected error in a UI handler")
-        msg = f"Something went wrong inside the lab ({type(exc).__name__}). The server is still running; details are in its log."
+        log.error("internal error in a UI handler", exc_info=exc)
+        msg = internal_error_text(exc)
     return gr.Error(msg, print_exception=False)
 
 
@@ -51,8 +70,7 @@ def guarded(fn: Callable) -> Callable:
 
 def error_note(exc: BaseException, headline: str) -> str:
     """Markdown for a failed run, to be written where its result goes: ``**⚠ The sweep did not run:** ...``."""
-    msg = getattr(exc, "message", None) if isinstance(exc, gr.Error) else user_message(exc)
-    return f"**⚠ {headline}:** {msg or 'something went wrong inside the lab (details in the server log)'}"
+    return f"**⚠ {headline}:** {message_of(exc)}"
 
 
 def shows_error(on_error: Callable[[BaseException], Any]) -> Callable[[Callable], Callable]:

@@ -20,8 +20,8 @@ from typing import Any, Callable, Generic, Iterable, Iterator, Optional, TypeVar
 
 import gradio as gr
 
-from app.service.lab import CancelToken
 from app.ui.downloads import out_dir
+from app.ui.errors import message_of
 from app.ui.present import generation as present
 from app.ui.present import insight as fx
 from app.ui.widgets import file_stem
@@ -128,56 +128,15 @@ def throttled(report: Callable[..., Any], interval: float = 1.0 / MAX_UPDATES_PE
 
 
 # ---- per-browser-session runs and the side-by-side stream (playground, mixer, sweeps) ------
-class SessionJobs:
-    """Cancel tokens per browser session, so Stop stops only this page's run, gracefully.
-
-    A click first *arms* a token (an unqueued event), then the queued run *starts* with it. Stop
-    cancels armed and running tokens alike: a run still waiting in the queue starts already
-    stopped, and a running one ends at its next token and shows what it has.
-    """
-
-    def __init__(self) -> None:
-        self._armed: dict[str, Any] = {}
-        self._running: dict[str, set] = {}
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def key(request: Optional[gr.Request]) -> str:
-        return str(getattr(request, "session_hash", None) or "")
-
-    def arm(self, request: Optional[gr.Request]) -> None:
-        with self._lock:
-            self._armed[self.key(request)] = CancelToken()
-
-    def start(self, request: Optional[gr.Request]):
-        key = self.key(request)
-        with self._lock:
-            token = self._armed.pop(key, None) or CancelToken()
-            self._running.setdefault(key, set()).add(token)
-        return token
-
-    def finish(self, request: Optional[gr.Request], token) -> None:
-        key = self.key(request)
-        with self._lock:
-            running = self._running.get(key)
-            if running is not None:
-                running.discard(token)
-                if not running:
-                    del self._running[key]
-
-    def cancel(self, request: Optional[gr.Request]) -> int:
-        key = self.key(request)
-        with self._lock:
-            tokens = list(self._running.pop(key, set()))
-            armed = self._armed.pop(key, None)
-        if armed is not None:
-            tokens.append(armed)
-        for t in tokens:
-            t.cancel()
-        return len(tokens)
+# The tokens live in the lab's one JobRunner, keyed by the page's session id; the playground, the
+# mixer and the sweeps share one scope (a page's Stop reaches whichever of them runs), the
+# creator's extraction has its own.
+RUN_SCOPE = "run"
 
 
-SESSION_JOBS = SessionJobs()
+def session_id(request: Optional[gr.Request], scope: str = RUN_SCOPE) -> str:
+    """The key of this page's runs in the lab: its Gradio session and a scope."""
+    return f"{getattr(request, 'session_hash', None) or ''}/{scope}"
 
 
 def write_downloads(record: dict, stem: str) -> tuple[str, str]:
@@ -201,7 +160,8 @@ def stream_comparison(service: Any, req: Any, request: Optional[gr.Request], ins
 
 
 def _stream_comparison(service: Any, req: Any, request: Optional[gr.Request]) -> Iterator[tuple]:
-    token = SESSION_JOBS.start(request)
+    session = session_id(request)
+    token = service.start(session)
     keep = (gr.update(), gr.update())
     max_tokens = req.params.max_tokens
     waiting = present.empty_panes("Waiting for the model…")
@@ -215,15 +175,11 @@ def _stream_comparison(service: Any, req: Any, request: Optional[gr.Request]) ->
             view = present.streaming_view(chunk, settings, max_tokens)
             yield view.baseline_html, view.steered_html, view.status_html, *keep, gr.update(), gr.update()
     except Exception as exc:  # leave no "preparing…" behind; @guarded turns exc into the message toast
-        from app.errors import user_message
-
-        text = getattr(exc, "message", None) if isinstance(exc, gr.Error) else user_message(exc)
-        yield (*present.empty_panes("Nothing was generated."),
-               present.badge_html("bad", text or "something went wrong (details in the server log)"),
+        yield (*present.empty_panes("Nothing was generated."), present.badge_html("bad", message_of(exc)),
                *keep, gr.update(), gr.update())
         raise
     finally:
-        SESSION_JOBS.finish(request, token)
+        service.finish(session, token)
     last = stream.last
     if last is None:
         yield (*present.empty_panes("Stopped before the first token."), present.badge_html("warn", "stopped"),
@@ -243,11 +199,19 @@ def _stream_comparison(service: Any, req: Any, request: Optional[gr.Request]) ->
            gr.DownloadButton(value=md, interactive=True), gr.DownloadButton(value=js, interactive=True))
 
 
-def arm_session(request: gr.Request) -> None:
-    """Runs unqueued at the click, before the queued run: Stop can now reach the run even while it waits."""
-    SESSION_JOBS.arm(request)
+def arm_session(service: Any, scope: str = RUN_SCOPE) -> Callable[[gr.Request], None]:
+    """The click's first, unqueued handler: arms this page's token, so Stop reaches the run even while it waits."""
+
+    def arm_session(request: gr.Request) -> None:  # the outer name: Gradio names the event after it
+        service.arm(session_id(request, scope))
+
+    return arm_session
 
 
-def stop_session(request: gr.Request) -> None:
-    """Stop this page's run; the run itself then shows 'stopped' with the partial answers."""
-    SESSION_JOBS.cancel(request)
+def stop_session(service: Any, scope: str = RUN_SCOPE) -> Callable[[gr.Request], None]:
+    """The Stop handler: stops this page's run; the run itself then shows 'stopped' with the partial answers."""
+
+    def stop_session(request: gr.Request) -> None:
+        service.stop(session_id(request, scope))
+
+    return stop_session

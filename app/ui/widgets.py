@@ -122,6 +122,23 @@ def recommended_updates(service: Any, concept: Any, layer: Any = None) -> tuple[
             gr.Checkbox(value=not relative))
 
 
+def band_text(service: Any, concept: Any) -> str:
+    """The playground's extra-layers text for ``concept``'s recommended band ('8:0.08, 10:0.08'), '' without one."""
+    from app.errors import LabError
+
+    if not isinstance(concept, str) or not concept.strip():
+        return ""
+    try:
+        concept = concept.strip()
+        band = service.recommended_band(concept)
+        if not band:
+            return ""
+        _, strength, _, _ = service.recommended_setting(concept, service.resolve_vectors(concept)[0])
+    except (LabError, ValueError):
+        return ""
+    return ", ".join(f"{l}:{float(strength):g}" for l in band)
+
+
 # ---- checks (a gr.Error that names the field) --------------------------------------------------------
 def check_prompt(prompt: Any) -> str:
     if not isinstance(prompt, str) or not prompt.strip():
@@ -174,7 +191,7 @@ def _js_classes(ids: list[str], add: bool) -> str:
     """Mark (or unmark) the result elements; only those that show a result (tokens, a chart, a table row)."""
     sel = ", ".join(f"#{i}" for i in ids)
     if not add:
-        return f"(...a) => {{ document.querySelectorAll('{sel}').forEach(e => e.classList.remove('stale')); }}"
+        return f"(...a) => {{ document.querySelectorAll('{sel}').forEach(e => e.classList.remove('stale', 'stale-model')); }}"
     shown = "e.querySelector('.tok, .js-plotly-plot .main-svg, tbody td')"
     return (f"(...a) => {{ document.querySelectorAll('{sel}').forEach(e => {{ "
             f"if ({shown} && !e.querySelector('.pane-empty')) e.classList.add('stale'); }}); }}")

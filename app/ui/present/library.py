@@ -95,7 +95,9 @@ def recommendations_md(concept: Concept) -> str:
     out = []
     for key, rec in sorted(concept.recommended.items()):
         unit = "relative" if rec.strength_mode == "relative" else "absolute"
-        out.append(f"- `{md_escape(key)}`: layer **{rec.layer}**, strength **{fmt(rec.strength)}** ({unit}, "
+        where = (f"layers **{', '.join(str(l) for l, _ in sorted(rec.layer_plan()))}** (a band: each at the same strength)"
+                 if rec.band else f"layer **{rec.layer}**")
+        out.append(f"- `{md_escape(key)}`: {where}, strength **{fmt(rec.strength)}** ({unit}, "
                    f"from {md_escape(rec.source)})")
     return "\n".join(out)
 

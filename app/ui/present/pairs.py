@@ -9,6 +9,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from app.errors import InputError
 from app.service.lab import slugify, validate_slug
 from app.types import CATEGORIES, Concept, ContrastPair, SystemPromptPair
 
@@ -91,17 +92,17 @@ def append_pairs(value: Any, new: Sequence[ContrastPair]) -> list[list[str]]:
 
 
 def check_pairs(pairs: Sequence[ContrastPair], problems: Sequence[str] = ()) -> None:
-    """Raise ValueError with a message a beginner can act on."""
+    """Raise InputError with a message a beginner can act on."""
     if problems:
-        raise ValueError("Fix the pair table first: " + "; ".join(problems[:5]) + (" …" if len(problems) > 5 else ""))
+        raise InputError("Fix the pair table first: " + "; ".join(problems[:5]) + (" …" if len(problems) > 5 else ""))
     if not pairs:
-        raise ValueError("There are no contrast pairs yet: add at least 2 rows (positive text | negative text), "
+        raise InputError("There are no contrast pairs yet: add at least 2 rows (positive text | negative text), "
                          "paste them, or load a shipped concept as a template.")
     if len(pairs) < MIN_PAIRS:
-        raise ValueError(f"Only {len(pairs)} contrast pair: add at least {MIN_PAIRS} (4–20 work well).")
+        raise InputError(f"Only {len(pairs)} contrast pair: add at least {MIN_PAIRS} (4–20 work well).")
     for i, p in enumerate(pairs, start=1):
         if p.positive == p.negative:
-            raise ValueError(f"pair {i}: the positive and negative texts are identical, so they contrast nothing")
+            raise InputError(f"pair {i}: the positive and negative texts are identical, so they contrast nothing")
 
 
 def slug_for(name: str) -> str:
@@ -117,15 +118,15 @@ def concept_from_form(name: str, slug: str, description: str, category: str, pai
     slug = (slug or "").strip() or slug_for(name)
     if not name:
         if not slug:
-            raise ValueError("Give the concept a name (e.g. 'Sleepy'); the slug is made from it.")
+            raise InputError("Give the concept a name (e.g. 'Sleepy'); the slug is made from it.")
         name = slug
     validate_slug(slug)
     category = (category or "custom").strip()
     if category not in CATEGORIES:
-        raise ValueError(f"category must be one of {', '.join(CATEGORIES)}, got {category!r}")
+        raise InputError(f"category must be one of {', '.join(CATEGORIES)}, got {category!r}")
     sp, sn = (system_positive or "").strip(), (system_negative or "").strip()
     if bool(sp) != bool(sn):
-        raise ValueError("System prompts come in pairs: fill both the positive and the negative one, or neither.")
+        raise InputError("System prompts come in pairs: fill both the positive and the negative one, or neither.")
     return Concept(
         slug=slug, name=name, description=(description or "").strip(), category=category, pairs=list(pairs),
         system_prompts=SystemPromptPair(sp, sn) if sp else None, tags=[t for t in tags if t],

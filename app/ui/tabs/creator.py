@@ -18,7 +18,7 @@ from app.ui.present.insight import vector_lens_md
 from app.ui.header import run_library_hooks
 from app.ui.present import concepts as present
 from app.ui.present.common import empty_figure, md_escape
-from app.ui.streaming import SessionJobs
+from app.ui.streaming import session_id
 
 log = logging.getLogger("steering_lab.ui")
 
@@ -33,7 +33,7 @@ PASTE_PLACEHOLDER = ("One pair per line, positive | negative (or separated by a 
                      "I could fall asleep right here on the couch. | I'm sitting on the couch watching TV.")
 
 
-EXTRACTIONS = SessionJobs()  # this page's extraction (the creator's Stop cancels only that, not a generation)
+EXTRACT_SCOPE = "extract"  # the creator's Stop cancels only this page's extraction, not a generation
 
 
 def template_choices(service: Any) -> list[tuple[str, str]]:
@@ -197,7 +197,8 @@ def build(service: Any, ctx: Any) -> None:
         def report(done, total):
             progress((int(done), int(total)), desc="Reading prompts through every layer", unit="prompts")
 
-        token = EXTRACTIONS.start(request)
+        session = session_id(request, EXTRACT_SCOPE)
+        token = service.start(session)
         skip = (gr.skip(),) * 4
         try:  # a generator: a client that leaves closes it, which cancels the extraction
             req = ExtractRequest(concept.slug, method=method_v or "mean_diff", save=False)
@@ -209,7 +210,7 @@ def build(service: Any, ctx: Any) -> None:
                 else:
                     yield skip
         finally:
-            EXTRACTIONS.finish(request, token)
+            service.finish(session, token)
         title = f"Quality of “{concept.name}” per layer ({cv.method}, {n} pairs)"
         calibration = _calibration_of(service, concept.slug)
         lens = vector_lens_md(service.vector_lens(cv), cv.recommended_layers)
@@ -223,7 +224,7 @@ def build(service: Any, ctx: Any) -> None:
                               show_progress_on=[extract_status], **MODEL_CONCURRENCY)
     @guarded
     def stop_extract(request: gr.Request):
-        if EXTRACTIONS.cancel(request):
+        if service.stop(session_id(request, EXTRACT_SCOPE)):
             gr.Info("Extraction stopped.")
 
     stop.click(stop_extract, None, None, cancels=[ext_event], queue=False, api_visibility="private")

@@ -223,12 +223,12 @@ def build(service: Any, ctx: Any) -> None:
                            project_out=(project_out,) if project_out else (), **mix_op_fields(service, op, op_param))
         yield from stream_comparison(service, req, request)
 
-    generate.click(guarded(arm_session), None, None, queue=False, show_progress="hidden",
+    generate.click(guarded(arm_session(service)), None, None, queue=False, show_progress="hidden",
                    api_visibility="private").then(
         mix_generate, [text, normalize, project_out, prompt, layer, strength, max_tokens, op, op_param],
         [baseline_pane, steered_pane, status, dl_md, dl_json], api_name="mix_generate", show_progress="minimal",
         **MODEL_CONCURRENCY)
-    stop.click(guarded(stop_session), None, None, api_visibility="private", queue=False)
+    stop.click(guarded(stop_session(service)), None, None, api_visibility="private", queue=False)
 
     @guarded
     def each_alone(text, prompt, layer, strength, max_tokens, op="add", op_param="", progress=gr.Progress()):

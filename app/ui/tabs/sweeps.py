@@ -16,7 +16,7 @@ from app.ui.context import MODEL_CONCURRENCY
 from app.ui.downloads import out_dir
 from app.ui.errors import error_note, guarded, shows_error
 from app.ui.present import sweeps as present
-from app.ui.streaming import SESSION_JOBS, arm_session, stop_session, throttled
+from app.ui.streaming import arm_session, session_id, stop_session, throttled
 from app.ui.widgets import (ABS_RANGE, REL_RANGE, check_concept, check_number, check_prompt, concept_choices,
                             default_concept, default_layer, file_stem, mark_stale_on, num_layers)
 
@@ -179,7 +179,8 @@ def build(service: Any, ctx: Any) -> None:
 
         req = SweepRequest(prompt, concept, tuple(layer_list), tuple(strength_list), GenerationParams(max_tokens=mt),
                            relative=not absolute, op=op_name)
-        token = SESSION_JOBS.start(request)
+        session = session_id(request)
+        token = service.start(session)
         result = None
         try:  # a generator: a client that leaves closes it, which cancels the sweep
             for step, value in follow(lambda: service.sweep(req, progress=throttled(report), token=token), token):
@@ -194,7 +195,7 @@ def build(service: Any, ctx: Any) -> None:
         except Cancelled:
             result = None
         finally:
-            SESSION_JOBS.finish(request, token)
+            service.finish(session, token)
         if result is None or token.cancelled:
             keep = [gr.update() for _ in range(7)]
             yield (gr.update(), "**Sweep stopped** — nothing was scored. Run it again when you are ready.", *keep)
@@ -220,12 +221,12 @@ def build(service: Any, ctx: Any) -> None:
             gr.DownloadButton(value=str(folder / f"{stem}.json"), interactive=True),
         )
 
-    run.click(guarded(arm_session), None, None, queue=False, show_progress="hidden", api_visibility="private").then(
+    run.click(guarded(arm_session(service)), None, None, queue=False, show_progress="hidden", api_visibility="private").then(
         run_sweep, [concept, prompt, layers, strengths, max_tokens, absolute, op],
         [state, summary, heatmap, lines, table, cell, cell_md, dl_md, dl_json],
         api_name="sweep", show_progress="full", show_progress_on=[heatmap], **MODEL_CONCURRENCY)
 
-    stop.click(guarded(stop_session), None, None, api_name="stop_sweep", queue=False)
+    stop.click(guarded(stop_session(service)), None, None, api_name="stop_sweep", queue=False)
     mark_stale_on([prompt, concept, layers, strengths, max_tokens, absolute],
                   ["sw-heatmap", "sw-table"], [run])
 
