@@ -12,7 +12,7 @@ import gradio as gr
 
 from app.domain import limits
 from app.domain.requests import POSITIONS, SCHEDULES, SteerRequest
-from app.ui import urlstate, widgets
+from app.ui import model_follow, urlstate, widgets
 from app.ui.widgets import (ABS_RANGE, DEFAULT_MAX_TOKENS, DEFAULT_REL_STRENGTH, MAX_TOKENS_UI, REL_RANGE,
                             check_concept, check_layer, check_number, check_prompt, concept_choices, default_concept,
                             default_layer, gen_params, num_layers, strength_info)
@@ -130,7 +130,7 @@ def build(service: Any, ctx: Any) -> None:
                                      info="base + scale × (steered − base)")
                 op, op_param, op_layers, condition, threshold = operation_widgets(service)
                 extra_layers = gr.Textbox(value="", label="Extra layers (multi-layer plan)",
-                                          placeholder="e.g. 16:0.2, 20:0.1",
+                                          placeholder=model_follow.plan_placeholder(n),
                                           info="layer:strength pairs steered together with the main layer")
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, minimum=0, maximum=limits.SEED_MAX, label="Seed", elem_id="pg-seed", min_width=100)
@@ -178,7 +178,7 @@ def build(service: Any, ctx: Any) -> None:
     ctx.register("playground", prompt=prompt, concept=concept, layer=layer, strength=strength, max_tokens=max_tokens,
                  absolute=absolute, generate=generate, system=system, seed=seed, temperature=temperature,
                  top_p=top_p, stop=stop, status=status, baseline=baseline_pane, steered=steered_pane, op=op,
-                 op_param=op_param, op_layers=op_layers, condition=condition, threshold=threshold, effects=effects,
+                 op_param=op_param, op_layers=op_layers, extra_layers=extra_layers, condition=condition, threshold=threshold, effects=effects,
                  applied=applied, advanced=advanced)
 
 
