@@ -131,6 +131,8 @@ class SweepsHandlers:
         result = None
         try:  # a generator: a client that leaves closes it, which cancels the sweep
             for step, value in follow(lambda: service.sweep(req, progress=throttled(report), token=token), token):
+                if token.cancelled:  # Stop acts at once; the sweep itself ends at its next check
+                    break
                 if step == "wait":
                     progress(0.0, desc=f"waiting: {value} job{'s' if value != 1 else ''} ahead")
                 if step == "done":
