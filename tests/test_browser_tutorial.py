@@ -18,6 +18,9 @@ After lunch I felt drowsy and nodded off at my desk. | After lunch I went back t
 I'm exhausted and could fall asleep right here on the couch. | I'm sitting on the couch watching TV.
 Yawn, it's late and I'm so tired I can barely think. | It's eight o'clock and I'm making tea."""
 MODEL_WAIT_MS = 240_000  # the real model on 2 shared CPU cores
+# Not "sleepy": tests/test_browser_tutorial_try_it.py saves the tutorial's sleepy concept in the same session's
+# library, and either file may run first.
+NAME = "Drowsy"
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +45,8 @@ def no_traceback(page) -> None:
 
 def test_tutorial_walkthrough(lab_url, browser):
     from playwright.sync_api import expect
+
+    from app.ui.tabs.tutorial import STEPS
 
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.goto(lab_url)
@@ -77,7 +82,7 @@ def test_tutorial_walkthrough(lab_url, browser):
     expect(page.locator("#cr-name textarea, #cr-name input").first).to_have_value("Sleepy")
     page.get_by_role("tab", name="Tutorial").click()
     page.locator("#tutorial-try-4").click()
-    expect(page.locator("#pg-prompt textarea")).to_have_value("Tell me about your weekend.", timeout=10_000)
+    expect(page.locator("#pg-prompt textarea")).to_have_value(STEPS[3].fill["playground.prompt"], timeout=10_000)
     shot(page, "03b_playground_after_try_it")
     page.close()
 
@@ -110,8 +115,8 @@ def test_create_extract_save_and_find_in_library(lab_url, browser):
     shot(page, "05_creator_error_no_pairs", keep_toasts=True)
     page.keyboard.press("Escape")
 
-    page.locator("#cr-name input, #cr-name textarea").first.fill("Sleepy")
-    expect(page.locator("#cr-slug input, #cr-slug textarea").first).to_have_value("sleepy")
+    page.locator("#cr-name input, #cr-name textarea").first.fill(NAME)
+    expect(page.locator("#cr-slug input, #cr-slug textarea").first).to_have_value(NAME.lower())
     page.locator("#cr-paste textarea").fill(PAIRS)
     page.locator("#cr-append").click()
     expect(page.locator("#cr-pairs")).to_contain_text("nodded off at my desk", timeout=30_000)
@@ -130,14 +135,35 @@ def test_create_extract_save_and_find_in_library(lab_url, browser):
 
     page.get_by_role("tab", name="Library").click()
     table = page.locator("#lib-table")
-    expect(table).to_contain_text("sleepy", timeout=30_000)
-    page.locator("#lib-search input, #lib-search textarea").first.fill("sleepy")
+    expect(table).to_contain_text(NAME.lower(), timeout=30_000)
+    page.locator("#lib-search input, #lib-search textarea").first.fill(NAME.lower())
     page.locator("#lib-search input, #lib-search textarea").first.press("Enter")
     expect(table).not_to_contain_text("Angry", timeout=30_000)
-    table.get_by_text("Sleepy", exact=True).filter(visible=True).first.click()  # the visible cell
+    table.get_by_text(NAME, exact=True).filter(visible=True).first.click()  # the visible cell
     expect(page.locator("#lib-card")).to_contain_text("your concept", timeout=30_000)
     expect(page.locator("#lib-card")).to_contain_text("ready")
     expect(page.locator("#lib-quality-plot .js-plotly-plot")).to_be_visible(timeout=30_000)
     no_traceback(page)
     shot(page, "09_library_card")
+    page.close()
+
+
+def test_a_link_with_only_a_concept_opens_at_its_recommended_setting(lab_url, browser):
+    """`?concept=sad` opens the playground at sad's recommended layer and strength, as picking it does;
+    a layer the link names itself wins."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(lab_url + "?tab=playground&concept=sad")
+    expect(page.locator("#pg-layer")).to_contain_text("recommended for sad", timeout=60_000)
+    layer = re.search(r"recommended for sad: layer (\d+)", page.locator("#pg-layer").inner_text()).group(1)
+    expect(page.locator("#pg-layer input[type=number]")).to_have_value(layer)
+    expect(page.locator("#pg-strength")).to_contain_text("recommended strength")
+    strength = re.search(r"recommended strength ([\d.]+)", page.locator("#pg-strength").inner_text()).group(1)
+    expect(page.locator("#pg-strength input[type=number]")).to_have_value(strength)
+    other = "5" if layer != "5" else "6"
+    page.goto(lab_url + f"?tab=playground&concept=sad&layer={other}")
+    expect(page.locator("#pg-strength")).to_contain_text("recommended strength", timeout=60_000)
+    expect(page.locator("#pg-layer input[type=number]")).to_have_value(other)
+    no_traceback(page)
     page.close()

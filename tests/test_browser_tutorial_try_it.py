@@ -43,7 +43,7 @@ def _run_done(page, prefix: str) -> None:
         """(p) => {
             const badge = document.querySelector(`#${p}-status .badge`);
             const toks = document.querySelectorAll(`#${p}-steered .tok`).length;
-            return badge && toks > 0 && !/generating|preparing|ready/.test(badge.textContent);
+            return badge && toks > 0 && !/generating|preparing|ready|waiting|queue/.test(badge.textContent);
         }""", arg=prefix, timeout=WAIT_MS)
 
 
@@ -68,12 +68,15 @@ def test_every_try_it_runs_as_filled(running_lab, browser, shots):
     expect(page.locator("#ex-prompt textarea")).to_have_value("What is the capital of France?")
     page.locator("#ex-run").click()
     expect(page.locator("#ex-summary")).to_contain_text("logit lens first ranks it", timeout=WAIT_MS)
+    # the step asks for the word "with or without its leading space": the summary names that layer too
+    expect(page.locator("#ex-summary")).to_contain_text("the same word with other spacing")
     _no_error(page)
     _shot(page, shots, "1_explorer")
     _try(page, 2)
     expect(page.locator("#ex-summary")).not_to_contain_text("logit lens")  # the old result is gone
     page.locator("#ex-run").click()
     expect(page.locator("#ex-summary")).to_contain_text("Tokens point most toward", timeout=WAIT_MS)
+    expect(page.locator("#ex-summary")).not_to_contain_text("charts show tokens")  # the whole message is drawn
     sink = re.search(r"(\d+)× longer", page.locator("#ex-summary").inner_text())
     assert sink and sink.group(1) in page.locator("#tutorial-step-2").inner_text()  # the tutorial's number
     _no_error(page)
@@ -91,16 +94,20 @@ def test_every_try_it_runs_as_filled(running_lab, browser, shots):
     _shot(page, shots, "3_creator")
     page.locator("#cr-use").click()
     expect(page.locator("#pg-layer")).to_contain_text("recommended for sleepy", timeout=WAIT_MS)
+    expect(page.locator("#pg-strength")).to_contain_text("recommended strength")
+    expect(page.locator("#pg-concept input")).to_have_value("sleepy")
     page.locator("#pg-concept input").click()
     expect(page.locator("[role=option][aria-label=sleepy]")).to_be_attached()  # the new concept is listed
     page.keyboard.press("Escape")
 
     # 4: the playground
     _try(page, 4)
-    expect(page.locator("#pg-prompt textarea")).to_have_value("Tell me about your weekend.")
+    expect(page.locator("#pg-prompt textarea")).to_have_value(STEPS[3].fill["playground.prompt"])
     expect(page.locator("#pg-steered .tok")).to_have_count(0)  # no old answer under the new inputs
     page.locator("#pg-generate").click()
     _run_done(page, "pg")
+    # the example's judge can see the change the reader sees (a neutral baseline, not one already at VADER's top)
+    expect(page.locator("#pg-status")).to_contain_text("judge: steered moved it the right way")
     _no_error(page)
     _shot(page, shots, "4_playground")
 
@@ -112,6 +119,7 @@ def test_every_try_it_runs_as_filled(running_lab, browser, shots):
         expect(page.locator("#sw-summary")).to_contain_text(f"{cells} cells", timeout=WAIT_MS)
         expect(page.locator("#sw-heatmap .main-svg").first).to_be_visible()
         expect(page.locator("#sw-cell-text")).to_contain_text("Verdict:")
+        expect(page.locator("#sw-summary")).to_contain_text("Recommended (★)")  # the example finds a setting
         _no_error(page)
         _shot(page, shots, f"{i}_sweep")
 
@@ -122,6 +130,18 @@ def test_every_try_it_runs_as_filled(running_lab, browser, shots):
     _run_done(page, "pg")
     _no_error(page)
     _shot(page, shots, "7_playground_rotate")
+    # "then open Advanced, set Operation to add and then to ablate, and generate each time"
+    page.locator("#pg-advanced").get_by_text(re.compile("^Advanced")).first.click()
+    for op in ("add", "ablate"):
+        page.locator("#pg-op input").click()
+        page.get_by_role("option", name=re.compile(rf"^{op}:")).click()
+        page.locator("#pg-generate").click()
+        # "Where it applied" names the operation once the run is done (the table is written at its end)
+        expect(page.locator("#pg-applied")).to_contain_text(re.compile(rf"L12\s*{op}"), timeout=WAIT_MS)
+        _run_done(page, "pg")
+        expect(page.locator("#pg-status")).to_contain_text(re.compile(rf"L12 ({op}|@)"))
+        _no_error(page)
+    _shot(page, shots, "7_playground_ablate")
 
     # 8: the mixer, and the one-click comparison with each concept alone
     _try(page, 8)

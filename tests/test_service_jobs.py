@@ -225,14 +225,17 @@ def test_a_pages_stop_cancels_only_that_pages_runs_armed_or_running():
     assert armed.cancelled and not other_page.cancelled and not other_scope.cancelled
     runner.finish("page-a/run", armed)
 
-    early = runner.arm("page-a/run")  # Stop while the run still waits in the queue
+    early = runner.arm("page-a/run")  # Stop while the run still waits in the queue ...
     assert runner.cancel_session("page-a/run") == 1 and early.cancelled
-    fresh = runner.start("page-a/run")  # the armed token is gone: the next click starts clean
-    assert fresh is not early and not fresh.cancelled
+    waiting = runner.start("page-a/run")  # ... so that run starts already stopped and never runs
+    assert waiting is early
     ran = []
     with pytest.raises(Cancelled):
-        runner.run(lambda t: ran.append(1), early)
+        runner.run(lambda t: ran.append(1), waiting)
     assert not ran
+    runner.finish("page-a/run", waiting)
+    fresh = runner.start("page-a/run")  # the next run starts clean
+    assert fresh is not early and not fresh.cancelled
 
     runner.finish("page-a/run", fresh)
     runner.finish("page-b/run", other_page)

@@ -42,7 +42,9 @@ def test_tutorial_text_matches_the_app():
 
 
 def test_try_it_clears_the_target_tab_results():
-    assert set(tutorial.reset_values("playground")) == {"playground.baseline", "playground.steered", "playground.status"}
+    assert set(tutorial.reset_values("playground")) == {"playground.baseline", "playground.steered", "playground.status",
+                                                         "playground.extra_layers"}
+    assert tutorial.reset_values("playground")["playground.extra_layers"] == ""  # a picked concept's band is not kept
     assert tutorial.reset_values("sweeps")["sweeps.heatmap"] is None
     hint = tutorial._fill_value("playground.layer", 12, 4)
     assert hint["value"] == 12 and "tutorial step 4" in hint["info"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 from app.ui import model_follow as mf
@@ -68,3 +69,19 @@ def test_a_list_that_fits_again_gets_its_usual_help_back():
     keys = ["sweeps.layers", "sweeps.kind"]
     up = mf.follow_updates(FakeService(30), keys, ["4,7,10", "grid"], infos={"sweeps.layers": "e.g. 4-20"})[0]
     assert up.info == "e.g. 4-20" and "value" not in up.constructor_args
+
+
+def test_the_playgrounds_extra_layers_follow_the_depth():
+    """The multi-layer plan ('16:0.2, 20:0.1') and the operation layers name layers: after a switch to an 18-layer
+    model a plan naming layer 20 is cleared with a note, and both boxes' examples fit the new depth."""
+    keys = ["playground.extra_layers", "playground.op_layers"]
+    plan, op_layers = mf.follow_updates(FakeService(18), keys, ["16:0.2, 20:0.1", "8-20"])
+    assert plan.value == "" and "does not fit" in plan.info and "20:0.1" in plan.info
+    assert op_layers.value == ""
+    for ph in (plan.placeholder, op_layers.placeholder):
+        assert all(0 <= int(n) <= 17 for n in re.findall(r"\d+(?=[:,\- ]|$)", ph.replace("0.2", "").replace("0.1", "")))
+    kept, _ = mf.follow_updates(FakeService(18), keys, ["9:0.2, 12:0.1", "all"])
+    assert "value" not in kept and kept["placeholder"] == mf.plan_placeholder(18) == "e.g. 9:0.2, 12:0.1"
+    assert mf.plan_placeholder(30) == "e.g. 16:0.2, 20:0.1" and mf.op_layers_placeholder(30) == "all, 8-20 or 4, 12"
+    malformed, _ = mf.follow_updates(FakeService(18), keys, ["16 0.2", ""])
+    assert "value" not in malformed  # the run refuses it with its own message; a switch does not eat it

@@ -152,6 +152,20 @@ def test_explore_summary_mentions_numbers():
     assert "1–2" in md  # recommended layers
 
 
+def test_explore_summary_names_the_first_layer_of_the_word_with_or_without_its_space():
+    """The tutorial asks for the layer where the lens first predicts the answer's first word, with or without its
+    leading space: SmolLM2's final `The` is top as `·The` from layer 20 on, but exactly only at layer 29."""
+    ex = FakeExploration(L=6, T=5)
+    ex.lens_top[-1][-1] = [("The", 0.15), (" the", 0.1), (" a", 0.02), (" P", 0.01), (" L", 0.01)]
+    ex.lens_top[-2][-1] = [(" the", 0.4), (" The", 0.3), (" a", 0.1), (" P", 0.1), (" L", 0.01)]
+    ex.lens_top[2][-1] = [(" The", 0.3), (" the", 0.2), (" a", 0.1), (" P", 0.1), (" L", 0.01)]
+    md = explorer.explore_summary_md(ex)
+    assert "first ranks it top at **layer 5**" in md
+    assert "**`·The`**, already at **layer 2**" in md
+    ex.lens_top[2][-1] = [(" x", 0.3)] * 5  # no earlier spelling: nothing more is said
+    assert "other spacing" not in explorer.explore_summary_md(ex)
+
+
 def test_explorer_edge_cases_one_layer_one_token_and_nan():
     ex = FakeExploration(L=1, T=1)
     for fn in (explorer.norms_figure, explorer.norm_heatmap_figure, explorer.lens_figure, explorer.projection_figure):

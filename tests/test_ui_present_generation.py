@@ -221,6 +221,28 @@ def test_cosine_figure():
 
 
 # ---- URL state ----------------------------------------------------------------------------
+def test_a_link_with_only_a_concept_opens_at_its_recommended_setting():
+    calls = []
+
+    def recommend(concept):
+        calls.append(concept)
+        return (18, 0.25, True, "★ recommended for sad: layer 18 — calibrated")
+
+    p = urlstate.fill_recommended({"concept": "sad"}, recommend)
+    assert (p["layer"], p["strength"], p["abs"]) == (18, 0.25, False) and "recommended" in p["_layer_info"]
+    p = urlstate.fill_recommended({"concept": "sad", "layer": 5}, recommend)  # the link's own layer wins
+    assert (p["layer"], p["strength"]) == (5, 0.25) and "_layer_info" not in p
+    p = urlstate.fill_recommended({"concept": "sad", "strength": -0.5}, recommend)
+    assert (p["layer"], p["strength"]) == (18, -0.5)
+    p = urlstate.fill_recommended({"concept": "sad", "abs": True}, recommend)  # absolute asked: no relative value
+    assert p["layer"] == 18 and "strength" not in p and p["abs"] is True
+    calls.clear()
+    both = {"concept": "sad", "layer": 5, "strength": 0.1}
+    assert urlstate.fill_recommended(both, recommend) == both and calls == []  # nothing to look up
+    assert urlstate.fill_recommended({"layer": 5}, recommend) == {"layer": 5} and calls == []
+    assert urlstate.fill_recommended({"concept": "nosuch"}, lambda c: None) == {"concept": "nosuch"}
+
+
 def test_url_params_validated():
     known = {"happy", "sad"}
     s = urlstate.read_params({"tab": "playground", "concept": "sad", "layer": "14", "strength": "0.25",

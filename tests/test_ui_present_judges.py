@@ -86,3 +86,38 @@ def test_concept_card_names_the_judge_and_probe_accuracy():
     probe = Concept(slug="x", name="X", pairs=pairs, judge=JudgeSpec("probe"))
     assert "Held-out accuracy **91%**" in pc.concept_card_md(probe, False, False, "", judge={"accuracy": 0.91})
     assert "none declared" in pc.judge_md(Concept(slug="y", name="Y", pairs=pairs))
+
+
+def test_a_judge_at_its_ceiling_says_it_cannot_show_more():
+    """'Tell me about your weekend.' scores VADER +0.97 unsteered: "steering did not change it" beside a visibly
+    happier answer needs the reason next to it, in the playground and in the sweep summary."""
+    full = dict(JUDGE, sign=1, label="VADER sentiment (higher = happier)", baseline=0.966, steered=0.966,
+                steered_change=0.0, prompted_change=0.007)
+    assert "little room to show more" in pg.judge_html(full)
+    assert "little room" not in pg.judge_html(dict(full, baseline=0.2))
+    assert "little room" not in pg.judge_html(dict(full, kind="wordlist", baseline=0.95))
+    data = sweep()
+    data["judge"].update(sign=1, baseline_raw=0.966)
+    assert "+0.97 on this judge" in ps.summary_markdown(data, "happy")
+    data["judge"].update(sign=-1, baseline_raw=0.966)  # sad: a happy baseline leaves all the room there is
+    assert "little room" not in ps.summary_markdown(data, "sad")
+
+
+def test_no_recommendation_advice_fits_the_sweep():
+    data = sweep()
+    for c in data["cells"]:
+        c["judge_score"] = -0.1
+    data["recommended"] = None
+    assert "stronger settings" in ps.summary_markdown(data, "happy")
+    data["cells"][-1].update(coherent=False)  # the strongest cell broke: stronger is the wrong advice
+    md = ps.summary_markdown(data, "happy")
+    assert "stronger settings" not in md and "between the coherent and the incoherent" in md
+
+
+def test_sweep_panel_titles_fit_four_side_by_side():
+    """Four panels on a 1280-px page leave ~280 px per title: long one-line titles ran into each other."""
+    data = sweep()
+    for fig in (ps.heatmap_figure(data), ps.line_figure(dict(data, layers=[4], cells=data["cells"][:2]))):
+        titles = [a.text for a in fig.layout.annotations if a.text and a.text != "prompted"][:4]
+        assert len(titles) == 4
+        assert all(len(line) <= 40 for t in titles for line in t.split("<br>")), titles

@@ -119,7 +119,7 @@ class JobRunner:
         """Cancel ``session``'s armed and running tokens (its page's Stop); how many there were."""
         with self._tokens_lock:
             tokens = list(self._session_runs.pop(session, set()))
-            armed = self._armed.pop(session, None)
+            armed = self._armed.get(session)  # kept: the queued run then starts with it, already stopped
         if armed is not None:
             tokens.append(armed)
         for t in tokens:

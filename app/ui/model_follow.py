@@ -5,7 +5,8 @@ The page is built once, with the depth of the model loaded then (SmolLM2: 30 lay
 poll) changes the depth and whether prompts are wrapped in a chat template. So whenever the
 header's model line changes, one handler moves every layer slider's range (values only when
 they fall outside it, so a value a URL just set is kept), replaces layer lists that no longer
-fit, says how prompts are read, and points the picker at the loaded model. Handlers here are
+fit (and gives their placeholders examples of this depth), says how prompts are read, and points the picker at
+the loaded model. Handlers here are
 plain functions (values in, updates out), unit-tested without a server.
 """
 
@@ -80,10 +81,49 @@ def sweep_layers_update(text: Any, kind: Any, n: int, info: Optional[str] = None
     return gr.Textbox(value=layers, info=f"{str(text).strip()} does not fit this model (layers 0–{n - 1}): set to {layers}")
 
 
+EXAMPLE_DEPTH = 30  # the placeholders' examples are written for the default model's 30 layers
+
+
+def fit_layer(layer: int, n: int) -> int:
+    """An example layer of the 30-layer default model at the same relative depth of an n-layer model."""
+    return 0 if n < 2 else min(n - 1, round(layer * (n - 1) / (EXAMPLE_DEPTH - 1)))
+
+
+def op_layers_placeholder(n: int) -> str:
+    return f"all, {fit_layer(8, n)}-{fit_layer(20, n)} or {fit_layer(4, n)}, {fit_layer(12, n)}"
+
+
+def plan_placeholder(n: int) -> str:
+    return f"e.g. {fit_layer(16, n)}:0.2, {fit_layer(20, n)}:0.1"
+
+
 def op_layers_update(text: Any, n: int, info: Optional[str] = None) -> Any:
+    ph = op_layers_placeholder(n)
     if fits(text, n, allow_all=True):
-        return gr.update() if info is None else gr.Textbox(info=info)
-    return gr.Textbox(value="", info=f"{str(text).strip()} does not fit this model (layers 0–{n - 1}): cleared")
+        return gr.update(placeholder=ph) if info is None else gr.update(placeholder=ph, info=info)
+    return gr.Textbox(value="", placeholder=ph,
+                      info=f"{str(text).strip()} does not fit this model (layers 0–{n - 1}): cleared")
+
+
+def plan_fits(text: Any, n: int) -> bool:
+    """Whether every layer of a layer:strength plan exists; a malformed plan is left to the run to refuse."""
+    from app.domain.parse import parse_layer_plan
+
+    try:
+        plan = parse_layer_plan(str(text or ""))
+    except InputError:
+        return True
+    return all(0 <= layer < n for layer, _ in plan)
+
+
+def extra_layers_update(text: Any, n: int, info: Optional[str] = None) -> Any:
+    """The playground's extra layers (multi-layer plan): an example for this depth; a plan naming layers the
+    model lacks is cleared with a note (it would only be refused at the next run)."""
+    ph = plan_placeholder(n)
+    if plan_fits(text, n):
+        return gr.update(placeholder=ph) if info is None else gr.update(placeholder=ph, info=info)
+    return gr.Textbox(value="", placeholder=ph,
+                      info=f"{str(text).strip()} does not fit this model (layers 0–{n - 1}): cleared")
 
 
 def chat_checkbox_update(has_template: bool) -> Any:
@@ -118,6 +158,8 @@ def follow_updates(service: Any, keys: list[str], values: list[Any],
             out.append(sweep_layers_update(current[key], current.get("sweeps.kind"), n, infos.get(key)))
         elif key == "playground.op_layers":
             out.append(op_layers_update(current[key], n, infos.get(key)))
+        elif key == "playground.extra_layers":
+            out.append(extra_layers_update(current[key], n, infos.get(key)))
         elif key == "explorer.chat":
             out.append(chat_checkbox_update(chat))
         elif key in PROMPTS:
@@ -129,19 +171,61 @@ def follow_updates(service: Any, keys: list[str], values: list[Any],
     return out
 
 
+# What each tab shows from a run, and the button whose next run replaces it (the mark goes then).
+RESULTS = {
+    "playground.generate": ("pg-baseline", "pg-steered", "pg-effects"),
+    "mixer.generate": ("mx-baseline", "mx-steered", "mx-alone-out"),
+    "explorer.run": ("ex-summary", "ex-norms", "ex-norm-heatmap", "ex-lens", "ex-lens-table", "ex-projection"),
+    "sweeps.run": ("sw-summary", "sw-heatmap", "sw-lines", "sw-table", "sw-cell-text"),
+}
+# A result is shown: answer tokens, a drawn trace, a filled table cell, or a summary's own words (not a placeholder).
+_SHOWN_JS = ("e => !e.querySelector('.pane-empty') && (e.querySelector('.tok, .js-plotly-plot .trace, "
+             ".js-plotly-plot .hm') || [...e.querySelectorAll('tbody td')].some(td => td.textContent.trim()) "
+             "|| /tokens × \\d+ layers|alone:|Verdict:|\\d+ cells/.test(e.innerText || ''))")
+
+
+def stale_results_js(model_id: Optional[str], ids: tuple[str, ...] = tuple(i for g in RESULTS.values() for i in g)) -> str:
+    """Browser-side, on each change of the header's model line: when the model in it is another one than before
+    (not when only its notice changes), grey out every result shown (the CSS says why)."""
+    import json
+
+    sel = ", ".join(f"#{i}" for i in ids)
+    return (f"(line) => {{ const m = ((line || '').match(/`([^`]+)`/) || [])[1] || null; "
+            f"if (window.__labModel === undefined) window.__labModel = {json.dumps(model_id)}; "
+            "if (m === window.__labModel) return; window.__labModel = m; "
+            f"const shown = {_SHOWN_JS}; document.querySelectorAll('{sel}').forEach(e => {{ "
+            "if (shown(e)) e.classList.add('stale', 'stale-model'); }); }")
+
+
+def unmark_js(ids: tuple[str, ...]) -> str:
+    sel = ", ".join(f"#{i}" for i in ids)
+    return f"(...a) => {{ document.querySelectorAll('{sel}').forEach(e => e.classList.remove('stale', 'stale-model')); }}"
+
+
+def mark_results_on_switch(service: Any, ctx: Any, model_info: Any) -> None:
+    """Results of the previous model stay readable but greyed out until their tab runs again."""
+    model_info.change(None, [model_info], None, js=stale_results_js(model_facts(service)[2]), queue=False,
+                      show_progress="hidden")
+    for key, ids in RESULTS.items():
+        btn = ctx.components.get(key)
+        if btn is not None:
+            btn.click(None, None, None, js=unmark_js(ids), queue=False, show_progress="hidden")
+
+
 def install(service: Any, ctx: Any) -> None:
     """After every change of the header's model line, update what depends on the model."""
     model_info = ctx.components.get("header.model_info")
-    wanted = (*LAYER_SLIDERS, "sweeps.layers", "sweeps.kind", "playground.op_layers", "explorer.chat", *PROMPTS,
-              "header.picker")
+    wanted = (*LAYER_SLIDERS, "sweeps.layers", "sweeps.kind", "playground.op_layers", "playground.extra_layers",
+              "explorer.chat", *PROMPTS, "header.picker")
     keys = [k for k in wanted if k in ctx.components]
     if model_info is None or not keys:
         return
+    mark_results_on_switch(service, ctx, model_info)
     comps = [ctx.components[k] for k in keys]
 
     built_max = {k: getattr(ctx.components[k], "maximum", None) for k in keys if k in LAYER_SLIDERS}
-    infos = {k: getattr(ctx.components[k], "info", None) for k in ("sweeps.layers", "playground.op_layers")
-             if k in keys}
+    infos = {k: getattr(ctx.components[k], "info", None)
+             for k in ("sweeps.layers", "playground.op_layers", "playground.extra_layers") if k in keys}
 
     @guarded
     def follow(*values):

@@ -21,6 +21,7 @@ CSS = """
 .pane-empty {opacity:0.55; font-style:italic}
 .stale {opacity:0.45; filter:grayscale(0.7); transition:opacity .2s}
 .stale::before {content:'inputs changed since this result: run again'; display:block; font-size:0.75rem; font-style:italic}
+.stale.stale-model::before {content:'made with the model loaded before: run again'}
 .pane .tok {border-radius:3px}
 .tok-gate-open {box-shadow:inset 0 -3px 0 #16a34a}
 .tok-gate-shut {box-shadow:inset 0 -3px 0 #cbd5e1}

@@ -157,6 +157,27 @@ def read_params(query: Mapping[str, Any], num_layers: int, known_concepts: Optio
     return out
 
 
+Recommendation = tuple[int, float, bool, str]  # (layer, strength, relative, what the slider's info says)
+
+
+def fill_recommended(p: Mapping[str, Any], recommend: Callable[[str], Optional[Recommendation]]) -> dict[str, Any]:
+    """A link with a concept but no layer or strength opens at the concept's recommended setting, as picking the
+    concept in the playground does; a layer, strength or ``abs`` the link names itself always wins."""
+    out = dict(p)
+    if "concept" not in p or ("layer" in p and "strength" in p):
+        return out
+    rec = recommend(p["concept"])
+    if rec is None:
+        return out
+    layer, strength, relative, info = rec
+    if "layer" not in p:
+        out["layer"], out["_layer_info"] = int(layer), info
+    if "strength" not in p and ("abs" not in p or p["abs"] == (not relative)):
+        out["strength"], out["abs"] = float(strength), not relative
+        out["_strength_info"] = f"★ recommended strength {float(strength):g} ({'relative' if relative else 'absolute'})"
+    return out
+
+
 # ---- JS writers (run in the browser on .change) ---------------------------------------------
 _JS_SET = """
 const u = new URL(window.location.href); const p = u.searchParams;
@@ -235,15 +256,18 @@ def install(service: Any, ctx: Any) -> None:
             ups.append(gr.Tabs(selected=s["tab"]) if s["tab"] else gr.update())
         if have_pg:
             p = s["playground"] if s["tab"] in (None, "playground") else {}
+            p = fill_recommended(p, lambda c: _recommendation(service, c))
             absolute = bool(p.get("abs", False))
             lim = ABS_RANGE if absolute else REL_RANGE
             # always: the strength slider is built wide for the API and narrowed here for people
-            strength_update: dict[str, Any] = dict(minimum=-lim, maximum=lim, info=strength_info(absolute))
+            strength_update: dict[str, Any] = dict(minimum=-lim, maximum=lim,
+                                                   info=p.get("_strength_info") or strength_info(absolute))
             if "strength" in p:
                 strength_update["value"] = p["strength"]
+            layer_update = dict(value=p["layer"], **({"info": p["_layer_info"]} if "_layer_info" in p else {}))
             ups += [
                 gr.update(value=p["concept"]) if "concept" in p else gr.update(),
-                gr.update(value=p["layer"]) if "layer" in p else gr.update(),
+                gr.update(**layer_update) if "layer" in p else gr.update(),
                 gr.update(**strength_update),
                 gr.update(value=absolute) if "abs" in p else gr.update(),
                 gr.update(value=p["prompt"]) if "prompt" in p else gr.update(),
@@ -261,6 +285,18 @@ def install(service: Any, ctx: Any) -> None:
         return ups
 
     ctx.on_load.append((guarded(load_from_url), [], outputs))
+
+
+def _recommendation(service: Any, concept: str) -> Optional[Recommendation]:
+    """The concept's recommended setting for the loaded model, or None (a link never breaks the page)."""
+    from app.errors import LabError
+
+    try:
+        cv, label = service.resolve_vectors(concept)
+        layer, strength, relative, source = service.recommended_setting(concept, cv)
+    except (LabError, ValueError):
+        return None
+    return int(layer), float(strength), bool(relative), f"★ recommended for {label}: layer {int(layer)} — {source}"
 
 
 def _operation_updates(service: Any, p: Mapping[str, Any]) -> list[Any]:

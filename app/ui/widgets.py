@@ -194,7 +194,7 @@ def _js_classes(ids: list[str], add: bool) -> str:
     """Mark (or unmark) the result elements; only those that show a result (tokens, a chart, a table row)."""
     sel = ", ".join(f"#{i}" for i in ids)
     if not add:
-        return f"(...a) => {{ document.querySelectorAll('{sel}').forEach(e => e.classList.remove('stale')); }}"
+        return f"(...a) => {{ document.querySelectorAll('{sel}').forEach(e => e.classList.remove('stale', 'stale-model')); }}"
     shown = "e.querySelector('.tok, .js-plotly-plot .main-svg, tbody td')"
     return (f"(...a) => {{ document.querySelectorAll('{sel}').forEach(e => {{ "
             f"if ({shown} && !e.querySelector('.pane-empty')) e.classList.add('stale'); }}); }}")

@@ -116,3 +116,19 @@ def rows_or_placeholder(rows: Iterable[Sequence[Any]], width: int, note: str = "
     if rows:
         return rows
     return [[note] + [""] * (width - 1)]
+
+
+SENTIMENT_ROOM = 0.9  # VADER's compound score ends at ±1: above this the judge can hardly move further
+
+
+def judge_room_note(kind: Any, signed_baseline: Any) -> str:
+    """A warning when the unsteered answer already sits at the concept's end of a bounded judge (VADER's ±1),
+    so "did not change it" means "could not show it", not "steering did nothing"."""
+    try:
+        value = float(signed_baseline)
+    except (TypeError, ValueError):
+        return ""
+    if kind != "sentiment" or not value >= SENTIMENT_ROOM:
+        return ""
+    return (f"The unsteered answer already scores {value:+.2f} on this judge (at most +1), so it has little room "
+            "to show more: read the texts, or use a prompt whose unsteered answer is more neutral.")

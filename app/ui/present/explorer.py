@@ -307,6 +307,16 @@ def sink_ratio(ex: Any) -> Optional[tuple[int, float, float, float]]:
     return None
 
 
+def _first_top_layers(lens_top: Any, final_tok: str) -> tuple[int, Optional[int]]:
+    """First layer whose last-position top token is ``final_tok``, and the first (if earlier) whose top token is
+    the same word with other leading/trailing spaces (`·The` for `The`), which the tutorial counts as found."""
+    tops = [row[-1][0][0] if row and row[-1] else None for row in lens_top]
+    first = next((l for l, t in enumerate(tops) if t == final_tok), len(tops) - 1)
+    word = final_tok.strip()
+    word_at = next((l for l, t in enumerate(tops) if word and t is not None and t.strip() == word), None)
+    return first, (word_at if word_at is not None and word_at < first else None)
+
+
 def explore_summary_md(ex: Any) -> str:
     """Three or four facts a beginner can check against the charts."""
     norms = _norms(ex)
@@ -319,9 +329,12 @@ def explore_summary_md(ex: Any) -> str:
                      f"average token ({fmt(s0, 0)} vs {fmt(avg, 0)}).")
     if L and T and ex.lens_top and ex.lens_top[-1] and ex.lens_top[-1][-1]:
         final_tok, final_p = ex.lens_top[-1][-1][0]
-        first = next((l for l in range(L) if ex.lens_top[l][-1] and ex.lens_top[l][-1][0][0] == final_tok), L - 1)
+        first, word_at = _first_top_layers(ex.lens_top, final_tok)
+        same_word = "" if word_at is None else (
+            f", and the same word with other spacing, **`{show_token(ex.lens_top[word_at][-1][0][0])}`**, "
+            f"already at **layer {word_at}**")
         lines.append(f"The model's next token after the prompt is **`{show_token(final_tok)}`** ({pct(final_p)}); "
-                     f"the logit lens first ranks it top at **layer {first}**.")
+                     f"the logit lens first ranks it top at **layer {first}**{same_word}.")
     if getattr(ex, "projections", None) is not None:
         proj, relative = relative_projections(ex)
         rest = proj[:, 1:] if T > 1 else proj

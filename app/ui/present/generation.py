@@ -16,6 +16,7 @@ from app.domain.parse import parse_layer_plan  # noqa: F401  (the one layer:stre
 from app.domain.parse import parse_mix as parse_mix_text  # noqa: F401  (the one mix parser)
 from app.domain.repetition import blame_steering, find_repetition, repeating_tail  # noqa: F401
 from app.ui.present.common import finite as _finite  # one rule: a finite float or None
+from app.ui.present.common import judge_room_note
 
 # Diverging colours: blue = less of the concept than the baseline's average, amber = more.
 NEG_RGB = (59, 130, 246)
@@ -227,8 +228,10 @@ def judge_html(judge: Optional[Mapping[str, Any]]) -> str:
     acc = _finite(judge.get("accuracy"))
     label = str(judge.get("label") or judge.get("kind") or "judge")
     acc_txt = f"; held-out accuracy {acc:.2f}" if acc is not None and "accuracy" not in label else ""
+    room = judge_room_note(judge.get("kind"), judge.get("baseline"))
+    room_html = f'<div class="judge-detail judge-room">{html.escape(room)}</div>' if room else ""
     return (f'<div class="judge-line">{" ".join(bits)}<div class="judge-detail">{html.escape(label + acc_txt)}: '
-            f'{" · ".join(rows)}</div></div>')
+            f'{" · ".join(rows)}</div>{room_html}</div>')
 
 
 def prompted_html(text: Optional[str], system: Optional[str]) -> str:

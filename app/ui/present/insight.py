@@ -88,7 +88,8 @@ def applied_html(applied: Sequence[Mapping[str, Any]], settings: Optional[Mappin
         note = ("<div class='howto'>Positions = generated: the first generated token comes from the unsteered prompt "
                 "pass, so steering starts to show from the second token.</div>")
     return ("<div class='applied'><b>Where it applied</b> (position 0 = first prompt token; coefficient = the "
-            "operation's parameter × schedule)<table class='applied-table'><tr><th>layer</th><th>op</th><th>phase</th>"
+            "operation's parameter × schedule; for add it multiplies the raw vector, so a relative strength shows "
+            "here converted: strength × typical token norm ÷ vector length)<table class='applied-table'><tr><th>layer</th><th>op</th><th>phase</th>"
             "<th>positions</th><th>coefficient</th><th>gate</th></tr>" + "".join(body) + "</table>" + note + "</div>")
 
 

@@ -17,13 +17,14 @@ from plotly.subplots import make_subplots
 
 from app.ui.present.common import md_escape as md_text
 from app.ui.present.common import finite as _num  # one rule: a finite float or None
+from app.ui.present.common import judge_room_note
 
 METRICS: dict[str, tuple[str, str]] = {
     # cell field -> (title, colorscale); the titles say which way is good
-    "judge_score": ("Judge change vs baseline (higher = more concept)", "RdBu_r"),
-    "concept_score": ("Moved along the vector (not a judge)", "RdBu_r"),
-    "ppl_ratio": ("Perplexity ratio to baseline (≈1 = as plausible; ≪1 often = looping)", "YlOrRd"),
-    "distinct2": ("Distinct-2 (low = repetitive)", "Viridis"),
+    "judge_score": ("Judge change vs baseline<br>(higher = more concept)", "RdBu_r"),
+    "concept_score": ("Moved along the vector<br>(not a judge)", "RdBu_r"),
+    "ppl_ratio": ("Perplexity ratio to baseline<br>(≈1 = as plausible; ≪1 often = looping)", "YlOrRd"),
+    "distinct2": ("Distinct-2<br>(low = repetitive)", "Viridis"),
 }
 
 TABLE_HEADERS = ["layer", "strength", "judge Δ", "vector", "ppl×", "d-2", "ok", "text"]
@@ -187,9 +188,15 @@ def heatmap_figure(data: Mapping[str, Any], fields: Optional[Sequence[str]] = No
     for k in range(1, len(fields) + 1):  # each colour bar just right of its own panel
         domain = fig.layout["xaxis" if k == 1 else f"xaxis{k}"].domain
         fig.data[[i for i, t in enumerate(fig.data) if t.type == "heatmap"][k - 1]].colorbar.x = domain[1] + 0.008
-    fig.update_layout(height=max(340, 110 + 34 * len(y)), margin=dict(l=50, r=30, t=70, b=50), shapes=shapes,
+    fig.update_layout(height=max(340, 110 + 34 * len(y)), margin=dict(l=50, r=30, t=80, b=50), shapes=shapes,
                       template="plotly_white", showlegend=False)
+    _small_titles(fig)
     return fig
+
+
+def _small_titles(fig: go.Figure) -> None:
+    """Two-line panel titles in a smaller font, so four panels side by side do not run into each other."""
+    fig.update_annotations(font=dict(size=12))
 
 
 def is_one_dimensional(data: Mapping[str, Any]) -> bool:
@@ -231,9 +238,10 @@ def line_figure(data: Mapping[str, Any]) -> go.Figure:
     if ref is not None and "judge_score" in fields:  # prompting instead of steering, as a reference line
         fig.add_hline(y=float(ref), line=dict(color="#059669", dash="dash"), row=1, col=1,
                       annotation_text="prompted", annotation_position="top left")
-    fig.update_layout(height=350, margin=dict(l=40, r=20, t=90, b=50), template="plotly_white",
+    fig.update_layout(height=370, margin=dict(l=40, r=20, t=110, b=50), template="plotly_white",
                       title=dict(text=f"Along the sweep (fixed {what}); red ✕ = incoherent", font=dict(size=13)),
                       legend=dict(orientation="h", y=-0.3, x=0))
+    _small_titles(fig)
     return fig
 
 
@@ -252,6 +260,15 @@ def cells_table(data: Mapping[str, Any]) -> list[list[Any]]:
     return rows
 
 
+def _signed(judge: Mapping[str, Any]) -> Optional[float]:
+    """The baseline's judge score with the concept's sign (higher = more concept); the sweep stores it raw."""
+    raw, sign = judge.get("baseline_raw"), judge.get("sign")
+    try:
+        return float(raw) * float(sign if sign is not None else 1)
+    except (TypeError, ValueError):
+        return None
+
+
 def summary_markdown(data: Mapping[str, Any], concept: str) -> str:
     rec = recommended_cell(data)
     n = len(data.get("cells") or [])
@@ -266,9 +283,13 @@ def summary_markdown(data: Mapping[str, Any], concept: str) -> str:
         if judge.get("prompted_change") is not None:
             head += (f" Prompting instead (no steering, the concept's system prompt) changes it by "
                      f"**{float(judge['prompted_change']):+.3f}**: a cell must beat that to be worth steering.")
+        room = judge_room_note(judge.get("kind"), _signed(judge))
+        if room:
+            head += f" ⚠ {room}"
     if rec is None:
-        return head + "\n\n**No recommended setting:** no coherent cell moved the text toward the concept. " \
-                      "Try other layers or stronger settings."
+        advice = ("Try other layers, or strengths between the coherent and the incoherent (✕) ones." if bad
+                  else "Try other layers or stronger settings.")
+        return head + f"\n\n**No recommended setting:** no coherent cell moved the text toward the concept. {advice}"
     by = "the largest judge change" if is_judged(data) else "the highest concept score (no judge: moved along the vector)"
     return head + f"\n\n**Recommended (★): layer {rec[0]}, strength {rec[1]:g}** for `{concept}` — the coherent cell " \
                   f"with {by}."

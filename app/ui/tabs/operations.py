@@ -8,6 +8,7 @@ from typing import Any
 
 import gradio as gr
 
+from app.ui.model_follow import op_layers_placeholder
 from app.ui.widgets import concept_choices, num_layers
 
 
@@ -20,7 +21,7 @@ def operation_widgets(service: Any) -> tuple:
         op_param = gr.Textbox(value="", label="Operation parameter", elem_id="pg-op-param", min_width=120,
                               placeholder="(the operation's default)", info="add uses the strength slider")
     op_layers = gr.Textbox(value="", label="Operation layers (besides the main layer)", elem_id="pg-op-layers",
-                           placeholder="all, 8-20 or 4, 12", info="e.g. ablate at every layer: all")
+                           placeholder=op_layers_placeholder(num_layers(service)), info="e.g. ablate at every layer: all")
     with gr.Row():
         condition = gr.Dropdown([("(none)", "")] + concept_choices(service), value="", label="Only where (condition)",
                                 allow_custom_value=True, elem_id="pg-condition", min_width=160,

@@ -6,13 +6,13 @@ concept mixer and the sweeps, so the tabs show and stop results the same way.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import gradio as gr
 
 from app.domain import limits
 from app.domain.requests import POSITIONS, SCHEDULES, SteerRequest
-from app.ui import urlstate, widgets
+from app.ui import model_follow, urlstate, widgets
 from app.ui.widgets import (ABS_RANGE, DEFAULT_MAX_TOKENS, DEFAULT_REL_STRENGTH, MAX_TOKENS_UI, REL_RANGE,
                             check_concept, check_layer, check_number, check_prompt, concept_choices, default_concept,
                             default_layer, gen_params, num_layers, strength_info)
@@ -57,6 +57,38 @@ def build_request(service: Any, prompt, system, concept, layer, strength, absolu
     )
 
 
+# ---- the handlers: widget values in, page updates out ------------------------------------------
+class PlaygroundHandlers:
+    """The playground's events as plain methods over the lab, so tests call them without a server."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+
+    def generate(self, prompt, system, concept, layer, strength, absolute, positions, schedule, schedule_length, mode,
+                 guidance, extra_layers, max_tokens, temperature, top_p, seed, op, op_param, op_layers, condition,
+                 threshold, request: gr.Request = None) -> Iterator[tuple]:
+        """Stream (baseline, steered, status, effects, applied, md, json) while both answers grow."""
+        req = build_request(self.service, prompt, system, concept, layer, strength, absolute, positions, schedule,
+                            schedule_length, mode, guidance, extra_layers, max_tokens, temperature, top_p, seed,
+                            op, op_param, op_layers, condition, threshold)
+        yield from stream_comparison(self.service, req, request, insight=True)
+
+    @staticmethod
+    def toggle_absolute(is_abs) -> Any:
+        return widgets.strength_slider(bool(is_abs))
+
+    def op_picked(self, name) -> Any:
+        return op_param_update(self.service, name)
+
+    def concept_picked(self, concept) -> tuple[Any, Any, Any]:
+        """Move layer/strength to the concept's recommended setting and say so in the slider's info."""
+        return widgets.recommended_updates(self.service, concept)
+
+    def band_picked(self, concept) -> Any:
+        """The concept's recommended band (more layers at the same strength) into the extra-layers box."""
+        return widgets.band_text(self.service, concept)
+
+
 # ---- the tab --------------------------------------------------------------------------------
 def build(service: Any, ctx: Any) -> None:
     n = num_layers(service)
@@ -98,7 +130,7 @@ def build(service: Any, ctx: Any) -> None:
                                      info="base + scale × (steered − base)")
                 op, op_param, op_layers, condition, threshold = operation_widgets(service)
                 extra_layers = gr.Textbox(value="", label="Extra layers (multi-layer plan)", elem_id="pg-extra-layers",
-                                          placeholder="e.g. 16:0.2, 20:0.1",
+                                          placeholder=model_follow.plan_placeholder(n),
                                           info="layer:strength pairs steered together with the main layer")
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, minimum=0, maximum=limits.SEED_MAX, label="Seed", elem_id="pg-seed", min_width=100)
@@ -120,15 +152,9 @@ def build(service: Any, ctx: Any) -> None:
                 dl_json = gr.DownloadButton("Download JSON", value=None, interactive=False, size="sm",
                                             elem_id="pg-dl-json")
 
-    # ---- events ----
-    @guarded
-    def run(prompt, system, concept, layer, strength, absolute, positions, schedule, schedule_length, mode, guidance,
-            extra_layers, max_tokens, temperature, top_p, seed, op, op_param, op_layers, condition, threshold,
-            request: gr.Request):
-        req = build_request(service, prompt, system, concept, layer, strength, absolute, positions, schedule,
-                            schedule_length, mode, guidance, extra_layers, max_tokens, temperature, top_p, seed,
-                            op, op_param, op_layers, condition, threshold)
-        yield from stream_comparison(service, req, request, insight=True)
+    # ---- events (the handlers are PlaygroundHandlers' methods: tested without a server) ----
+    handlers = PlaygroundHandlers(service)
+    run = guarded(handlers.generate)
 
     inputs = [prompt, system, concept, layer, strength, absolute, positions, schedule, schedule_length, mode, guidance,
               extra_layers, max_tokens, temperature, top_p, seed, op, op_param, op_layers, condition, threshold]
@@ -140,28 +166,19 @@ def build(service: Any, ctx: Any) -> None:
     widgets.mark_stale_on([prompt, system, concept, layer, strength, absolute, max_tokens, temperature],
                           ["pg-baseline", "pg-steered"], [generate])
 
-    @guarded
-    def toggle_absolute(is_abs):
-        return widgets.strength_slider(bool(is_abs))
-
+    toggle_absolute = guarded(handlers.toggle_absolute)
     absolute.input(toggle_absolute, [absolute], [strength], api_visibility="private", queue=False)
-    op.input(guarded(lambda name: op_param_update(service, name)), [op], [op_param], api_visibility="private",
-             queue=False)
-
-    @guarded
-    def concept_picked(concept):
-        """Move layer/strength to the concept's recommended setting and say so in the slider's info."""
-        return widgets.recommended_updates(service, concept)
+    op.input(guarded(handlers.op_picked), [op], [op_param], api_visibility="private", queue=False)
+    concept_picked = guarded(handlers.concept_picked)
 
     concept.input(concept_picked, [concept], [layer, strength, absolute], api_name="recommended_setting",
                   show_progress="minimal", **MODEL_CONCURRENCY).then(
-        guarded(lambda c: widgets.band_text(service, c)), [concept], [extra_layers], api_visibility="private",
-        queue=False)
+        guarded(handlers.band_picked), [concept], [extra_layers], api_visibility="private", queue=False)
 
     ctx.register("playground", prompt=prompt, concept=concept, layer=layer, strength=strength, max_tokens=max_tokens,
                  absolute=absolute, generate=generate, system=system, seed=seed, temperature=temperature,
                  top_p=top_p, stop=stop, status=status, baseline=baseline_pane, steered=steered_pane, op=op,
-                 op_param=op_param, op_layers=op_layers, condition=condition, threshold=threshold, effects=effects,
+                 op_param=op_param, op_layers=op_layers, extra_layers=extra_layers, condition=condition, threshold=threshold, effects=effects,
                  applied=applied, advanced=advanced)
 
 

@@ -27,6 +27,11 @@ SLEEPY_PAIRS = [
      "My room has a bed, a desk and a small bookshelf."],
 ]
 
+# Steps 4-7 steer towards happy on a prompt whose unsteered answer is neutral (VADER 0.0 on the default model):
+# on "Tell me about your weekend." the baseline already scores +0.97 of at most 1, so the judge could not show the
+# change the reader sees and the sweeps found "no recommended setting".
+RAINY = "Write a few lines about a rainy Monday."
+
 
 @dataclass
 class Step:
@@ -51,9 +56,9 @@ The layer explorer records this vector after every layer. Two things to look at:
 - the **logit lens**: run any layer's vector through the model's output head and see which next token that
   layer "would predict". Early layers echo the input; the real answer appears in the last third.
 
-Tokens usually carry the space in front of a word: ` Paris` and `Paris` are two different tokens. The lab shows
-that leading space as a dot, so `·Paris` is the token the model would write after a space, and a lens row that
-says `·Paris` already predicts the word "Paris".""",
+Tokens usually carry the space in front of a word: "The" written after a space and "The" at the start of a line
+are two different tokens. The lab draws that leading space as a dot, so `·The` is the token the model writes after
+a space and `The` the one without; a lens cell that says `·The` already predicts the same word as one that says `The`.""",
         "explorer",
         {"explorer.prompt": "What is the capital of France?", "explorer.concept": ""},
         "Press **Explore**, then find the layer where the lens first predicts the answer's first word (with or "
@@ -63,15 +68,17 @@ says `·Paris` already predicts the word "Paris".""",
         "What a steering vector is",
         """Take pairs of texts that differ **only** in one concept, e.g. *“I got the job! I'm so thrilled!”* vs
 *“I got the job. I start next month.”* Run them all through the model and, at each layer, average the residual
-vectors over the tokens of each text (skipping position 0, the attention sink, which is far longer than other
-tokens ({SINK}) and would swamp everything). The **mean of the positives minus the mean of the negatives** is a direction
+vectors over the tokens of each text, skipping position 0: the attention sink is far longer than other tokens
+({SINK}) and would swamp everything. The **mean of the positives minus the mean of the negatives** is a direction
 that points from “neutral” toward “happy”: the **steering vector** for that layer, one per layer.
 
 In the explorer, choose a concept and the last chart shows how far each token of your prompt points along it.""",
         "explorer",
-        {"explorer.prompt": "I lost my keys this morning, but then my best friend surprised me with a party!",
-         "explorer.concept": "happy"},
-        "Press **Explore** and scroll to the projection chart: happy words turn red in the middle layers.",
+        {"explorer.prompt": "Lost my keys, then a surprise party!", "explorer.concept": "happy"},
+        "Press **Explore** and scroll to the projection chart (the last one): from the middle layers up, the tokens of "
+        "your message turn red while the chat template's system prompt before it stays pale, and the summary names "
+        "the layer where they point most toward happy. The red covers the whole message, not only its happy words: "
+        "each token's vector also carries the words before it.",
     ),
     Step(
         "Making your own concept",
@@ -81,12 +88,17 @@ Press **Extract vectors**: the lab reads all the texts in one batch and shows a 
 - **d′**: how far apart positives and negatives lie along the vector (above ~2 = clearly separated);
 - **held-out accuracy**: build the vector without one pair and check that pair still comes out the right way round;
 - the **recommended layers** (shaded), where both are high.
-Then **Save to library** to use the concept everywhere.""",
+
+The card also warns when the numbers can mislead. On the default model the sleepy pairs of this example get a
+warning, *layer 0 already separates them*, because sleepy texts use sleepy words (yawn, drowsy), and that early
+the model sees little more than which words a text uses. Good separation then does not prove that the vector
+carries the meaning, so judge it by how it steers. Then **Save to library** to use the concept everywhere; **Try it in the playground** under the card
+opens it at its recommended layer and strength.""",
         "creator",
         {"creator.name": "Sleepy", "creator.slug": "sleepy",
          "creator.description": "Drowsy, tired, yawning (positive) versus neutral everyday statements (negative).",
          "creator.pairs": SLEEPY_PAIRS},
-        "Press **Extract vectors**, read the card, then **Save to library**.",
+        "Press **Extract vectors**, read the card and its warning, then **Save to library**.",
     ),
     Step(
         "Steering: adding the vector",
@@ -99,7 +111,7 @@ On the default model, **0.15–0.4 at middle layers** changes the tone clearly a
 playground writes the unsteered (baseline) and steered answers side by side with the same seed, so every
 difference comes from the vector.""",
         "playground",
-        {"playground.prompt": "Tell me about your weekend.", "playground.concept": "happy",
+        {"playground.prompt": RAINY, "playground.concept": "happy",
          "playground.layer": 12, "playground.strength": 0.3, "playground.max_tokens": 48},
         "Press **Generate** and compare the two answers.",
     ),
@@ -115,7 +127,7 @@ difference comes from the vector.""",
 
 A **sweep** runs the same prompt at many layers (and strengths) so you can see this for yourself.""",
         "sweeps",
-        {"sweeps.prompt": "Tell me about your weekend.", "sweeps.concept": "happy",
+        {"sweeps.prompt": RAINY, "sweeps.concept": "happy",
          "sweeps.kind": "layer sweep", "sweeps.layers": "4, 8, 12, 16, 20, 24, 28", "sweeps.strengths": "0.3"},
         "Press **Run sweep** and compare the rows: where does the text get happier without breaking?",
     ),
@@ -131,7 +143,7 @@ the unsteered model (perplexity ratio), varied (distinct-2) and not repeating a 
 Click a cell to read its verdict: it names the rule that decided. Good settings sit just below where cells turn
 incoherent: the strongest push that still reads well. (The largest relative strength the lab accepts is 1.0.)""",
         "sweeps",
-        {"sweeps.prompt": "Tell me about your weekend.", "sweeps.concept": "happy", "sweeps.kind": "strength sweep",
+        {"sweeps.prompt": RAINY, "sweeps.concept": "happy", "sweeps.kind": "strength sweep",
          "sweeps.layers": "12", "sweeps.strengths": "0.1, 0.3, 0.6, 0.8, 1.0"},
         "Press **Run sweep** and watch the cells turn incoherent (✕) as the strength grows; click one to read why.",
     ),
@@ -147,10 +159,10 @@ in other ways:
 The Try-it fills the playground with **rotate** happy by 15° at layer 12. Press **Generate**, then open
 **Advanced**, set **Operation** to *add* (strength 0.3) and then to *ablate*, and generate each time.
 **Which one changed the text least while still changing its tone?** Look at the **effect map** under the answers
-(red = where the steered model's next-token guess differs most from the unsteered one) and at **Where it applied**
-in the advanced section.""",
+(**Where steering acts**: red = where the steered model's next-token guess differs most from the unsteered one)
+and at **Where it applied** at the end of the advanced section.""",
         "playground",
-        {"playground.prompt": "Tell me about your weekend.", "playground.concept": "happy",
+        {"playground.prompt": RAINY, "playground.concept": "happy",
          "playground.layer": 12, "playground.strength": 0.3, "playground.max_tokens": 48,
          "playground.op": "rotate", "playground.op_param": "15", "playground.op_layers": "",
          "playground.condition": ""},
@@ -232,7 +244,9 @@ def reset_values(tab: str) -> dict[str, Any]:
     base, steer = empty_panes("Press the button above to run this example.")
     ready = badge_html("ok", "ready: run the example")
     return {
-        "playground": {"playground.baseline": base, "playground.steered": steer, "playground.status": ready},
+        # extra layers too: picking a concept may have filled its calibrated band there, which the example lacks
+        "playground": {"playground.baseline": base, "playground.steered": steer, "playground.status": ready,
+                       "playground.extra_layers": ""},
         "mixer": {"mixer.baseline": base, "mixer.steered": steer, "mixer.status": ready, "mixer.alone_out": ""},
         "sweeps": {"sweeps.summary": "_Press **Run sweep** to run this example._", "sweeps.heatmap": None},
         "explorer": {"explorer.summary": "_Press **Explore** to run this example._"},
