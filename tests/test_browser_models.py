@@ -155,12 +155,21 @@ def test_switch_to_gemma_and_back(running_lab, browser, shots, gemma_ready):
         _load(page, SMOL)
     header = page.locator("#model-info").inner_text()
     assert "30 layers" in header and "plain text" not in header
+    # Gemma's answers and exploration are still readable but greyed out until their tab runs again
+    for elem_id in ("pg-steered", "pg-baseline", "ex-norms", "ex-summary"):
+        assert "stale-model" in (page.locator(f"#{elem_id}").get_attribute("class") or ""), elem_id
+    page.screenshot(path=str(shots / "models_back_to_smollm_stale.png"), full_page=False)
     _depth_everywhere(page, 30)
     info = page.locator("#sw-layers").inner_text()
     assert "does not fit" not in info, info  # the note of the last switch is gone
     _open_tab(page, "Layer explorer", "#ex-run")
     assert page.locator("#ex-chat input[type=checkbox]").is_enabled()
     assert "plain text" not in page.locator("#ex-chat").inner_text()
+    page.locator("#ex-run").click()  # a new run on this model lifts the mark
+    page.wait_for_function("() => /tokens × 30 layers/.test(document.querySelector('#ex-summary').innerText)",
+                           timeout=WAIT_MS)
+    assert "stale" not in (page.locator("#ex-norms").get_attribute("class") or "")
+    assert "stale-model" in (page.locator("#pg-steered").get_attribute("class") or "")  # not run again: still marked
     # the vectors are kept per model: SmolLM2 has its own, and Gemma's are still stored beside them
     card = _library_card(page, CONCEPT).replace("`", "")
     assert f"Vectors for {SMOL}: ready" in card, card

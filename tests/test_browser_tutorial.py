@@ -145,6 +145,11 @@ def test_create_extract_save_and_find_in_library(lab_url, browser):
     expect(page.locator("#lib-quality-plot .js-plotly-plot")).to_be_visible(timeout=30_000)
     no_traceback(page)
     shot(page, "09_library_card")
+    # the llama.cpp export downloads with one click (it once only made a link to click a second time)
+    with page.expect_download(timeout=MODEL_WAIT_MS) as download:
+        page.locator("#lib-export-gguf").click()
+    assert download.value.suggested_filename == f"{NAME.lower()}.gguf"
+    expect(page.locator("#lib-status")).to_contain_text("llama.cpp control vector")
     page.close()
 
 

@@ -85,3 +85,11 @@ def test_the_playgrounds_extra_layers_follow_the_depth():
     assert mf.plan_placeholder(30) == "e.g. 16:0.2, 20:0.1" and mf.op_layers_placeholder(30) == "all, 8-20 or 4, 12"
     malformed, _ = mf.follow_updates(FakeService(18), keys, ["16 0.2", ""])
     assert "value" not in malformed  # the run refuses it with its own message; a switch does not eat it
+
+
+def test_the_gguf_export_layers_follow_the_depth():
+    (box,) = mf.follow_updates(FakeService(18), ["library.gguf_layers"], ["8-20"])
+    assert box.value == "" and "does not fit" in box.info and box.placeholder == "all, or e.g. 5-12"
+    (kept,) = mf.follow_updates(FakeService(18), ["library.gguf_layers"], ["all"])
+    assert "value" not in kept and kept["placeholder"] == "all, or e.g. 5-12"
+    assert mf.gguf_layers_placeholder(30) == "all, or e.g. 8-20"

@@ -164,6 +164,9 @@ def test_explore_summary_names_the_first_layer_of_the_word_with_or_without_its_s
     assert "**`·The`**, already at **layer 2**" in md
     ex.lens_top[2][-1] = [(" x", 0.3)] * 5  # no earlier spelling: nothing more is said
     assert "other spacing" not in explorer.explore_summary_md(ex)
+    assert "raw bytes" not in explorer.explore_summary_md(ex)
+    ex.lens_top[-1][-1] = [("<0xF0><0x9F>", 0.11)] * 5  # an emoji's first bytes: the hex is explained
+    assert "`<0xF0><0x9F>`" in explorer.explore_summary_md(ex) and "raw bytes" in explorer.explore_summary_md(ex)
 
 
 def test_explorer_edge_cases_one_layer_one_token_and_nan():

@@ -243,6 +243,21 @@ def test_a_link_with_only_a_concept_opens_at_its_recommended_setting():
     assert urlstate.fill_recommended({"concept": "nosuch"}, lambda c: None) == {"concept": "nosuch"}
 
 
+def test_link_updates_for_the_playground_with_and_without_settings():
+    """A plain page (no query) or a link with only a tab must update the playground too (the strength range),
+    never fail because a setting is missing."""
+    from types import SimpleNamespace
+
+    svc = SimpleNamespace(operations=lambda: [])
+    plain = urlstate.playground_updates(svc, {})
+    assert len(plain) == len(urlstate._PG_ORDER)
+    assert plain[1] == {"__type__": "update"} and plain[2]["maximum"] == 1.0 and "value" not in plain[2]
+    p = urlstate.fill_recommended({"concept": "sad"}, lambda c: (18, 0.25, True, "★ recommended for sad: layer 18"))
+    ups = urlstate.playground_updates(svc, p)
+    assert ups[1]["value"] == 18 and "recommended" in ups[1]["info"]
+    assert ups[2]["value"] == 0.25 and "recommended strength" in ups[2]["info"] and ups[3]["value"] is False
+
+
 def test_url_params_validated():
     known = {"happy", "sad"}
     s = urlstate.read_params({"tab": "playground", "concept": "sad", "layer": "14", "strength": "0.25",

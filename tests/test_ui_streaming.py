@@ -9,7 +9,7 @@ from gradio.utils import diff
 from app.service.jobs import JobRunner
 from app.types import ComparisonChunk, GenerationParams
 from app.ui.present import generation as pg
-from app.ui.streaming import Coalesced, Throttle, stream_comparison, throttled
+from app.ui.streaming import Coalesced, Throttle, session_id, stream_comparison, throttled
 
 
 class FakeClock:
@@ -74,3 +74,83 @@ def test_the_playground_stream_sends_bounded_plain_updates_and_a_coloured_end():
     assert final[1].count('<span class="tok') == 400  # the full coloured view, once, with every token
     for a, b in zip(streaming, streaming[1:]):
         assert all(op == "append" for op, _, _ in diff(a[1], b[1]))
+
+
+# ---- Stop acts at once -------------------------------------------------------------------------
+def test_until_stopped_returns_while_the_next_item_is_still_being_made():
+    import threading
+
+    from app.service.jobs import CancelToken
+    from app.ui.streaming import until_stopped
+
+    token, in_step, release, step_done = CancelToken(), threading.Event(), threading.Event(), threading.Event()
+
+    def items():
+        yield 1
+        in_step.set()
+        release.wait(30)  # a model step under way when Stop is clicked
+        step_done.set()
+        yield 2
+
+    got = []
+    for x in until_stopped(items(), token, poll_s=0.01):
+        got.append(x)
+        in_step.wait(30)
+        token.cancel()
+    assert got == [1]
+    assert not step_done.is_set()  # it did not wait for the step; what that step makes is dropped
+    release.set()
+
+
+def test_until_stopped_passes_everything_and_errors_through():
+    from app.service.jobs import CancelToken
+    from app.ui.streaming import until_stopped
+
+    token = CancelToken()
+    assert list(until_stopped(iter(range(50)), token, poll_s=0.01)) == list(range(50))
+    assert not token.cancelled
+
+    def broken():
+        yield 1
+        raise ValueError("bad input")
+
+    import pytest
+
+    with pytest.raises(ValueError, match="bad input"):
+        list(until_stopped(broken(), CancelToken(), poll_s=0.01))
+
+
+def test_stop_shows_the_coloured_partial_answer_without_waiting_for_the_model_step():
+    import threading
+
+    tokens, release = [], threading.Event()
+
+    def steer(req, token=None):
+        tokens.append(token)
+
+        def gen():
+            yield from _chunks_upto(5, 400)
+            release.wait(30)  # the step under way
+            yield from _chunks_upto(6, 400)
+        return gen()
+
+    runner = JobRunner()
+    service = SimpleNamespace(steer=steer, start=runner.start, finish=runner.finish)
+    req = SimpleNamespace(params=GenerationParams(max_tokens=400), prompt="p", system=None)
+    outs = stream_comparison(service, req, None)
+    next(outs)  # "preparing"
+    next(outs)  # the first streamed update
+    runner.cancel_session(session_id(None))  # the page's Stop
+    rest = list(outs)
+    release.set()
+    final = rest[-1]
+    assert final[1].count('<span class="tok') == 5  # the answer as it was at the Stop, coloured
+    assert "stopped" in final[2]
+    assert tokens[0].cancelled
+
+
+def _chunks_upto(i: int, n: int):
+    for k, item in enumerate(_chunks(n), start=1):
+        if k == i:
+            yield item
+            return

@@ -97,8 +97,12 @@ def plan_placeholder(n: int) -> str:
     return f"e.g. {fit_layer(16, n)}:0.2, {fit_layer(20, n)}:0.1"
 
 
-def op_layers_update(text: Any, n: int, info: Optional[str] = None) -> Any:
-    ph = op_layers_placeholder(n)
+def gguf_layers_placeholder(n: int) -> str:
+    return f"all, or e.g. {fit_layer(8, n)}-{fit_layer(20, n)}"
+
+
+def op_layers_update(text: Any, n: int, info: Optional[str] = None, placeholder: Optional[str] = None) -> Any:
+    ph = placeholder or op_layers_placeholder(n)
     if fits(text, n, allow_all=True):
         return gr.update(placeholder=ph) if info is None else gr.update(placeholder=ph, info=info)
     return gr.Textbox(value="", placeholder=ph,
@@ -160,6 +164,8 @@ def follow_updates(service: Any, keys: list[str], values: list[Any],
             out.append(op_layers_update(current[key], n, infos.get(key)))
         elif key == "playground.extra_layers":
             out.append(extra_layers_update(current[key], n, infos.get(key)))
+        elif key == "library.gguf_layers":  # an export's layer range (layer 0 is llama.cpp's to refuse)
+            out.append(op_layers_update(current[key], n, infos.get(key), gguf_layers_placeholder(n)))
         elif key == "explorer.chat":
             out.append(chat_checkbox_update(chat))
         elif key in PROMPTS:
@@ -216,7 +222,7 @@ def install(service: Any, ctx: Any) -> None:
     """After every change of the header's model line, update what depends on the model."""
     model_info = ctx.components.get("header.model_info")
     wanted = (*LAYER_SLIDERS, "sweeps.layers", "sweeps.kind", "playground.op_layers", "playground.extra_layers",
-              "explorer.chat", *PROMPTS, "header.picker")
+              "library.gguf_layers", "explorer.chat", *PROMPTS, "header.picker")
     keys = [k for k in wanted if k in ctx.components]
     if model_info is None or not keys:
         return
@@ -225,7 +231,8 @@ def install(service: Any, ctx: Any) -> None:
 
     built_max = {k: getattr(ctx.components[k], "maximum", None) for k in keys if k in LAYER_SLIDERS}
     infos = {k: getattr(ctx.components[k], "info", None)
-             for k in ("sweeps.layers", "playground.op_layers", "playground.extra_layers") if k in keys}
+             for k in ("sweeps.layers", "playground.op_layers", "playground.extra_layers", "library.gguf_layers")
+             if k in keys}
 
     @guarded
     def follow(*values):

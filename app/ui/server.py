@@ -10,6 +10,7 @@ import gradio as gr
 
 from app.ui.feedback import CLAMP_JS, FEEDBACK_CSS
 from app.ui.context import TAB_IDS, UIContext
+from app.ui.progress_targets import keep_progress_off_containers
 from app.ui.theme import CSS, THEME
 
 log = logging.getLogger("steering_lab.ui")
@@ -39,6 +40,7 @@ def build_app(service: Any) -> gr.Blocks:
                 wire(service, ctx)
         for fn, inputs, outputs in ctx.on_load:
             demo.load(fn, inputs=inputs, outputs=outputs)
+    keep_progress_off_containers(demo)  # else every streamed message re-snapshots the whole page (see module)
     return demo
 
 

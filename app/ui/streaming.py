@@ -6,11 +6,15 @@ token-coloured HTML made the work per update grow with the length and the whole 
 its square; on a busy machine the page stopped answering. So handlers pass what they stream
 through ``Coalesced`` (at most ``MAX_UPDATES_PER_S`` updates reach the page; the newest item is
 always the one sent) and send plain text while streaming, which only grows at its end (Gradio
-then sends just the appended text), and the expensive view once, at the end.
+then sends just the appended text), and the expensive view once, at the end. A Stop acts at once
+(``until_stopped``): the view is finished from what has arrived, without waiting for the model
+step under way, and what arrives after the Stop is dropped.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from typing import Any, Callable, Generic, Iterable, Iterator, Optional, TypeVar
 
@@ -66,6 +70,51 @@ class Coalesced(Generic[T]):
                 yield item
 
 
+_END = object()
+
+
+def until_stopped(items: Iterable[T], token: Any, poll_s: float = 0.05) -> Iterator[T]:
+    """Iterate ``items`` (on a helper thread) until they end or ``token`` is cancelled.
+
+    A cancel is noticed within ``poll_s`` even while the next item is still being computed (one
+    model step: up to a second on a busy machine), and nothing that arrives after it is passed
+    on; the producer stops at its own next check. Errors from ``items`` are raised here. Leaving
+    early (the page went away) cancels ``token``."""
+    q: "queue.Queue[Any]" = queue.Queue()
+
+    def pump() -> None:
+        try:
+            for item in items:
+                q.put((True, item))
+                if token.cancelled:
+                    break
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put((False, exc))
+        finally:
+            q.put(_END)
+
+    threading.Thread(target=pump, name="steering-lab-until-stopped", daemon=True).start()
+    ended = False
+    try:
+        while not token.cancelled:
+            try:
+                got = q.get(timeout=poll_s)
+            except queue.Empty:
+                continue
+            if got is _END:
+                break
+            ok, value = got
+            if not ok:
+                raise value
+            if token.cancelled:
+                break
+            yield value
+        ended = True
+    finally:
+        if not ended:
+            token.cancel()
+
+
 def throttled(report: Callable[..., Any], interval: float = 1.0 / MAX_UPDATES_PER_S,
               clock: Callable[[], float] = time.monotonic) -> Callable[[int, int, str], None]:
     """Wrap a ``progress(done, total, desc)`` callback: at most ``interval``-spaced calls, and the last step."""
@@ -119,7 +168,8 @@ def _stream_comparison(service: Any, req: Any, request: Optional[gr.Request]) ->
     yield (*waiting, present.badge_html("warn", "preparing the concept and the prompt…"),
            fx.effect_map_html([], "Computing the effect map after the run…"), fx.applied_html([]),
            gr.DownloadButton(value=None, interactive=False), gr.DownloadButton(value=None, interactive=False))
-    stream = Coalesced(service.steer(req, token=token))  # <= 10 updates/s, plain text until done
+    # <= 10 updates/s, plain text until done; a Stop ends the stream at once
+    stream = Coalesced(until_stopped(service.steer(req, token=token), token))
     try:
         for chunk, settings in stream:
             view = present.streaming_view(chunk, settings, max_tokens)

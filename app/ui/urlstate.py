@@ -219,7 +219,7 @@ _SW_ORDER = ("concept", "prompt", "layers", "strengths", "max_tokens")
 def install(service: Any, ctx: Any) -> None:
     """Bind URL writers to the playground and sweep controls and add the on-load reader."""
     from app.ui.errors import guarded
-    from app.ui.widgets import ABS_RANGE, REL_RANGE, concept_slugs, num_layers, strength_info
+    from app.ui.widgets import concept_slugs, num_layers
 
     pg = {k: ctx.components.get(f"playground.{k}") for k in _PG_ORDER}
     sw = {k: ctx.components.get(f"sweeps.{k}") for k in _SW_ORDER}
@@ -256,26 +256,7 @@ def install(service: Any, ctx: Any) -> None:
             ups.append(gr.Tabs(selected=s["tab"]) if s["tab"] else gr.update())
         if have_pg:
             p = s["playground"] if s["tab"] in (None, "playground") else {}
-            p = fill_recommended(p, lambda c: _recommendation(service, c))
-            absolute = bool(p.get("abs", False))
-            lim = ABS_RANGE if absolute else REL_RANGE
-            # always: the strength slider is built wide for the API and narrowed here for people
-            strength_update: dict[str, Any] = dict(minimum=-lim, maximum=lim,
-                                                   info=p.get("_strength_info") or strength_info(absolute))
-            if "strength" in p:
-                strength_update["value"] = p["strength"]
-            layer_update = dict(value=p["layer"], **({"info": p["_layer_info"]} if "_layer_info" in p else {}))
-            ups += [
-                gr.update(value=p["concept"]) if "concept" in p else gr.update(),
-                gr.update(**layer_update) if "layer" in p else gr.update(),
-                gr.update(**strength_update),
-                gr.update(value=absolute) if "abs" in p else gr.update(),
-                gr.update(value=p["prompt"]) if "prompt" in p else gr.update(),
-                gr.update(value=p["seed"]) if "seed" in p else gr.update(),
-                gr.update(value=p["temp"]) if "temp" in p else gr.update(),
-                gr.update(value=p["max_tokens"]) if "max_tokens" in p else gr.update(),
-                *_operation_updates(service, p),
-            ]
+            ups += playground_updates(service, fill_recommended(p, lambda c: _recommendation(service, c)))
             if advanced is not None:  # the operation fields live in the advanced section: open it when a link sets them
                 ups.append(gr.Accordion(open=True) if any(k in p for k in OP_KEYS) else gr.update())
         if have_sw:
@@ -285,6 +266,33 @@ def install(service: Any, ctx: Any) -> None:
         return ups
 
     ctx.on_load.append((guarded(load_from_url), [], outputs))
+
+
+def playground_updates(service: Any, p: Mapping[str, Any]) -> list[Any]:
+    """Updates for the playground's controls in ``_PG_ORDER`` from a link's validated settings ``p``."""
+    from app.ui.widgets import ABS_RANGE, REL_RANGE, strength_info
+
+    absolute = bool(p.get("abs", False))
+    lim = ABS_RANGE if absolute else REL_RANGE
+    # always: the strength slider is built wide for the API and narrowed here for people
+    strength_update: dict[str, Any] = dict(minimum=-lim, maximum=lim,
+                                           info=p.get("_strength_info") or strength_info(absolute))
+    if "strength" in p:
+        strength_update["value"] = p["strength"]
+    layer_update = gr.update()
+    if "layer" in p:
+        layer_update = gr.update(value=p["layer"], **({"info": p["_layer_info"]} if "_layer_info" in p else {}))
+    return [
+        gr.update(value=p["concept"]) if "concept" in p else gr.update(),
+        layer_update,
+        gr.update(**strength_update),
+        gr.update(value=absolute) if "abs" in p else gr.update(),
+        gr.update(value=p["prompt"]) if "prompt" in p else gr.update(),
+        gr.update(value=p["seed"]) if "seed" in p else gr.update(),
+        gr.update(value=p["temp"]) if "temp" in p else gr.update(),
+        gr.update(value=p["max_tokens"]) if "max_tokens" in p else gr.update(),
+        *_operation_updates(service, p),
+    ]
 
 
 def _recommendation(service: Any, concept: str) -> Optional[Recommendation]:

@@ -334,7 +334,9 @@ def explore_summary_md(ex: Any) -> str:
             f", and the same word with other spacing, **`{show_token(ex.lens_top[word_at][-1][0][0])}`**, "
             f"already at **layer {word_at}**")
         lines.append(f"The model's next token after the prompt is **`{show_token(final_tok)}`** ({pct(final_p)}); "
-                     f"the logit lens first ranks it top at **layer {first}**{same_word}.")
+                     f"the logit lens first ranks it top at **layer {first}**{same_word}." + (
+                         " (`<0x..>` are raw bytes: the start of a character, such as an emoji, that is split over "
+                         "several tokens.)" if "<0x" in str(final_tok) else ""))
     if getattr(ex, "projections", None) is not None:
         proj, relative = relative_projections(ex)
         rest = proj[:, 1:] if T > 1 else proj

@@ -8,6 +8,8 @@ from typing import Any, Optional
 
 import gradio as gr
 
+from app.ui.model_follow import gguf_layers_placeholder
+
 from app.service.lab import slugify
 from app.types import CATEGORIES
 from app.ui.context import MODEL_CONCURRENCY, TAB_IDS
@@ -33,6 +35,11 @@ NOTHING_SELECTED = "_Select a concept in the table (or the dropdown) to see its 
 
 def _model(service: Any):
     return service.info() if getattr(service, "is_loaded", False) else None
+
+
+def _depth(service: Any) -> int:
+    info = _model(service)
+    return int(info.num_layers) if info else 30
 
 
 def statuses(service: Any, summaries) -> dict[str, str]:
@@ -147,8 +154,8 @@ def build(service: Any, ctx: Any) -> None:
             with gr.Accordion("Export", open=True):
                 export_yaml = gr.Button("Download YAML bundle (concept + its vectors)", size="sm", elem_id="lib-export-yaml")
                 with gr.Row(equal_height=True):
-                    gguf_layers = gr.Textbox(label="GGUF layers", placeholder="all, or e.g. 8-20", min_width=120,
-                                             elem_id="lib-gguf-layers")
+                    gguf_layers = gr.Textbox(label="GGUF layers", placeholder=gguf_layers_placeholder(_depth(service)),
+                                             min_width=120, elem_id="lib-gguf-layers")
                     gguf_strength = gr.Textbox(label="Strength (optional)", placeholder="as stored", min_width=100,
                                                elem_id="lib-gguf-strength")
                 gguf_relative = gr.Checkbox(value=True, label="Strength is relative to the typical norm")
@@ -320,7 +327,7 @@ def build(service: Any, ctx: Any) -> None:
                      api_name="library_delete"))
 
     ctx.register("library", search=search, category=category, table=table, selected=selected, card=card_md,
-                 status=status, export_file=export_file, quality_plot=quality_plot)
+                 status=status, export_file=export_file, quality_plot=quality_plot, gguf_layers=gguf_layers)
 
 
 def _need(slug: Optional[str]) -> str:

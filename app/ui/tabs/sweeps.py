@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import gradio as gr
 
@@ -98,6 +98,113 @@ def error_outputs(exc: BaseException) -> tuple:
             gr.DownloadButton(value=None, interactive=False), gr.DownloadButton(value=None, interactive=False))
 
 
+class SweepsHandlers:
+    """The sweeps tab's events as plain methods over the lab, so tests call them without a server."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+
+    def prefill(self, kind_v) -> tuple[str, str]:
+        return kind_defaults(kind_v, num_layers(self.service))
+
+    def sweep(self, concept, prompt, layers, strengths, max_tokens, absolute, op="add", request: gr.Request = None,
+              progress=gr.Progress()) -> Iterator[tuple]:
+        """(state, summary, heatmap, lines, table, cell, cell text, md, json): ticks while it runs, then the results."""
+        service = self.service
+        prompt = check_prompt(prompt)
+        concept = check_concept(concept)
+        layer_list = parse_layers(layers, num_layers(service), "layers")
+        op_name = op or "add"
+        # other operations: their values are a / t / theta, checked against the operation's range by the service
+        strength_list = parse_floats(strengths, "strengths", limits.strength_limit(not absolute) if op_name == "add" else limits.op_param_limit(op_name))
+        mt = int(check_number(max_tokens, "max tokens", limits.SWEEP_MIN_TOKENS, MAX_SWEEP_TOKENS, integer=True))
+        n_cells = len(layer_list) * len(strength_list)
+        progress(0.0, desc=f"preparing {n_cells} cells…")
+
+        def report(done: int, total: int, desc: str) -> None:
+            progress((done, max(total, 1)), desc=f"{n_cells} cells · {desc}", unit="steps")
+
+        req = SweepRequest(prompt, concept, tuple(layer_list), tuple(strength_list), GenerationParams(max_tokens=mt),
+                           relative=not absolute, op=op_name)
+        session = session_id(request)
+        token = service.start(session)
+        result = None
+        try:  # a generator: a client that leaves closes it, which cancels the sweep
+            for step, value in follow(lambda: service.sweep(req, progress=throttled(report), token=token), token):
+                if token.cancelled:  # Stop acts at once; the sweep itself ends at its next check
+                    break
+                if step == "wait":
+                    progress(0.0, desc=f"waiting: {value} job{'s' if value != 1 else ''} ahead")
+                if step == "done":
+                    result = value
+                else:
+                    yield (gr.skip(),) * 9
+        except Cancelled:
+            result = None
+        finally:
+            service.finish(session, token)
+        if result is None or token.cancelled:
+            keep = [gr.update() for _ in range(7)]
+            yield (gr.update(), "**Sweep stopped** — nothing was scored. Run it again when you are ready.", *keep)
+            return
+        yield sweep_results(result, concept, prompt, mt)
+
+    @staticmethod
+    def show_cell(data, cell) -> str:
+        cell_v = _parse_cell(cell)
+        if not data or cell_v is None:
+            return "Run a sweep, then pick a cell to read its text."
+        return present.cell_markdown(data, *cell_v)
+
+    @staticmethod
+    def table_select(data, evt: gr.SelectData) -> Any:
+        if not data:
+            return gr.update()
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        cells = data.get("cells") or []
+        if not isinstance(row, int) or not 0 <= row < len(cells):
+            return gr.update()
+        c = cells[row]
+        return gr.Dropdown(value=f"{int(c['layer'])}|{float(c['strength'])!r}")
+
+    def save_recommendation(self, data, cell, concept, absolute) -> str:
+        cell_v = _parse_cell(cell)
+        if not data or cell_v is None:
+            raise gr.Error("Run a sweep and pick a cell first.", print_exception=False)
+        concept_v = check_concept(data.get("concept") or concept)
+        if (data.get("op") or "add") != "add":
+            raise gr.Error(f"A recommendation stores a strength for add; this sweep varied {data['op']}'s parameter.",
+                           print_exception=False)
+        self.service.concepts.save_recommendation(concept_v, cell_v[0], cell_v[1],
+                                                  relative=bool(data.get("relative", True)), source="sweep")
+        return (f"Saved: **{concept_v}** now recommends layer {cell_v[0]}, strength {cell_v[1]:g} "
+                f"({'relative' if data.get('relative', True) else 'absolute'}) for this model.")
+
+
+def sweep_results(result: Any, concept: str, prompt: str, max_tokens: int) -> tuple:
+    """A finished sweep's outputs; its Markdown and JSON are written for the download buttons."""
+    data = present.as_sweep_dict(result)
+    record = present.sweep_record(data, concept, prompt, max_tokens)
+    folder = out_dir("sweep")
+    stem = f"sweep-{file_stem(concept)}"
+    (folder / f"{stem}.md").write_text(present.sweep_markdown(record), encoding="utf-8")
+    (folder / f"{stem}.json").write_text(present.sweep_json(record), encoding="utf-8")
+    one_d = present.is_one_dimensional(data)
+    first = _default_cell(data)
+    first_cell = _parse_cell(first)
+    return (
+        record,
+        present.summary_markdown(data, concept),
+        present.heatmap_figure(data),
+        gr.Plot(value=present.line_figure(data) if one_d else None, visible=one_d),
+        present.cells_table(data),
+        gr.Dropdown(choices=_cell_choices(data), value=first),
+        present.cell_markdown(data, *first_cell) if first_cell else "",
+        gr.DownloadButton(value=str(folder / f"{stem}.md"), interactive=True),
+        gr.DownloadButton(value=str(folder / f"{stem}.json"), interactive=True),
+    )
+
+
 def build(service: Any, ctx: Any) -> None:
     n = num_layers(service)
     layers0, strengths0 = kind_defaults("grid", n)
@@ -146,79 +253,14 @@ def build(service: Any, ctx: Any) -> None:
         dl_md = gr.DownloadButton("Download Markdown", value=None, interactive=False, size="sm", elem_id="sw-dl-md")
         dl_json = gr.DownloadButton("Download JSON", value=None, interactive=False, size="sm", elem_id="sw-dl-json")
 
-    # ---- events ----
-    @guarded
-    def prefill(kind_v):
-        return kind_defaults(kind_v, num_layers(service))
-
-    kind.input(prefill, [kind], [layers, strengths], api_visibility="private", queue=False)
+    # ---- events (the handlers are SweepsHandlers' methods: tested without a server) ----
+    handlers = SweepsHandlers(service)
+    kind.input(guarded(handlers.prefill), [kind], [layers, strengths], api_visibility="private", queue=False)
     for box in (layers, strengths):  # typed, filled by the tutorial or read from a link: the kind follows
         box.change(guarded(kind_update), [layers, strengths], [kind], api_visibility="private", queue=False,
                    show_progress="hidden")
 
-    @guarded
-    @shows_error(error_outputs)
-    def run_sweep(concept, prompt, layers, strengths, max_tokens, absolute, op="add", request: gr.Request = None,
-                  progress=gr.Progress()):
-        """Yields the results; on an error, yields it where the results go (kept until the next run), then raises."""
-        yield from sweep_outputs(concept, prompt, layers, strengths, max_tokens, absolute, op, request, progress)
-
-    def sweep_outputs(concept, prompt, layers, strengths, max_tokens, absolute, op, request, progress):
-        prompt = check_prompt(prompt)
-        concept = check_concept(concept)
-        layer_list = parse_layers(layers, num_layers(service), "layers")
-        op_name = op or "add"
-        # other operations: their values are a / t / theta, checked against the operation's range by the service
-        strength_list = parse_floats(strengths, "strengths", limits.strength_limit(not absolute) if op_name == "add" else limits.op_param_limit(op_name))
-        mt = int(check_number(max_tokens, "max tokens", limits.SWEEP_MIN_TOKENS, MAX_SWEEP_TOKENS, integer=True))
-        n_cells = len(layer_list) * len(strength_list)
-        progress(0.0, desc=f"preparing {n_cells} cells…")
-
-        def report(done: int, total: int, desc: str) -> None:
-            progress((done, max(total, 1)), desc=f"{n_cells} cells · {desc}", unit="steps")
-
-        req = SweepRequest(prompt, concept, tuple(layer_list), tuple(strength_list), GenerationParams(max_tokens=mt),
-                           relative=not absolute, op=op_name)
-        session = session_id(request)
-        token = service.start(session)
-        result = None
-        try:  # a generator: a client that leaves closes it, which cancels the sweep
-            for step, value in follow(lambda: service.sweep(req, progress=throttled(report), token=token), token):
-                if step == "wait":
-                    progress(0.0, desc=f"waiting: {value} job{'s' if value != 1 else ''} ahead")
-                if step == "done":
-                    result = value
-                else:
-                    yield (gr.skip(),) * 9
-        except Cancelled:
-            result = None
-        finally:
-            service.finish(session, token)
-        if result is None or token.cancelled:
-            keep = [gr.update() for _ in range(7)]
-            yield (gr.update(), "**Sweep stopped** — nothing was scored. Run it again when you are ready.", *keep)
-            return
-        data = present.as_sweep_dict(result)
-        record = present.sweep_record(data, concept, prompt, mt)
-        folder = out_dir("sweep")
-        stem = f"sweep-{file_stem(concept)}"
-        (folder / f"{stem}.md").write_text(present.sweep_markdown(record), encoding="utf-8")
-        (folder / f"{stem}.json").write_text(present.sweep_json(record), encoding="utf-8")
-        one_d = present.is_one_dimensional(data)
-        first = _default_cell(data)
-        first_cell = _parse_cell(first)
-        yield (
-            record,
-            present.summary_markdown(data, concept),
-            present.heatmap_figure(data),
-            gr.Plot(value=present.line_figure(data) if one_d else None, visible=one_d),
-            present.cells_table(data),
-            gr.Dropdown(choices=_cell_choices(data), value=first),
-            present.cell_markdown(data, *first_cell) if first_cell else "",
-            gr.DownloadButton(value=str(folder / f"{stem}.md"), interactive=True),
-            gr.DownloadButton(value=str(folder / f"{stem}.json"), interactive=True),
-        )
-
+    run_sweep = guarded(shows_error(error_outputs)(handlers.sweep))
     run.click(guarded(arm_session(service)), None, None, queue=False, show_progress="hidden", api_visibility="private").then(
         run_sweep, [concept, prompt, layers, strengths, max_tokens, absolute, op],
         [state, summary, heatmap, lines, table, cell, cell_md, dl_md, dl_json],
@@ -227,44 +269,10 @@ def build(service: Any, ctx: Any) -> None:
     stop.click(guarded(stop_session(service)), None, None, api_name="stop_sweep", queue=False)
     mark_stale_on([prompt, concept, layers, strengths, max_tokens, absolute],
                   ["sw-heatmap", "sw-table"], [run])
-
-    @guarded
-    def show_cell(data, cell):
-        cell_v = _parse_cell(cell)
-        if not data or cell_v is None:
-            return "Run a sweep, then pick a cell to read its text."
-        return present.cell_markdown(data, *cell_v)
-
-    cell.change(show_cell, [state, cell], [cell_md], api_name="sweep_cell", queue=False)
-
-    @guarded
-    def table_select(data, evt: gr.SelectData):
-        if not data:
-            return gr.update()
-        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        cells = data.get("cells") or []
-        if not isinstance(row, int) or not 0 <= row < len(cells):
-            return gr.update()
-        c = cells[row]
-        return gr.Dropdown(value=f"{int(c['layer'])}|{float(c['strength'])!r}")
-
-    table.select(table_select, [state], [cell], api_visibility="private", queue=False)
-
-    @guarded
-    def save_rec(data, cell, concept, absolute):
-        cell_v = _parse_cell(cell)
-        if not data or cell_v is None:
-            raise gr.Error("Run a sweep and pick a cell first.", print_exception=False)
-        concept_v = check_concept(data.get("concept") or concept)
-        if (data.get("op") or "add") != "add":
-            raise gr.Error(f"A recommendation stores a strength for add; this sweep varied {data['op']}'s parameter.",
-                           print_exception=False)
-        service.concepts.save_recommendation(concept_v, cell_v[0], cell_v[1], relative=bool(data.get("relative", True)),
-                                    source="sweep")
-        return (f"Saved: **{concept_v}** now recommends layer {cell_v[0]}, strength {cell_v[1]:g} "
-                f"({'relative' if data.get('relative', True) else 'absolute'}) for this model.")
-
-    save.click(save_rec, [state, cell, concept, absolute], [saved], api_name="save_recommendation")
+    cell.change(guarded(handlers.show_cell), [state, cell], [cell_md], api_name="sweep_cell", queue=False)
+    table.select(guarded(handlers.table_select), [state], [cell], api_visibility="private", queue=False)
+    save.click(guarded(handlers.save_recommendation), [state, cell, concept, absolute], [saved],
+               api_name="save_recommendation")
 
     ctx.register("sweeps", prompt=prompt, concept=concept, layers=layers, strengths=strengths, run=run,
                  max_tokens=max_tokens, absolute=absolute, kind=kind, state=state, cell=cell, use=use, stop=stop,
