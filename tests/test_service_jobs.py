@@ -189,6 +189,25 @@ def test_closing_a_stream_early_cancels_the_worker_and_frees_the_lock():
         assert not runner._tokens  # no stale tokens left for cancel_all
 
 
+def test_a_stream_that_ends_by_itself_is_not_a_stop():
+    """The page drains a finished run's last items (the judged answers) after the worker ended; a cancelled token
+    then read as the user's Stop ("stopped — partial answer" at 48/48, the judge line dropped)."""
+    runner = JobRunner()
+    token = CancelToken()
+
+    def fn(emit, t: CancelToken):
+        for i in range(3):
+            emit(i)
+
+    assert list(runner.stream(fn, token)) == [0, 1, 2]
+    assert not token.cancelled
+    closed = CancelToken()
+    gen = runner.stream(lambda emit, t: [emit(i) for i in range(100)], closed)
+    next(gen)
+    gen.close()  # a consumer that leaves early still stops the worker
+    assert closed.cancelled
+
+
 def test_an_error_in_a_streaming_job_reaches_the_consumer_and_frees_the_lock():
     runner = JobRunner()
 

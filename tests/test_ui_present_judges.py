@@ -121,3 +121,10 @@ def test_sweep_panel_titles_fit_four_side_by_side():
         titles = [a.text for a in fig.layout.annotations if a.text and a.text != "prompted"][:4]
         assert len(titles) == 4
         assert all(len(line) <= 40 for t in titles for line in t.split("<br>")), titles
+
+
+def test_sweep_summary_counts_in_words():
+    data = sweep()
+    assert "(2 layers × 2 strengths," in ps.summary_markdown(data, "happy")
+    one = dict(data, layers=[4], cells=[c for c in data["cells"] if c["layer"] == 4])
+    assert "(1 layer × 2 strengths," in ps.summary_markdown(one, "happy")

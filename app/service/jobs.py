@@ -160,18 +160,24 @@ class JobRunner:
         thread = threading.Thread(target=worker, name="steering-lab-job", daemon=True)
         self._register(token)
         thread.start()
+        ended = False
         try:
             while True:
                 item = q.get()
                 if item is _DONE:
+                    ended = True
                     break
                 if isinstance(item, BaseException):
+                    ended = True  # the worker has left already
                     if isinstance(item, Cancelled):
                         break
                     raise item
                 yield item
         finally:
-            token.cancel()  # consumer closed early: stop the worker at its next step
+            # Only a consumer that closed early stops the worker. A stream that ended by itself leaves its
+            # token alone: a page that still reads its last items must not take the end for a Stop.
+            if not ended:
+                token.cancel()
             self._unregister(token)
             thread.join(timeout=60)
 

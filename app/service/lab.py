@@ -170,15 +170,15 @@ class Lab:
 
     @property
     def allow_model_paths(self) -> bool:
-        return self._svc.allow_model_paths
+        return self._svc.session.allow_model_paths
 
     @allow_model_paths.setter
     def allow_model_paths(self, value: bool) -> None:
-        self._svc.allow_model_paths = bool(value)
+        self._svc.session.allow_model_paths = bool(value)
 
     @property
     def switch_notice(self) -> Optional[str]:
-        return self._svc.switch_notice
+        return self._svc.session.switch_notice
 
     def info(self) -> ModelInfo:
         return self._svc.info()

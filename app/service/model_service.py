@@ -77,14 +77,6 @@ class ModelService:
         return self.session.library
 
     @property
-    def allow_model_paths(self) -> bool:
-        return self.session.allow_model_paths
-
-    @allow_model_paths.setter
-    def allow_model_paths(self, value: bool) -> None:
-        self.session.allow_model_paths = bool(value)
-
-    @property
     def switch_notice(self) -> Optional[str]:
         return self.session.switch_notice
 

@@ -274,7 +274,8 @@ def summary_markdown(data: Mapping[str, Any], concept: str) -> str:
     n = len(data.get("cells") or [])
     bad = len(incoherent_cells(data))
     mode = "relative" if data.get("relative", True) else "absolute"
-    head = (f"**{n} cells** ({len(data['layers'])} layers × {len(data['strengths'])} strengths, {mode} strength) in "
+    nl, ns = len(data["layers"]), len(data["strengths"])
+    head = (f"**{n} cells** ({nl} layer{'s' * (nl != 1)} × {ns} strength{'s' * (ns != 1)}, {mode} strength) in "
             f"{data.get('seconds', 0):g} s; concept read at layer {data.get('read_layer')}. "
             f"{bad} incoherent (hatched, ✕).")
     judge = data.get("judge") or {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Iterator
 
 import gradio as gr
 
@@ -72,6 +72,85 @@ def extract_error(exc: BaseException) -> tuple:
     note = ("**Extraction stopped**: nothing was kept. Press **Extract vectors** again when you are ready."
             if isinstance(exc, Cancelled) else error_note(exc, "The extraction did not run"))
     return "", EMPTY_QUALITY, None, note
+
+
+def save_error(exc: BaseException) -> tuple:
+    return error_note(exc, "The concept was not saved"), gr.update(), gr.update()
+
+
+class CreatorHandlers:
+    """The creator's template, extraction, Stop and save as plain methods over the lab (tested without a server)."""
+
+    def __init__(self, service: Any, ctx: Any = None) -> None:
+        self.service, self.ctx = service, ctx
+
+    def load_template(self, slug_v) -> tuple:
+        if not slug_v:
+            raise gr.Error("Choose a concept to start from.", print_exception=False)
+        c = self.service.concepts.get(slug_v)
+        sp = c.system_prompts
+        gr.Info(f"Loaded {len(c.pairs)} pairs from “{c.name}”. Edit them, then Extract.")
+        return (f"My {c.name}", f"my-{c.slug}"[:64], c.description, c.category if c.category in CATEGORIES else "custom",
+                present.pairs_to_rows(c.pairs) or EMPTY_ROWS, sp.positive if sp else "", sp.negative if sp else "",
+                False, None, EMPTY_QUALITY, "")
+
+    def extract(self, name_v, slug_v, desc_v, cat_v, table, sp_v, sn_v, method_v, request: gr.Request = None,
+                progress=gr.Progress()) -> Iterator[tuple]:
+        """(quality text, quality figure, vectors, status): ticks while the pairs are read, then the card."""
+        service = self.service
+        concept = _form_concept(name_v, slug_v, desc_v, cat_v, table, sp_v, sn_v, strict_slug=False)
+        n = len(concept.pairs)
+        progress(0.0, desc=f"Reading {2 * n} prompts through the model…")
+
+        def report(done, total):
+            progress((int(done), int(total)), desc="Reading prompts through every layer", unit="prompts")
+
+        session = session_id(request, EXTRACT_SCOPE)
+        token = service.start(session)
+        skip = (gr.skip(),) * 4
+        try:  # a generator: a client that leaves closes it, which cancels the extraction
+            req = ExtractRequest(concept.slug, method=method_v or "mean_diff", save=False)
+            for kind, value in follow(lambda: service.extract(req, concept, progress=report, token=token), token):
+                if kind == "wait":
+                    progress(0.0, desc=f"waiting: {value} job{'s' if value != 1 else ''} ahead")
+                if kind == "done":
+                    cv = value
+                else:
+                    yield skip
+        finally:
+            service.finish(session, token)
+        title = f"Quality of “{concept.name}” per layer ({cv.method}, {n} pairs)"
+        calibration = _calibration_of(service, concept.slug)
+        lens = vector_lens_md(service.vector_lens(cv), cv.recommended_layers)
+        yield (present.quality_summary_md(cv, concept.name, calibration, concept.pairs) + "\n\n" + lens,
+               present.quality_figure(cv, title), cv,
+               f"Extracted {n} pairs with `{cv.method}`. Press **Save to library** to keep the concept and its "
+               "vectors.")
+
+    def stop_extract(self, request: gr.Request = None) -> None:
+        if self.service.stop(session_id(request, EXTRACT_SCOPE)):
+            gr.Info("Extraction stopped.")
+
+    def save(self, name_v, slug_v, desc_v, cat_v, table, sp_v, sn_v, overwrite_v, cv) -> tuple:
+        concept = _form_concept(name_v, slug_v, desc_v, cat_v, table, sp_v, sn_v)
+        lib = self.service.concepts
+        if lib.exists(concept.slug) and not overwrite_v:
+            what = "a shipped concept" if lib.is_shipped(concept.slug) and not lib.has_user_copy(concept.slug) \
+                else "a concept in your library"
+            raise gr.Error(f"“{concept.slug}” is already {what}. Choose another slug, or tick “Overwrite an existing "
+                           f"concept with this slug” to replace it.", print_exception=False)
+        # the concept and its vectors (if extracted from exactly these pairs on this model) together, or not at all
+        stored, keep = lib.save(concept, cv, overwrite=bool(overwrite_v))
+        msg = f"Saved **{md_escape(stored.name)}** as `{stored.slug}` with {len(stored.pairs)} pairs."
+        if keep:
+            msg += f" Its vectors for `{md_escape(cv.model_id)}` are stored too: it is ready to steer."
+        else:
+            msg += (" No matching extracted vectors were stored (the pairs changed since Extract, or nothing was "
+                    "extracted); they will be extracted the first time you use the concept.")
+        if self.ctx is not None:
+            run_library_hooks(self.ctx)
+        gr.Info(f"Saved “{stored.name}” ({stored.slug}).")
+        return msg, stored.slug, gr.Checkbox(value=False)
 
 
 def build(service: Any, ctx: Any) -> None:
@@ -170,87 +249,18 @@ def build(service: Any, ctx: Any) -> None:
     slug.input(lambda v: bool((v or "").strip()), [slug], [slug_manual], api_visibility="private", queue=False,
                show_progress="hidden")
 
-    @guarded
-    def load_template(slug_v):
-        if not slug_v:
-            raise gr.Error("Choose a concept to start from.", print_exception=False)
-        c = service.concepts.get(slug_v)
-        sp = c.system_prompts
-        gr.Info(f"Loaded {len(c.pairs)} pairs from “{c.name}”. Edit them, then Extract.")
-        return (f"My {c.name}", f"my-{c.slug}"[:64], c.description, c.category if c.category in CATEGORIES else "custom",
-                present.pairs_to_rows(c.pairs) or EMPTY_ROWS, sp.positive if sp else "", sp.negative if sp else "",
-                False, None, EMPTY_QUALITY, "")
-
-    load_tpl.click(load_template, [template],
+    handlers = CreatorHandlers(service, ctx)
+    load_tpl.click(guarded(handlers.load_template), [template],
                    [name, slug, description, category, pairs, sys_pos, sys_neg, slug_manual, cv_state, quality_plot,
                     quality_md], api_name="creator_template", queue=False)
 
-    # ---- extract / save ------------------------------------------------------------------------
-    @guarded
-    @shows_error(extract_error)
-    def do_extract(name_v, slug_v, desc_v, cat_v, table, sp_v, sn_v, method_v, request: gr.Request,
-                   progress=gr.Progress()):
-        concept = _form_concept(name_v, slug_v, desc_v, cat_v, table, sp_v, sn_v, strict_slug=False)
-        n = len(concept.pairs)
-        progress(0.0, desc=f"Reading {2 * n} prompts through the model…")
-
-        def report(done, total):
-            progress((int(done), int(total)), desc="Reading prompts through every layer", unit="prompts")
-
-        session = session_id(request, EXTRACT_SCOPE)
-        token = service.start(session)
-        skip = (gr.skip(),) * 4
-        try:  # a generator: a client that leaves closes it, which cancels the extraction
-            req = ExtractRequest(concept.slug, method=method_v or "mean_diff", save=False)
-            for kind, value in follow(lambda: service.extract(req, concept, progress=report, token=token), token):
-                if kind == "wait":
-                    progress(0.0, desc=f"waiting: {value} job{'s' if value != 1 else ''} ahead")
-                if kind == "done":
-                    cv = value
-                else:
-                    yield skip
-        finally:
-            service.finish(session, token)
-        title = f"Quality of “{concept.name}” per layer ({cv.method}, {n} pairs)"
-        calibration = _calibration_of(service, concept.slug)
-        lens = vector_lens_md(service.vector_lens(cv), cv.recommended_layers)
-        yield (present.quality_summary_md(cv, concept.name, calibration, concept.pairs) + "\n\n" + lens,
-               present.quality_figure(cv, title), cv,
-               f"Extracted {n} pairs with `{cv.method}`. Press **Save to library** to keep the concept and its "
-               "vectors.")
-
+    # ---- extract / save (CreatorHandlers' methods: tested without a server) ---------------------
+    do_extract = guarded(shows_error(extract_error)(handlers.extract))
     ext_event = extract.click(do_extract, [name, slug, description, category, pairs, sys_pos, sys_neg, method],
                               [quality_md, quality_plot, cv_state, extract_status], api_name="extract",
                               show_progress_on=[extract_status], **MODEL_CONCURRENCY)
-    @guarded
-    def stop_extract(request: gr.Request):
-        if service.stop(session_id(request, EXTRACT_SCOPE)):
-            gr.Info("Extraction stopped.")
-
-    stop.click(stop_extract, None, None, cancels=[ext_event], queue=False, api_visibility="private")
-
-    @guarded
-    @shows_error(lambda exc: (error_note(exc, "The concept was not saved"), gr.update(), gr.update()))
-    def do_save(name_v, slug_v, desc_v, cat_v, table, sp_v, sn_v, overwrite_v, cv):
-        concept = _form_concept(name_v, slug_v, desc_v, cat_v, table, sp_v, sn_v)
-        lib = service.concepts
-        if lib.exists(concept.slug) and not overwrite_v:
-            what = "a shipped concept" if lib.is_shipped(concept.slug) and not lib.has_user_copy(concept.slug) \
-                else "a concept in your library"
-            raise gr.Error(f"“{concept.slug}” is already {what}. Choose another slug, or tick “Overwrite an existing "
-                           f"concept with this slug” to replace it.", print_exception=False)
-        # the concept and its vectors (if extracted from exactly these pairs on this model) together, or not at all
-        stored, keep = lib.save(concept, cv, overwrite=bool(overwrite_v))
-        msg = f"Saved **{md_escape(stored.name)}** as `{stored.slug}` with {len(stored.pairs)} pairs."
-        if keep:
-            msg += f" Its vectors for `{md_escape(cv.model_id)}` are stored too: it is ready to steer."
-        else:
-            msg += (" No matching extracted vectors were stored (the pairs changed since Extract, or nothing was "
-                    "extracted); they will be extracted the first time you use the concept.")
-        run_library_hooks(ctx)
-        gr.Info(f"Saved “{stored.name}” ({stored.slug}).")
-        return msg, stored.slug, gr.Checkbox(value=False)
-
+    stop.click(guarded(handlers.stop_extract), None, None, cancels=[ext_event], queue=False, api_visibility="private")
+    do_save = guarded(shows_error(save_error)(handlers.save))
     saved_slug = gr.State("")
     ctx.library_events.append(
         save.click(do_save, [name, slug, description, category, pairs, sys_pos, sys_neg, overwrite, cv_state],
