@@ -19,9 +19,10 @@ class FakeLibrary:
 class FakeService:
     is_loaded = True
 
-    def __init__(self, slugs=("happy", "sad"), rec=(14, 0.25, True, "sweep")):
+    def __init__(self, slugs=("happy", "sad"), rec=(14, 0.25, True, "sweep"), band=()):
         self.concepts = FakeLibrary(slugs)
         self.rec = rec
+        self.band = band
 
     def info(self):
         return SimpleNamespace(num_layers=30)
@@ -33,6 +34,9 @@ class FakeService:
 
     def recommended_setting(self, concept, cv):
         return self.rec
+
+    def recommended_band(self, concept):
+        return self.band
 
 
 def test_strength_slider_uses_one_limit_per_mode_and_announces_clamping():
@@ -50,6 +54,8 @@ def test_recommended_updates_move_the_sliders():
     assert strength.value == 0.25 and absolute.value is False
     layer, strength, absolute = widgets.recommended_updates(FakeService(rec=(99, 3.0, False, "x")), "happy")
     assert layer.value == 29 and strength.value == 3.0 and absolute.value is True
+    layer, _, _ = widgets.recommended_updates(FakeService(band=(10, 18)), "happy")
+    assert layer.value == 14 and "plus layers 10, 18 at the same strength" in layer.info
 
 
 def test_concept_lists_offer_every_concept_and_none_where_optional():

@@ -117,7 +117,10 @@ def recommended_updates(service: Any, concept: Any, layer: Any = None) -> tuple[
     n_now = num_layers(service)
     rec_layer = min(max(int(rec_layer), 0), n_now - 1)
     mode = "relative" if relative else "absolute"
-    return (gr.Slider(maximum=n_now - 1, value=rec_layer, info=f"★ recommended for {label}: layer {rec_layer} — {source}"),
+    band = service.recommended_band(concept)
+    where = (f"layer {rec_layer} plus layers {', '.join(map(str, band))} at the same strength (Advanced → Extra layers)"
+             if band else f"layer {rec_layer}")
+    return (gr.Slider(maximum=n_now - 1, value=rec_layer, info=f"★ recommended for {label}: {where} — {source}"),
             strength_slider(not relative, float(rec_strength), f"★ recommended strength {float(rec_strength):g} ({mode})"),
             gr.Checkbox(value=not relative))
 

@@ -129,7 +129,7 @@ def build(service: Any, ctx: Any) -> None:
                 guidance = gr.Slider(-limits.GUIDANCE_LIMIT, limits.GUIDANCE_LIMIT, value=1.0, step=0.1, label="Guidance scale (logits mode)",
                                      info="base + scale × (steered − base)")
                 op, op_param, op_layers, condition, threshold = operation_widgets(service)
-                extra_layers = gr.Textbox(value="", label="Extra layers (multi-layer plan)",
+                extra_layers = gr.Textbox(value="", label="Extra layers (multi-layer plan)", elem_id="pg-extra-layers",
                                           placeholder=model_follow.plan_placeholder(n),
                                           info="layer:strength pairs steered together with the main layer")
                 with gr.Row():

@@ -92,8 +92,9 @@ Press **Extract vectors**: the lab reads all the texts in one batch and shows a 
 The card also warns when the numbers can mislead. On the default model the sleepy pairs of this example get a
 warning, *layer 0 already separates them*, because sleepy texts use sleepy words (yawn, drowsy), and that early
 the model sees little more than which words a text uses. Good separation then does not prove that the vector
-carries the meaning, so judge it by how it steers. Then **Save to library** to use the concept everywhere; **Try it in the playground** under the card
-opens it at its recommended layer and strength.""",
+carries the meaning, so judge it by how it steers. Then **Save to library** to use the concept everywhere;
+**Try it in the playground** under the card opens it at its recommended layer and a starting strength (a new
+concept has no calibrated strength yet: if its answer loops, lower the strength, e.g. to 0.2).""",
         "creator",
         {"creator.name": "Sleepy", "creator.slug": "sleepy",
          "creator.description": "Drowsy, tired, yawning (positive) versus neutral everyday statements (negative).",
