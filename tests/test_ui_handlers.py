@@ -43,8 +43,15 @@ def test_tutorial_text_matches_the_app():
 
 def test_try_it_clears_the_target_tab_results():
     assert set(tutorial.reset_values("playground")) == {"playground.baseline", "playground.steered", "playground.status",
-                                                         "playground.extra_layers"}
+                                                         "playground.extra_layers", "playground.effects", "playground.op",
+                                                         "playground.op_param", "playground.op_layers",
+                                                         "playground.condition", "playground.threshold"}
     assert tutorial.reset_values("playground")["playground.extra_layers"] == ""  # a picked concept's band is not kept
+    # step 7 leaves rotate/ablate behind; every other playground step runs plain addition again
+    for step in tutorial.STEPS:
+        if step.tab == "playground":
+            wanted = {**tutorial.reset_values("playground"), **step.fill}
+            assert wanted["playground.op"] == step.fill.get("playground.op", "add")
     assert tutorial.reset_values("sweeps")["sweeps.heatmap"] is None
     hint = tutorial._fill_value("playground.layer", 12, 4)
     assert hint["value"] == 12 and "tutorial step 4" in hint["info"]

@@ -241,13 +241,17 @@ def sink_phrase(service: Any) -> str:
 def reset_values(tab: str) -> dict[str, Any]:
     """Results a "Try it" clears in its target tab, so no old answer sits under the new inputs."""
     from app.ui.present.generation import badge_html, empty_panes
+    from app.ui.present.insight import effect_map_html
 
     base, steer = empty_panes("Press the button above to run this example.")
     ready = badge_html("ok", "ready: run the example")
     return {
-        # extra layers too: picking a concept may have filled its calibrated band there, which the example lacks
+        # extra layers too: picking a concept may have filled its calibrated band there, which the example lacks;
+        # and the operation fields: step 7's rotate/ablate must not stay behind for step 4's plain addition
         "playground": {"playground.baseline": base, "playground.steered": steer, "playground.status": ready,
-                       "playground.extra_layers": ""},
+                       "playground.effects": effect_map_html([]), "playground.extra_layers": "",
+                       "playground.op": "add", "playground.op_param": "", "playground.op_layers": "",
+                       "playground.condition": "", "playground.threshold": 1.0},
         "mixer": {"mixer.baseline": base, "mixer.steered": steer, "mixer.status": ready, "mixer.alone_out": ""},
         "sweeps": {"sweeps.summary": "_Press **Run sweep** to run this example._", "sweeps.heatmap": None},
         "explorer": {"explorer.summary": "_Press **Explore** to run this example._"},
