@@ -53,5 +53,7 @@ def test_try_it_clears_the_target_tab_results():
             wanted = {**tutorial.reset_values("playground"), **step.fill}
             assert wanted["playground.op"] == step.fill.get("playground.op", "add")
     assert tutorial.reset_values("sweeps")["sweeps.heatmap"] is None
+    rot = tutorial._fill_value("playground.op_param", "15", 7, {"label": "Operation parameter: theta", "info": "-180 to 180"})
+    assert rot["value"] == "15" and rot["info"] == "-180 to 180" and "theta" in rot["label"]
     hint = tutorial._fill_value("playground.layer", 12, 4)
     assert hint["value"] == 12 and "tutorial step 4" in hint["info"]

@@ -128,3 +128,11 @@ def test_sweep_summary_counts_in_words():
     assert "(2 layers × 2 strengths," in ps.summary_markdown(data, "happy")
     one = dict(data, layers=[4], cells=[c for c in data["cells"] if c["layer"] == 4])
     assert "(1 layer × 2 strengths," in ps.summary_markdown(one, "happy")
+
+
+def test_no_change_next_to_a_wrong_way_prompt_is_not_called_a_win():
+    """An ablation that changed nothing (0) beside a prompt that moved the judge back (-0.05) beat nothing."""
+    same = dict(JUDGE, steered_change=0.0, prompted_change=-0.052)
+    s = pg.render_comparison(_chunk(same), {}).status_html
+    assert "did not change it" in s and "steering beat prompting" not in s
+    assert "neither steering nor prompting moved it the right way" in s

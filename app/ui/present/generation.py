@@ -223,7 +223,10 @@ def judge_html(judge: Optional[Mapping[str, Any]]) -> str:
             bits.append(badge_html("warn", "judge: steering did not change it"))
     pc = _finite(judge.get("prompted_change"))
     if pc is not None and change is not None:
-        better = "steering beat prompting" if change > pc else "prompting did at least as well as steering"
+        if change <= 0 and pc <= 0:  # e.g. an ablation that changed nothing next to a prompt that moved it back
+            better = "neither steering nor prompting moved it the right way"
+        else:
+            better = "steering beat prompting" if change > pc else "prompting did at least as well as steering"
         bits.append(f'<span class="stat">{html.escape(better)} (prompted {pc:+.3f})</span>')
     acc = _finite(judge.get("accuracy"))
     label = str(judge.get("label") or judge.get("kind") or "judge")

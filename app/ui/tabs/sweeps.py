@@ -240,7 +240,7 @@ def build(service: Any, ctx: Any) -> None:
         with gr.Column(scale=3, min_width=300):
             table = gr.Dataframe(headers=present.TABLE_HEADERS, value=None, interactive=False, wrap=True,
                                  column_widths=present.TABLE_WIDTHS,
-                                 label="Cells (click a row to read it) · concept = concept score, ppl× = perplexity ratio, d-2 = distinct-2", elem_id="sw-table", max_height=360)
+                                 label="Cells (click a row to read it) · judge Δ = the judge's change vs the baseline, vector = moved along the concept's own vector, ppl× = perplexity ratio, d-2 = distinct-2", elem_id="sw-table", max_height=360)
         with gr.Column(scale=2, min_width=280):
             cell = gr.Dropdown(choices=[], value=None, label="Cell", elem_id="sw-cell",
                                info="★ the recommended cell is picked first")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import gradio as gr
 
 from app.ui.errors import guarded
+from app.ui.tabs.operations import op_param_props
 
 log = logging.getLogger("steering_lab.ui")
 
@@ -141,8 +142,10 @@ certain by ~1.0.
 
 The sweep judges every cell **coherent or not** (✕) next to how strongly the concept shows: still plausible to
 the unsteered model (perplexity ratio), varied (distinct-2) and not repeating a phrase over much of the text.
-Click a cell to read its verdict: it names the rule that decided. Good settings sit just below where cells turn
-incoherent: the strongest push that still reads well. (The largest relative strength the lab accepts is 1.0.)""",
+Click a cell to read its verdict: it names the rule that decided. Good settings sit below where cells turn
+incoherent. The ★ marks the coherent cell whose text the **judge** scores furthest toward the concept; that is
+often not the strongest coherent push — a gentler one can read *more* happy, and then the ★ goes to it.
+(The largest relative strength the lab accepts is 1.0.)""",
         "sweeps",
         {"sweeps.prompt": RAINY, "sweeps.concept": "happy", "sweeps.kind": "strength sweep",
          "sweeps.layers": "12", "sweeps.strengths": "0.1, 0.3, 0.6, 0.8, 1.0"},
@@ -290,9 +293,13 @@ def build(service: Any, ctx: Any) -> None:
 _INFO_KEYS = {"playground.layer": "layer", "playground.strength": "strength"}
 
 
-def _fill_value(key: str, value: Any, step: int) -> Any:
+def _fill_value(key: str, value: Any, step: int, op_props: Optional[dict] = None) -> Any:
+    """``op_props``: the filled operation's parameter label and info (the box must not say "add uses the strength
+    slider" under rotate: a programmatic change fires no ``.input`` event to update it)."""
     if key in _INFO_KEYS:
         return gr.update(value=value, info=f"set by tutorial step {step}")
+    if key == "playground.op_param" and op_props:
+        return gr.update(value=value, label=op_props["label"], info=op_props["info"])
     return value
 
 
@@ -313,7 +320,8 @@ def wire(service: Any, ctx: Any) -> None:
         def fill(example=wanted, present=present, tab=step.tab, switch=switch, step_no=i):
             depth = service.info().num_layers if getattr(service, "is_loaded", False) else EXAMPLE_LAYERS
             fitted = fit_example(example, depth)
-            out = [_fill_value(k, fitted[k], step_no) for k in present]
+            props = op_param_props(service, fitted.get("playground.op") or "add") if "playground.op" in fitted else None
+            out = [_fill_value(k, fitted[k], step_no, props) for k in present]
             if switch:
                 out.append(gr.Tabs(selected=tab))
             return out if len(out) != 1 else out[0]
