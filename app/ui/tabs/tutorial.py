@@ -77,7 +77,8 @@ In the explorer, choose a concept and the last chart shows how far each token of
         "explorer",
         {"explorer.prompt": "Lost my keys, then a surprise party!", "explorer.concept": "happy"},
         "Press **Explore** and scroll to the projection chart (the last one): from the middle layers up, the tokens of "
-        "your message turn red while the chat template's system prompt before it stays pale, and the summary names "
+        "your message turn red, more than the chat template's system prompt before it (which reddens too in the "
+        "last layers, where every position mixes in what came before), and the summary names "
         "the layer where they point most toward happy. The red covers the whole message, not only its happy words: "
         "each token's vector also carries the words before it.",
     ),
@@ -127,7 +128,9 @@ difference comes from the vector.""",
 - **Late layers** (25+) are already committed to the next token: there is little room left to act, and
   a push mainly changes a few word choices.
 
-A **sweep** runs the same prompt at many layers (and strengths) so you can see this for yourself.""",
+A **sweep** runs the same prompt at many layers (and strengths) so you can see this for yourself. How sharp the
+difference is depends on the concept and the prompt: a strong, simple concept like happy can move the judge at
+many layers at once, so read each row's judge change *and* its verdict rather than expecting one pattern.""",
         "sweeps",
         {"sweeps.prompt": RAINY, "sweeps.concept": "happy",
          "sweeps.kind": "layer sweep", "sweeps.layers": "4, 8, 12, 16, 20, 24, 28", "sweeps.strengths": "0.3"},
