@@ -66,3 +66,20 @@ def test_the_cli_turns_argv_into_a_checked_request():
         calibrate_request(parser.parse_args(["calibrate", "happy", "--coarse-prompts", "0"]), 30)
     with pytest.raises(InputError, match="layers"):
         calibrate_request(parser.parse_args(["calibrate", "happy", "--layers", "40"]), 30)
+
+
+def test_reusing_vectors_skips_a_concept_whose_stored_method_is_not_mean_diff(tmp_path):
+    """`calibrate all --reuse-vectors` used to end with a KeyError after the whole search when a stored vector
+    was bipolar or no_shared (the depth scan needs mean_diff): now that concept is skipped and said so."""
+    import dataclasses
+
+    from app.domain.requests import ExtractRequest
+
+    lab = Lab(tiny_service(tmp_path))
+    for slug, method in (("wordy", "mean_diff"), ("plain", "bipolar")):
+        cv = lab.extract(ExtractRequest(slug, save=False))
+        lab.concepts.save(lab.concepts.get(slug), dataclasses.replace(cv, method=method), overwrite=True)
+    lines: list[str] = []
+    report = lab.calibrate(CalibrateRequest(("wordy", "plain"), reuse_vectors=True, **SMALL), lines.append)
+    assert set(report) == {"wordy"}
+    assert any(line.startswith("plain: skipped: --reuse-vectors") for line in lines), lines

@@ -106,6 +106,10 @@ class CalibrationOps:
         if req.log:  # keep the raw result even if storing fails below
             _keep_raw(req.log, report, variants)
         for c in targets:
+            if c.slug not in report:  # --reuse-vectors: the depth scan needs a mean_diff vector
+                echo(f"{c.slug}: skipped: --reuse-vectors calibrates stored mean_diff vectors and its stored vectors "
+                     f"are {', '.join(variants[c.slug])}; calibrate it without --reuse-vectors")
+                continue
             r = report[c.slug]
             r["judge"] = labels[c.slug]
             r["pair_consistency"] = consistency.get(c.slug, {}).get(str(r["layer"]))
