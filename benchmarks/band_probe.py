@@ -3,7 +3,8 @@
 A band steers the layer AND the layers 2 and 4 either side with one (smaller) relative strength
 (app.core.cellbatch.Cell.band). Scored like the calibration (the concept's judge vs the unsteered
 answer; coherence by the sweep's rules; clean = distinct-2 >= 0.5 and no loop) on 8 prompts that
-are in neither assets/prompts/calibration.txt nor validation.txt, so nothing here was chosen on them.
+were in neither prompt set when the probe was run (2026-12-01, record in benchmarks/results/); they have since
+been added to assets/prompts/calibration.txt, so the probe now measures on calibration prompts.
 Usage: python benchmarks/band_probe.py [--concepts pirate,calm] [--strengths 0.05,0.08] [--tokens 48] [--json]
 """
 
