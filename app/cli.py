@@ -12,9 +12,10 @@ from app import __version__, paths
 from app.errors import CLIError, user_message
 
 
-# Beyond LabError: a path given on the command line that is missing or unreadable, a bad value argparse let
-# through, an interrupted write; said in one line as before.
-CLI_USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, InterruptedError)
+# Beyond LabError: a path given on the command line that is missing or unreadable, or an interrupted write;
+# said in one line. A plain ValueError is NOT here: every check of user input raises InputError (app.domain),
+# so a ValueError from inside is a bug and keeps its traceback (tests/test_cli_errors.py).
+CLI_USER_ERRORS = (FileNotFoundError, PermissionError, InterruptedError)
 
 
 def _print_json(data: Any) -> None:
