@@ -18,6 +18,16 @@ CATEGORIES = ("emotion", "style", "persona", "brevity", "custom", "mix", "import
 METHOD_NAMES = ("mean_diff", "last_token", "pca", "bipolar", "no_shared", "system_prompt", "unit_mean")
 
 
+def steered_layers(layer: int, band: Any = ()) -> tuple[int, ...]:
+    """Every layer a setting steers: its layer and its band's, sorted, each once (the one rule for a band)."""
+    return tuple(sorted({int(layer), *(int(l) for l in band)}))
+
+
+def layers_label(layer: int, band: Any = ()) -> str:
+    """'12' for one layer; every steered layer of a band: '8,10,12,14,16'."""
+    return ",".join(str(l) for l in steered_layers(layer, band))
+
+
 @dataclass(frozen=True)
 class ContrastPair:
     """One example of the concept (positive) against a matched example without it (negative)."""
@@ -45,8 +55,9 @@ class Recommendation:
     band: tuple[int, ...] = ()  # more layers steered with the same strength (a calibrated band)
 
     def layer_plan(self) -> list[tuple[int, float]]:
-        """[(layer, strength)] to steer with: the layer, then each band layer at the same strength."""
-        return [(self.layer, self.strength)] + [(l, self.strength) for l in self.band if l != self.layer]
+        """[(layer, strength)] to steer with: the layer, then each other band layer at the same strength."""
+        return [(self.layer, self.strength)] + [(l, self.strength) for l in steered_layers(self.layer, self.band)
+                                                if l != self.layer]
 
 
 JUDGE_KINDS = ("sentiment", "lexicon", "words", "length", "readability", "probe")

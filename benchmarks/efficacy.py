@@ -28,6 +28,7 @@ from app.core.efficacy import measure, prompted_generations  # noqa: E402
 from app.core.judges import build_judge, default_spec, judge_scores  # noqa: E402
 from app.library.slugs import model_key  # noqa: E402
 from app.service.model_service import ModelService  # noqa: E402
+from app.types import layers_label  # noqa: E402
 
 
 def shipped_setup(svc, slugs=None):
@@ -94,9 +95,7 @@ def _read_cache(path, prompts, tokens):
 
 
 def _layers(r) -> str:
-    """'12' for one layer; every steered layer of a band: '8,10,12,14,16'."""
-    layers = sorted({r["layer"], *r.get("band", [])})
-    return str(layers[0]) if len(layers) == 1 else ",".join(str(l) for l in layers)
+    return layers_label(r["layer"], r.get("band", ()))
 
 
 def markdown(rows) -> str:

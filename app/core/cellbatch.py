@@ -23,7 +23,7 @@ from app.core.generation import run_batch
 from app.core.interventions import Add
 from app.core.scoring import TextScores, distinct_n, is_coherent, longest_repeat
 from app.core.style import allowance_of
-from app.types import ConceptVectors, GenerationParams
+from app.types import ConceptVectors, GenerationParams, steered_layers
 
 MAX_ROWS = 192  # rows per batch: per-row cost keeps falling with batch size on CPU
 
@@ -43,7 +43,7 @@ class Cell:
 
     @property
     def layers(self) -> tuple[int, ...]:
-        return tuple(sorted({self.layer, *self.band}))
+        return steered_layers(self.layer, self.band)
 
 
 @dataclass

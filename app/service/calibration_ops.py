@@ -25,7 +25,7 @@ from app.domain.requests import CalibrateRequest
 from app.errors import InputError
 from app.service.jobs import CancelToken
 from app.service.session import ModelSession
-from app.types import Concept, ConceptVectors, Recommendation
+from app.types import Concept, ConceptVectors, Recommendation, layers_label
 
 CALIBRATION_DIR = "assets/calibration"
 Echo = Callable[[str], None]
@@ -64,8 +64,8 @@ def _runner(distributed: bool):
 
 def summary_line(slug: str, r: dict) -> str:
     v = r["validation"]
-    layers = sorted({int(r["layer"]), *(int(l) for l in r.get("band", ()))})
-    where = f"layers {','.join(map(str, layers))}" if len(layers) > 1 else f"layer {layers[0]}"
+    band = r.get("band", ())
+    where = f"{'layers' if band else 'layer'} {layers_label(r['layer'], band)}"
     return (f"{slug}: {r['method']} {where} strength {float(r['strength']):g}; validation right way "
             f"{v['right_way']:.0%}, mean change {v['mean_change']:+.3f}, clean {v['clean_share']:.0%}"
             + ("" if r["eligible"] else " (no setting was coherent on 80% of the calibration prompts)"))

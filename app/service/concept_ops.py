@@ -260,33 +260,38 @@ class ConceptOps:
             return cv, label
         return self.concept_vectors(text, token=token), text
 
-    def recommended_setting(self, concept: str, cv: ConceptVectors) -> tuple[int, float, bool, str]:
-        """(layer, strength, relative, source) for the loaded model."""
+    def _recommendation(self, concept: str) -> Optional[Recommendation]:
+        """The library's recommendation of a named concept for the loaded model; None for a mix, a random
+        control, an unknown name or a concept without one."""
         from app.library.slugs import model_key
 
-        text = concept.strip()
-        if not is_mix(text) and not text.startswith(RANDOM_PREFIX):
-            try:
-                rec = self.session.library.get(text).recommended.get(model_key(self.session.loaded.model_id))
-            except Exception:
-                rec = None
-            if rec is not None:
-                return rec.layer, rec.strength, rec.strength_mode == "relative", rec.source
+        text = (concept or "").strip()
+        lib = self.session.library
+        if not text or is_mix(text) or text.startswith(RANDOM_PREFIX) or not lib.exists(text):
+            return None
+        return lib.get(text).recommended.get(model_key(self.session.loaded.model_id))
+
+    def recommended_setting(self, concept: str, cv: ConceptVectors) -> tuple[int, float, bool, str]:
+        """(layer, strength, relative, source) for the loaded model."""
+        rec = self._recommendation(concept)
+        if rec is not None:
+            return rec.layer, rec.strength, rec.strength_mode == "relative", rec.source
         a, b = cv.recommended_layers
         layer = (a + b) // 2 if (a, b) != (0, 0) else cv.num_layers // 2
         return layer, DEFAULT_RELATIVE_STRENGTH, True, "default (middle of the recommended layer range)"
 
-    def recommended_band(self, concept: str) -> tuple[int, ...]:
-        """The band layers of ``concept``'s recommended setting for the loaded model (steered at the same
-        strength as its layer); () for none, a mix or a random control, and layers the model lacks dropped."""
-        from app.library.slugs import model_key
+    def recommended_band_plan(self, concept: str) -> list[tuple[int, float]]:
+        """[(layer, strength)] of the band layers of ``concept``'s recommended setting (each at the layer's
+        strength); [] for none, a mix or a random control, and layers the model lacks dropped."""
+        rec = self._recommendation(concept)
+        if rec is None:
+            return []
+        n = self.session.loaded.num_layers
+        return [(l, st) for l, st in rec.layer_plan()[1:] if 0 <= l < n]
 
-        text = (concept or "").strip()
-        lib, loaded = self.session.library, self.session.loaded
-        if not text or is_mix(text) or text.startswith(RANDOM_PREFIX) or not lib.exists(text):
-            return ()
-        rec = lib.get(text).recommended.get(model_key(loaded.model_id))
-        return tuple(l for l in rec.band if 0 <= l < loaded.num_layers) if rec is not None else ()
+    def recommended_band(self, concept: str) -> tuple[int, ...]:
+        """The band layers alone (see ``recommended_band_plan``)."""
+        return tuple(l for l, _ in self.recommended_band_plan(concept))
 
     def save_recommendation(self, concept: str, layer: int, strength: float, relative: bool = True,
                             source: str = "sweep") -> None:

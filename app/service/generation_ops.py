@@ -37,7 +37,7 @@ class GenerationOps:
         relative = req.relative
         if not layers:
             layer, strength, relative, source = self.concepts.recommended_setting(req.concept, cv)
-            layers = [(layer, strength)] + [(l, strength) for l in self.concepts.recommended_band(req.concept)
+            layers = [(layer, strength)] + [(l, st) for l, st in self.concepts.recommended_band_plan(req.concept)
                                             if l != layer]
         layers, op_param = self._op_layers(req, layers)
         typical = self.interventions.typical_projection(req.concept, cv) if req.op in ("cap", "clamp") else None

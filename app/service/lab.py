@@ -266,6 +266,10 @@ class Lab:
         """More layers the recommended setting steers at the same strength (a calibrated band)."""
         return self._svc.recommended_band(concept)
 
+    def recommended_band_plan(self, concept: str) -> list[tuple[int, float]]:
+        """The band's layers with the strength each is steered at: [(layer, strength)]."""
+        return self._svc.recommended_band_plan(concept)
+
     def cosine_matrix(self, slugs: Sequence[str], layer: int) -> Any:
         return self._svc.cosine_matrix(slugs, layer)
 

@@ -54,6 +54,7 @@ class ModelService:
         self.cosine_matrix, self.extraction_methods = c.cosine_matrix, c.extraction_methods
         self.recommended_setting, self.save_recommendation = c.recommended_setting, c.save_recommendation
         self.recommended_band = c.recommended_band
+        self.recommended_band_plan = c.recommended_band_plan
         self.calibration_report, self.calibration_reports = c.calibration_report, c.calibration_reports
         self.export_gguf, self.import_gguf, self.import_bundle = t.export_gguf, t.import_gguf, t.import_bundle
         self.judge_for, self.judge_spec, self.judge_summary = j.judge_for, j.judge_spec, j.judge_summary

@@ -132,14 +132,10 @@ def band_text(service: Any, concept: Any) -> str:
     if not isinstance(concept, str) or not concept.strip():
         return ""
     try:
-        concept = concept.strip()
-        band = service.recommended_band(concept)
-        if not band:
-            return ""
-        _, strength, _, _ = service.recommended_setting(concept, service.resolve_vectors(concept)[0])
-    except (LabError, ValueError):
+        plan = service.recommended_band_plan(concept.strip())
+    except LabError:
         return ""
-    return ", ".join(f"{l}:{float(strength):g}" for l in band)
+    return ", ".join(f"{l}:{float(st):g}" for l, st in plan)
 
 
 # ---- checks (a gr.Error that names the field) --------------------------------------------------------
