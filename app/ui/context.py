@@ -25,7 +25,6 @@ class UIContext:
     tabs: Any = None  # gr.Tabs; switch with gr.Tabs(selected="<tab id>")
     components: dict[str, Any] = field(default_factory=dict)  # "playground.prompt" -> component
     on_load: list[tuple[Callable, list, list]] = field(default_factory=list)  # (fn, inputs, outputs)
-    library_changed: list[Callable[[], Any]] = field(default_factory=list)
     library_events: list[Any] = field(default_factory=list)  # events after which every concept list refreshes
 
     def register(self, prefix: str, **components: Any) -> None:

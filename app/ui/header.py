@@ -68,16 +68,6 @@ def current_model(service: Any) -> str | None:
     return service.info().model_id if getattr(service, "is_loaded", False) else None
 
 
-def run_library_hooks(ctx: Any) -> None:
-    """Call the plain callables other tabs put in ``ctx.library_changed`` (never fatal)."""
-    for hook in list(getattr(ctx, "library_changed", []) or []):
-        if callable(hook):
-            try:
-                hook()
-            except Exception:
-                log.exception("a library_changed hook failed")
-
-
 def build(service: Any, ctx: Any) -> None:
     with gr.Row(elem_classes=["lab-header"], equal_height=False, elem_id="lab-header"):
         with gr.Column(scale=3, min_width=320):
@@ -104,7 +94,6 @@ def build(service: Any, ctx: Any) -> None:
         info = switch(text)
         gr.Info(f"Loaded {info.model_id}: {info.num_layers} layers, hidden size {info.hidden_size}. Every user of "
                 "this lab now uses it.")
-        run_library_hooks(ctx)
         return model_line(service), gr.Dropdown(choices=model_choices(service), value=info.model_id)
 
     ctx.library_events.append(

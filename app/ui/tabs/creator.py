@@ -15,7 +15,6 @@ from app.ui.errors import error_note, guarded, shows_error
 from app.ui.feedback import KEPT_ERROR
 from app.ui import widgets
 from app.ui.present.insight import vector_lens_md
-from app.ui.header import run_library_hooks
 from app.ui.present import concepts as present
 from app.ui.present.common import empty_figure, md_escape
 from app.ui.streaming import session_id
@@ -81,8 +80,8 @@ def save_error(exc: BaseException) -> tuple:
 class CreatorHandlers:
     """The creator's template, extraction, Stop and save as plain methods over the lab (tested without a server)."""
 
-    def __init__(self, service: Any, ctx: Any = None) -> None:
-        self.service, self.ctx = service, ctx
+    def __init__(self, service: Any) -> None:
+        self.service = service
 
     def load_template(self, slug_v) -> tuple:
         if not slug_v:
@@ -147,8 +146,6 @@ class CreatorHandlers:
         else:
             msg += (" No matching extracted vectors were stored (the pairs changed since Extract, or nothing was "
                     "extracted); they will be extracted the first time you use the concept.")
-        if self.ctx is not None:
-            run_library_hooks(self.ctx)
         gr.Info(f"Saved “{stored.name}” ({stored.slug}).")
         return msg, stored.slug, gr.Checkbox(value=False)
 
@@ -249,7 +246,7 @@ def build(service: Any, ctx: Any) -> None:
     slug.input(lambda v: bool((v or "").strip()), [slug], [slug_manual], api_visibility="private", queue=False,
                show_progress="hidden")
 
-    handlers = CreatorHandlers(service, ctx)
+    handlers = CreatorHandlers(service)
     load_tpl.click(guarded(handlers.load_template), [template],
                    [name, slug, description, category, pairs, sys_pos, sys_neg, slug_manual, cv_state, quality_plot,
                     quality_md], api_name="creator_template", queue=False)

@@ -28,63 +28,35 @@ def choices(service: Any, none_label: str | None = None) -> list[tuple[str, str]
     return ([(none_label, "")] if none_label else []) + widgets.concept_choices(service)
 
 
-def build(service: Any, ctx: Any) -> None:
-    gr.Markdown(INTRO, elem_classes=["howto"])
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=3, min_width=300):
-            prompt = gr.Textbox(label="Prompt", value=DEFAULT_PROMPT, lines=2, max_lines=8, elem_id="ex-prompt",
-                                placeholder="e.g. What is the capital of France?")
-            _, has_chat, _ = model_follow.model_facts(service)  # a base model reads plain text (follows switches)
-            chat = gr.Checkbox(value=has_chat, interactive=has_chat, elem_id="ex-chat",
-                               label=model_follow.CHAT_LABEL if has_chat else model_follow.NO_CHAT_LABEL)
-        with gr.Column(scale=2, min_width=260):
-            concept = gr.Dropdown(choices=choices(service, "(none)"), value="", label="Concept to project on (optional)", allow_custom_value=True,
-                                  info="Its vectors are extracted first if this model has none yet",
-                                  elem_id="ex-concept")
-            run = gr.Button("Explore", variant="primary", elem_id="ex-run")
-    summary = gr.Markdown(elem_id="ex-summary", elem_classes=[KEPT_ERROR])
-    token_range = gr.Textbox(value="", label="Tokens shown in the token × layer charts", max_lines=1,
-                             placeholder=f"e.g. 40-79 (at most {present.limits.HEATMAP_TOKENS} at once; Enter to redraw)",
-                             elem_id="ex-token-range")
+class ExplorerHandlers:
+    """The explorer's events as plain methods over the lab, so tests call them without a server. The last few
+    explorations are kept, so paging through tokens does not run the model again (Explore: always fresh)."""
 
-    norms0, heat0, lens0 = placeholders(WAITING)
-    norms_plot = gr.Plot(value=norms0, label="Residual norm per layer", elem_id="ex-norms", show_label=False)
-    gr.Markdown(present.HOWTO["norms"], elem_classes=["howto"])
-    norm_heat = gr.Plot(value=heat0, label="Norm heatmap", elem_id="ex-norm-heatmap", show_label=False)
-    gr.Markdown(present.HOWTO["norm_heatmap"], elem_classes=["howto"])
-    lens_plot = gr.Plot(value=lens0, label="Logit lens", elem_id="ex-lens", show_label=False)
-    gr.Markdown(present.HOWTO["lens"], elem_classes=["howto"])
-    lens_table = gr.Dataframe(headers=present.LENS_TABLE_HEADERS, value=[], type="array", interactive=False,
-                              label="Logit lens at the last prompt position (top 5 per layer)", max_height=380,
-                              elem_id="ex-lens-table", wrap=True)
-    gr.Markdown(present.HOWTO["lens_table"], elem_classes=["howto"])
-    proj_plot = gr.Plot(value=present.projection_figure(_NoProjection()), label="Concept projection",
-                        elem_id="ex-projection", show_label=False)
-    gr.Markdown(present.HOWTO["projection"], elem_classes=["howto"])
+    CACHED = 4
 
-    with gr.Accordion("Compare two concepts across layers", open=True, elem_id="ex-compare"):
-        with gr.Row(equal_height=False):
-            cos_a = gr.Dropdown(choices=choices(service), value=_first(service, "happy"), label="Concept A",
-                                elem_id="ex-cos-a", min_width=180, allow_custom_value=True)
-            cos_b = gr.Dropdown(choices=choices(service), value=_first(service, "excited"), label="Concept B",
-                                elem_id="ex-cos-b", min_width=180, allow_custom_value=True)
-            compare = gr.Button("Compare", variant="primary", elem_id="ex-compare-run", min_width=120, scale=0,
-                                elem_classes=["btn-end"])
-        cos_plot = gr.Plot(value=empty_figure("Cosine similarity per layer", "Choose two concepts and press Compare."),
-                           label="Cosine similarity", elem_id="ex-cosine", show_label=False)
-        cos_md = gr.Markdown(elem_id="ex-cosine-summary", elem_classes=[KEPT_ERROR])
-        gr.Markdown(present.HOWTO["cosine"], elem_classes=["howto"])
+    def __init__(self, service: Any) -> None:
+        self.service = service
+        self._cache: dict[tuple, Any] = {}
 
-    @guarded
-    @shows_error(explore_error)
-    def explore(prompt_v: str, concept_v: str, chat_v: bool, progress=gr.Progress()):
+    def _explored(self, prompt: str, concept: Any, chat: bool, fresh: bool = False) -> Any:
+        svc = self.service
+        key = (svc.info().model_id if svc.is_loaded else "", prompt, concept, chat)
+        if fresh or key not in self._cache:
+            self._cache.pop(key, None)
+            while len(self._cache) >= self.CACHED:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = svc.explore(prompt, concept=concept, chat=chat)
+        return self._cache[key]
+
+    def explore(self, prompt_v: str, concept_v: str, chat_v: bool, progress=gr.Progress()) -> tuple:
+        """(summary, norms, norm heatmap, lens, lens table, projection) for one prompt."""
         if not (prompt_v or "").strip():
             raise gr.Error("Type a prompt to explore first (e.g. “What is the capital of France?”).",
                            print_exception=False)
         slug = (concept_v or "").strip() or None
         progress(0.1, desc="Extracting the concept (if needed) and reading the prompt through every layer…"
                  if slug else "Reading the prompt through every layer…")
-        ex = _explore_cached(service, prompt_v, slug, bool(chat_v), fresh=True)
+        ex = self._explored(prompt_v, slug, bool(chat_v), fresh=True)
         progress(0.9, desc="Drawing")
         lens = vector_lens_md(ex.extra.get("vector_lens"), ex.extra.get("recommended_layers"),
                               f"Vector lens of {slug}") if slug else ""
@@ -97,47 +69,115 @@ def build(service: Any, ctx: Any) -> None:
         return (summary_md, present.norms_figure(ex), present.norm_heatmap_figure(win), present.lens_figure(win),
                 present.lens_last_rows(ex), present.projection_figure(win))
 
-    @guarded
-    @shows_error(lambda exc: (gr.update(), gr.update(), gr.update(),  # the message under the box, until the next try
-                              gr.update(info=error_note(exc, "Not redrawn").replace("**", ""))))
-    def show_range(prompt_v: str, concept_v: str, chat_v: bool, range_v: str):
+    def show_range(self, prompt_v: str, concept_v: str, chat_v: bool, range_v: str) -> tuple:
         """Redraw the token x layer charts for another window of tokens (the exploration is cached)."""
         if not (prompt_v or "").strip():
             raise gr.Error("Type a prompt and press Explore first.", print_exception=False)
-        ex = _explore_cached(service, prompt_v, (concept_v or "").strip() or None, bool(chat_v))
+        ex = self._explored(prompt_v, (concept_v or "").strip() or None, bool(chat_v))
         start, stop = present.parse_token_range(range_v, len(ex.tokens))
         win = present.token_window(ex, start, stop)
         return (present.norm_heatmap_figure(win), present.lens_figure(win), present.projection_figure(win),
                 gr.update(info=f"showing tokens {start}–{stop - 1} of {len(ex.tokens)}"))
 
-    outputs = [summary, norms_plot, norm_heat, lens_plot, lens_table, proj_plot]
-    token_range.submit(show_range, [prompt, concept, chat, token_range], [norm_heat, lens_plot, proj_plot, token_range],
-                       api_visibility="private", **MODEL_CONCURRENCY)
-    # Progress (and a failed run's "Error" badge) show on the summary line, not over every chart.
-    run.click(explore, [prompt, concept, chat], outputs, api_name="explore", show_progress_on=[summary],
-              **MODEL_CONCURRENCY)
-    prompt.submit(explore, [prompt, concept, chat], outputs, api_visibility="private", show_progress_on=[summary],
-                  **MODEL_CONCURRENCY)
-
-    @guarded
-    @shows_error(lambda exc: (empty_figure("Cosine similarity per layer", "The last comparison failed: see below."),
-                              error_note(exc, "The comparison did not run")))
-    def cosine(a: str, b: str, progress=gr.Progress()):
+    def cosine(self, a: str, b: str, progress=gr.Progress()) -> tuple:
         a, b = (a or "").strip(), (b or "").strip()
         if not a or not b:
             raise gr.Error("Choose two concepts to compare.", print_exception=False)
         progress(0.05, desc=f"Vectors for {a} (extracted first if needed)…")
-        va = service.concepts.vectors(a, progress=_stage(progress, 0.0, 0.5, a))
+        va = self.service.concepts.vectors(a, progress=_stage(progress, 0.0, 0.5, a))
         progress(0.5, desc=f"Vectors for {b} (extracted first if needed)…")
-        vb = service.concepts.vectors(b, progress=_stage(progress, 0.5, 1.0, b))
+        vb = self.service.concepts.vectors(b, progress=_stage(progress, 0.5, 1.0, b))
         cos = present.cosine_by_layer(va.vectors, vb.vectors)
         return present.cosine_figure(cos, a, b), present.cosine_summary_md(cos, a, b)
 
-    compare.click(cosine, [cos_a, cos_b], [cos_plot, cos_md], api_name="concept_cosine", show_progress_on=[cos_md],
-                  **MODEL_CONCURRENCY)
 
-    ctx.register("explorer", prompt=prompt, concept=concept, run=run, chat=chat, cos_a=cos_a, cos_b=cos_b,
-                 compare=compare, summary=summary, norms=norms_plot)
+# ---- the tab --------------------------------------------------------------------------------
+def _prompt_box(service: Any) -> dict:
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=300):
+            prompt = gr.Textbox(label="Prompt", value=DEFAULT_PROMPT, lines=2, max_lines=8, elem_id="ex-prompt",
+                                placeholder="e.g. What is the capital of France?")
+            _, has_chat, _ = model_follow.model_facts(service)  # a base model reads plain text (follows switches)
+            chat = gr.Checkbox(value=has_chat, interactive=has_chat, elem_id="ex-chat",
+                               label=model_follow.CHAT_LABEL if has_chat else model_follow.NO_CHAT_LABEL)
+        with gr.Column(scale=2, min_width=260):
+            concept = gr.Dropdown(choices=choices(service, "(none)"), value="", label="Concept to project on (optional)",
+                                  allow_custom_value=True, info="Its vectors are extracted first if this model has none yet",
+                                  elem_id="ex-concept")
+            run = gr.Button("Explore", variant="primary", elem_id="ex-run")
+    summary = gr.Markdown(elem_id="ex-summary", elem_classes=[KEPT_ERROR])
+    token_range = gr.Textbox(value="", label="Tokens shown in the token × layer charts", max_lines=1,
+                             placeholder=f"e.g. 40-79 (at most {present.limits.HEATMAP_TOKENS} at once; Enter to redraw)",
+                             elem_id="ex-token-range")
+    return dict(prompt=prompt, chat=chat, concept=concept, run=run, summary=summary, token_range=token_range)
+
+
+def _charts() -> dict:
+    norms0, heat0, lens0 = placeholders(WAITING)
+    norms = gr.Plot(value=norms0, label="Residual norm per layer", elem_id="ex-norms", show_label=False)
+    gr.Markdown(present.HOWTO["norms"], elem_classes=["howto"])
+    norm_heat = gr.Plot(value=heat0, label="Norm heatmap", elem_id="ex-norm-heatmap", show_label=False)
+    gr.Markdown(present.HOWTO["norm_heatmap"], elem_classes=["howto"])
+    lens_plot = gr.Plot(value=lens0, label="Logit lens", elem_id="ex-lens", show_label=False)
+    gr.Markdown(present.HOWTO["lens"], elem_classes=["howto"])
+    lens_table = gr.Dataframe(headers=present.LENS_TABLE_HEADERS, value=[], type="array", interactive=False,
+                              label="Logit lens at the last prompt position (top 5 per layer)", max_height=380,
+                              elem_id="ex-lens-table", wrap=True)
+    gr.Markdown(present.HOWTO["lens_table"], elem_classes=["howto"])
+    proj_plot = gr.Plot(value=present.projection_figure(_NoProjection()), label="Concept projection",
+                        elem_id="ex-projection", show_label=False)
+    gr.Markdown(present.HOWTO["projection"], elem_classes=["howto"])
+    return dict(norms=norms, norm_heat=norm_heat, lens_plot=lens_plot, lens_table=lens_table, proj_plot=proj_plot)
+
+
+def _compare_box(service: Any) -> dict:
+    with gr.Accordion("Compare two concepts across layers", open=True, elem_id="ex-compare"):
+        with gr.Row(equal_height=False):
+            cos_a = gr.Dropdown(choices=choices(service), value=_first(service, "happy"), label="Concept A",
+                                elem_id="ex-cos-a", min_width=180, allow_custom_value=True)
+            cos_b = gr.Dropdown(choices=choices(service), value=_first(service, "excited"), label="Concept B",
+                                elem_id="ex-cos-b", min_width=180, allow_custom_value=True)
+            compare = gr.Button("Compare", variant="primary", elem_id="ex-compare-run", min_width=120, scale=0,
+                                elem_classes=["btn-end"])
+        cos_plot = gr.Plot(value=empty_figure("Cosine similarity per layer", "Choose two concepts and press Compare."),
+                           label="Cosine similarity", elem_id="ex-cosine", show_label=False)
+        cos_md = gr.Markdown(elem_id="ex-cosine-summary", elem_classes=[KEPT_ERROR])
+        gr.Markdown(present.HOWTO["cosine"], elem_classes=["howto"])
+    return dict(cos_a=cos_a, cos_b=cos_b, compare=compare, cos_plot=cos_plot, cos_md=cos_md)
+
+
+def _range_error(exc: BaseException) -> tuple:
+    """The message under the token-range box, until the next try."""
+    return gr.update(), gr.update(), gr.update(), gr.update(info=error_note(exc, "Not redrawn").replace("**", ""))
+
+
+def _cosine_error(exc: BaseException) -> tuple:
+    return (empty_figure("Cosine similarity per layer", "The last comparison failed: see below."),
+            error_note(exc, "The comparison did not run"))
+
+
+def _wire(h: ExplorerHandlers, w: dict) -> None:
+    explore = guarded(shows_error(explore_error)(h.explore))
+    inputs = [w["prompt"], w["concept"], w["chat"]]
+    outputs = [w[k] for k in ("summary", "norms", "norm_heat", "lens_plot", "lens_table", "proj_plot")]
+    w["token_range"].submit(guarded(shows_error(_range_error)(h.show_range)), [*inputs, w["token_range"]],
+                            [w["norm_heat"], w["lens_plot"], w["proj_plot"], w["token_range"]],
+                            api_visibility="private", **MODEL_CONCURRENCY)
+    # Progress (and a failed run's "Error" badge) show on the summary line, not over every chart.
+    w["run"].click(explore, inputs, outputs, api_name="explore", show_progress_on=[w["summary"]], **MODEL_CONCURRENCY)
+    w["prompt"].submit(explore, inputs, outputs, api_visibility="private", show_progress_on=[w["summary"]],
+                       **MODEL_CONCURRENCY)
+    w["compare"].click(guarded(shows_error(_cosine_error)(h.cosine)), [w["cos_a"], w["cos_b"]],
+                       [w["cos_plot"], w["cos_md"]], api_name="concept_cosine", show_progress_on=[w["cos_md"]],
+                       **MODEL_CONCURRENCY)
+
+
+def build(service: Any, ctx: Any) -> None:
+    gr.Markdown(INTRO, elem_classes=["howto"])
+    w = {**_prompt_box(service), **_charts(), **_compare_box(service)}
+    _wire(ExplorerHandlers(service), w)
+    ctx.register("explorer", **{k: w[k] for k in ("prompt", "concept", "run", "chat", "cos_a", "cos_b", "compare",
+                                                   "summary", "norms")})
 
 
 WAITING = "Press Explore to read the prompt through every layer."
@@ -173,20 +213,6 @@ class _NoProjection:
     tokens: list = []
     concept = ""
     extra: dict = {}
-
-
-_CACHE: dict[tuple, Any] = {}
-
-
-def _explore_cached(service: Any, prompt: str, concept: Any, chat: bool, fresh: bool = False) -> Any:
-    """The last few explorations, so paging through tokens does not run the model again (Explore: always fresh)."""
-    key = (service.info().model_id if service.is_loaded else "", prompt, concept, chat)
-    if fresh or key not in _CACHE:
-        _CACHE.pop(key, None)
-        while len(_CACHE) >= 4:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = service.explore(prompt, concept=concept, chat=chat)
-    return _CACHE[key]
 
 
 def _first(service: Any, slug: str) -> str | None:

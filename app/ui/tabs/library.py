@@ -16,7 +16,6 @@ from app.ui.context import MODEL_CONCURRENCY, TAB_IDS
 from app.ui.downloads import out_dir, remove_upload
 from app.ui.errors import guarded
 from app.ui.present.insight import vector_lens_md
-from app.ui.header import run_library_hooks
 from app.ui.present import concepts as present
 from app.domain import limits
 from app.ui.present.common import finite, md_escape, parse_layer_spec, rows_or_placeholder
@@ -131,99 +130,60 @@ def _out_dir() -> Path:
     return out_dir("export")
 
 
-def build(service: Any, ctx: Any) -> None:
-    gr.Markdown(INTRO, elem_classes=["howto"])
-    rows0, _ = _safe_listing(service)
-    with gr.Row(equal_height=False):
-        search = gr.Textbox(label="Search", placeholder="name, slug, tag or description", scale=3, elem_id="lib-search")
-        category = gr.Dropdown([ALL, *CATEGORIES], value=ALL, label="Category", scale=1, min_width=140,
-                               elem_id="lib-category")
-        refresh = gr.Button("Refresh", scale=0, min_width=90, elem_id="lib-refresh", elem_classes=["btn-end"])
-    table = gr.Dataframe(value=rows0, headers=present.LIBRARY_HEADERS, type="array", interactive=False,
-                         max_height=360, elem_id="lib-table", wrap=True,
-                         column_widths=["18%", "14%", "10%", "7%", "16%", "15%", "20%"])
-    problems_md = gr.Markdown(problems_note(service), elem_id="lib-problems")
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=3, min_width=320):
-            selected = gr.Dropdown(choices=_safe_choices(service), value=None, label="Selected concept", allow_custom_value=True,
-                                   elem_id="lib-selected")
-            card_md = gr.Markdown(NOTHING_SELECTED, elem_id="lib-card")
-            quality_plot = gr.Plot(visible=False, show_label=False, elem_id="lib-quality-plot")
-        with gr.Column(scale=2, min_width=300):
-            status = gr.Markdown(elem_id="lib-status")
-            with gr.Accordion("Export", open=True):
-                export_yaml = gr.Button("Download YAML bundle (concept + its vectors)", size="sm", elem_id="lib-export-yaml")
-                with gr.Row(equal_height=True):
-                    gguf_layers = gr.Textbox(label="GGUF layers", placeholder=gguf_layers_placeholder(_depth(service)),
-                                             min_width=120, elem_id="lib-gguf-layers")
-                    gguf_strength = gr.Textbox(label="Strength (optional)", placeholder="as stored", min_width=100,
-                                               elem_id="lib-gguf-strength")
-                gguf_relative = gr.Checkbox(value=True, label="Strength is relative to the typical norm")
-                export_gguf = gr.Button("Download llama.cpp control vector (.gguf)", size="sm", elem_id="lib-export-gguf")
-                export_file = gr.File(label="Exported file", interactive=False, visible=False, elem_id="lib-export-file")
-                gr.Markdown("llama.cpp adds every exported layer at once, so export a narrow range (e.g. the "
-                            "recommended layers). Layer 0 cannot be exported.", elem_classes=["howto"])
-            with gr.Accordion("Import", open=False):
-                upload = gr.File(label="YAML bundle or .gguf control vector", file_types=[".yaml", ".yml", ".gguf"],
-                                 type="filepath", elem_id="lib-upload")
-                import_slug = gr.Textbox(label="Slug for the imported concept", placeholder="from the file if empty",
-                                         elem_id="lib-import-slug")
-                import_overwrite = gr.Checkbox(value=False, label="Overwrite an existing concept with this slug")
-                import_btn = gr.Button("Import", size="sm", elem_id="lib-import")
-            with gr.Accordion("Rename or duplicate", open=False):
-                new_slug = gr.Textbox(label="New slug", placeholder="e.g. my-happy", elem_id="lib-new-slug")
-                with gr.Row():
-                    rename = gr.Button("Rename", size="sm", elem_id="lib-rename")
-                    duplicate = gr.Button("Duplicate", size="sm", elem_id="lib-duplicate")
-            with gr.Accordion("Delete", open=False):
-                confirm = gr.Checkbox(value=False, label="I understand this deletes the concept and its vectors",
-                                      elem_id="lib-confirm")
-                delete = gr.Button("Delete selected concept", variant="stop", size="sm", elem_id="lib-delete")
+class LibraryHandlers:
+    """The library tab's events as plain methods over the lab, so tests call them without a server."""
 
-    # ---- listing and cards --------------------------------------------------------------------
-    @guarded
-    def do_list(search_v, category_v):
-        rows, _ = listing(service, search_v, category_v)
+    def __init__(self, service: Any) -> None:
+        self.service = service
+
+    def _rows(self, search_v, category_v) -> list:
+        rows, _ = listing(self.service, search_v, category_v)
         return rows_or_placeholder(rows, len(present.LIBRARY_HEADERS), "(no concept matches)")
 
-    refresh.click(do_list, [search, category], [table], api_name="library_list", queue=False).then(
-        lambda: problems_note(service), None, [problems_md], queue=False, api_visibility="private")
-    category.change(do_list, [search, category], [table], api_visibility="private", queue=False)
-    search.submit(do_list, [search, category], [table], api_visibility="private", queue=False)
+    def _selected(self, slug: Optional[str]) -> Any:
+        """The selected-concept dropdown after a change: fresh choices, ``slug`` picked."""
+        return gr.Dropdown(choices=_safe_choices(self.service), value=slug)
 
-    @guarded
-    def pick_row(evt: gr.SelectData):
+    # ---- listing and cards ----
+    def list(self, search_v, category_v) -> list:
+        return self._rows(search_v, category_v)
+
+    def problems(self) -> str:
+        return problems_note(self.service)
+
+    @staticmethod
+    def pick_row(evt: gr.SelectData) -> Any:
         row = evt.row_value or []
         slug = row[1] if len(row) > 1 else None
         return gr.Dropdown(value=slug or None)
 
-    table.select(pick_row, None, [selected], api_visibility="private", queue=False)
+    def card(self, slug_v) -> tuple[str, Any]:
+        return card(self.service, slug_v)
 
-    @guarded
-    def do_card(slug_v):
-        return card(service, slug_v)
+    def refresh(self, search_v, category_v) -> tuple[list, Any]:
+        """On any tab switch: another tab may have saved a concept."""
+        return self._rows(search_v, category_v), gr.Dropdown(choices=_safe_choices(self.service))
 
-    selected.change(do_card, [selected], [card_md, quality_plot], api_name="library_card", queue=False)
+    def refresh_card(self, selected_v, evt: gr.SelectData) -> tuple[Any, Any]:
+        """When this tab opens, the card again: its vectors are per model, and the model may have changed."""
+        if getattr(evt, "value", None) != TAB_IDS["library"] or not selected_v:
+            return gr.update(), gr.update()
+        try:
+            return card(self.service, selected_v)
+        except Exception:  # noqa: BLE001 - e.g. the selected concept was deleted in another tab
+            return NOTHING_SELECTED, gr.Plot(visible=False)
 
-    def _after_change(selected_slug: Optional[str]):
-        run_library_hooks(ctx)
-        return gr.Dropdown(choices=_safe_choices(service), value=selected_slug)
-
-    # ---- export -----------------------------------------------------------------------------------
-    @guarded
-    def do_export_yaml(slug_v):
+    # ---- export ----
+    def export_yaml(self, slug_v) -> tuple[Any, str]:
         slug_v = _need(slug_v)
         path = _out_dir() / f"{slug_v}.steering.yaml"
-        path.write_text(service.concepts.export_bundle(slug_v), encoding="utf-8")
-        return gr.File(value=str(path), visible=True), f"Exported `{slug_v}` as a YAML bundle (the concept and its current vectors)."
+        path.write_text(self.service.concepts.export_bundle(slug_v), encoding="utf-8")
+        return (gr.File(value=str(path), visible=True),
+                f"Exported `{slug_v}` as a YAML bundle (the concept and its current vectors).")
 
-    export_yaml.click(do_export_yaml, [selected], [export_file, status], api_name="library_export").success(
-        None, None, None, js=DOWNLOAD_JS, queue=False)
-
-    @guarded
-    def do_export_gguf(slug_v, layers_v, strength_v, relative_v, progress=gr.Progress()):
+    def export_gguf(self, slug_v, layers_v, strength_v, relative_v, progress=gr.Progress()) -> tuple[Any, str]:
         slug_v = _need(slug_v)
-        info = _model(service)
+        info = _model(self.service)
         layers = parse_layer_spec(layers_v or "", info.num_layers if info else None, "GGUF layers")
         if layers and 0 in layers:
             raise gr.Error("llama.cpp cannot steer layer 0 (its loader rejects direction.0); start the range at 1.",
@@ -235,7 +195,8 @@ def build(service: Any, ctx: Any) -> None:
                            print_exception=False)
         progress(0.1, desc="Writing the control vector (extracting first if needed)…")
         path = _out_dir() / f"{slug_v}.gguf"
-        res = service.concepts.export_gguf(slug_v, str(path), layers=layers or None, strength=strength, relative=bool(relative_v))
+        res = self.service.concepts.export_gguf(slug_v, str(path), layers=layers or None, strength=strength,
+                                                relative=bool(relative_v))
         written = list(getattr(res, "layers", None) or layers)
         what = f"layers {layers_v.strip()}" if layers else "all layers except 0"
         if strength is None:
@@ -247,68 +208,53 @@ def build(service: Any, ctx: Any) -> None:
         return (gr.File(value=str(path), visible=True),
                 f"Exported `{slug_v}` as a llama.cpp control vector ({what}; {len(written)} layers written); {use}.{notes}")
 
-    export_gguf.click(do_export_gguf, [selected, gguf_layers, gguf_strength, gguf_relative], [export_file, status],
-                      api_name="library_export_gguf", **MODEL_CONCURRENCY).success(
-        None, None, None, js=DOWNLOAD_JS, queue=False)
-
-    # ---- import -----------------------------------------------------------------------------------
-    @guarded
-    def do_import(file_v, slug_v, overwrite_v, search_v, category_v, progress=gr.Progress()):
+    # ---- import ----
+    def import_file(self, file_v, slug_v, overwrite_v, search_v, category_v, progress=gr.Progress()):
         if not file_v:
             raise gr.Error("Choose a .yaml bundle or a .gguf control vector to import.", print_exception=False)
         try:
-            return _import_file(Path(file_v), slug_v, overwrite_v, search_v, category_v, progress)
+            return self._import(Path(file_v), (slug_v or "").strip(), bool(overwrite_v), search_v, category_v,
+                                progress)
         finally:
             remove_upload(file_v)  # Gradio keeps every upload otherwise
 
-    def _import_file(path, slug_v, overwrite_v, search_v, category_v, progress):
-        slug_v = (slug_v or "").strip()
+    def _import(self, path: Path, slug_v: str, overwrite: bool, search_v, category_v, progress):
         size = path.stat().st_size
         if size > MAX_IMPORT_BYTES:
             raise gr.Error(f"The file is {size / 1e6:.0f} MB; bundles and control vectors are far smaller "
                            f"(limit {MAX_IMPORT_BYTES // 1_000_000} MB).", print_exception=False)
+        lib = self.service.concepts
         if path.suffix.lower() == ".gguf":
             progress(0.1, desc="Reading the control vector and measuring typical norms…")
-            new = service.concepts.import_gguf(str(path), slug_v or slugify(path.stem.split(".")[0]), overwrite=bool(overwrite_v))
+            new = lib.import_gguf(str(path), slug_v or slugify(path.stem.split(".")[0]), overwrite=overwrite)
         elif path.suffix.lower() in (".yaml", ".yml"):
-            new = service.concepts.import_bundle(path.read_bytes(), slug=slug_v or None, overwrite=bool(overwrite_v))
+            new = lib.import_bundle(path.read_bytes(), slug=slug_v or None, overwrite=overwrite)
         else:
             raise gr.Error(f"Unknown file type {path.suffix!r}: import a .yaml bundle or a .gguf control vector.",
                            print_exception=False)
-        rows, _ = listing(service, search_v, category_v)
+        rows, _ = listing(self.service, search_v, category_v)
         gr.Info(f"Imported “{new}”.")
-        return f"Imported as `{new}`.", rows, _after_change(new)
+        return f"Imported as `{new}`.", rows, self._selected(new)
 
-    # Not in the model queue: a bundle is parsed and checked without the model; a GGUF import takes
-    # the model lock only to measure typical norms (the service serialises that).
-    ctx.library_events.append(
-        import_btn.click(do_import, [upload, import_slug, import_overwrite, search, category], [status, table, selected],
-                         api_name="library_import"))
+    # ---- rename / duplicate / delete ----
+    def _to_new_slug(self, change: Any, done: str, slug_v, new_v, search_v, category_v):
+        slug_v, new_v = _need(slug_v), _need_new(new_v)
+        change(slug_v, new_v)
+        rows, _ = listing(self.service, search_v, category_v)
+        return done.format(old=slug_v, new=new_v), rows, self._selected(new_v), ""
 
-    # ---- rename / duplicate / delete ----------------------------------------------------------
-    def to_new_slug(change, done: str):
-        """A handler that gives the selected concept a new slug (rename or duplicate), then says ``done``."""
-        @guarded
-        def handler(slug_v, new_v, search_v, category_v):
-            slug_v, new_v = _need(slug_v), _need_new(new_v)
-            change(slug_v, new_v)
-            rows, _ = listing(service, search_v, category_v)
-            return done.format(old=slug_v, new=new_v), rows, _after_change(new_v), ""
+    def rename(self, slug_v, new_v, search_v, category_v):
+        return self._to_new_slug(self.service.concepts.rename, "Renamed `{old}` to `{new}`.", slug_v, new_v,
+                                 search_v, category_v)
 
-        return handler
+    def duplicate(self, slug_v, new_v, search_v, category_v):
+        return self._to_new_slug(self.service.concepts.duplicate,
+                                 "Duplicated `{old}` as `{new}` (your copy: edit it in the creator).", slug_v, new_v,
+                                 search_v, category_v)
 
-    do_rename = to_new_slug(service.concepts.rename, "Renamed `{old}` to `{new}`.")
-    do_duplicate = to_new_slug(service.concepts.duplicate,
-                               "Duplicated `{old}` as `{new}` (your copy: edit it in the creator).")
-    for button, handler, api in ((rename, do_rename, "library_rename"), (duplicate, do_duplicate, "library_duplicate")):
-        ctx.library_events.append(
-            button.click(handler, [selected, new_slug, search, category], [status, table, selected, new_slug],
-                         api_name=api))
-
-    @guarded
-    def do_delete(slug_v, confirm_v, search_v, category_v):
+    def delete(self, slug_v, confirm_v, search_v, category_v):
         slug_v = _need(slug_v)
-        lib = service.concepts
+        lib = self.service.concepts
         if lib.is_shipped(slug_v) and not lib.has_user_copy(slug_v):
             raise gr.Error(f"“{slug_v}” ships with the lab and cannot be deleted. Duplicate it to make your own "
                            "version instead.", print_exception=False)
@@ -317,17 +263,114 @@ def build(service: Any, ctx: Any) -> None:
                            "be undone.", print_exception=False)
         shadowed = lib.is_shipped(slug_v)
         lib.delete(slug_v)
-        rows, _ = listing(service, search_v, category_v)
+        rows, _ = listing(self.service, search_v, category_v)
         note = " The shipped version is visible again." if shadowed else ""
-        return (f"Deleted `{md_escape(slug_v)}`.{note}", rows, _after_change(slug_v if shadowed else None),
+        return (f"Deleted `{md_escape(slug_v)}`.{note}", rows, self._selected(slug_v if shadowed else None),
                 gr.Checkbox(value=False))
 
-    ctx.library_events.append(
-        delete.click(do_delete, [selected, confirm, search, category], [status, table, selected, confirm],
-                     api_name="library_delete"))
 
-    ctx.register("library", search=search, category=category, table=table, selected=selected, card=card_md,
-                 status=status, export_file=export_file, quality_plot=quality_plot, gguf_layers=gguf_layers)
+# ---- the tab --------------------------------------------------------------------------------
+def _browse_box(service: Any) -> dict:
+    rows0, _ = _safe_listing(service)
+    with gr.Row(equal_height=False):
+        search = gr.Textbox(label="Search", placeholder="name, slug, tag or description", scale=3, elem_id="lib-search")
+        category = gr.Dropdown([ALL, *CATEGORIES], value=ALL, label="Category", scale=1, min_width=140,
+                               elem_id="lib-category")
+        refresh = gr.Button("Refresh", scale=0, min_width=90, elem_id="lib-refresh", elem_classes=["btn-end"])
+    table = gr.Dataframe(value=rows0, headers=present.LIBRARY_HEADERS, type="array", interactive=False,
+                         max_height=360, elem_id="lib-table", wrap=True,
+                         column_widths=["18%", "14%", "10%", "7%", "16%", "15%", "20%"])
+    problems_md = gr.Markdown(problems_note(service), elem_id="lib-problems")
+    return dict(search=search, category=category, refresh=refresh, table=table, problems_md=problems_md)
+
+
+def _export_box(service: Any) -> dict:
+    with gr.Accordion("Export", open=True):
+        export_yaml = gr.Button("Download YAML bundle (concept + its vectors)", size="sm", elem_id="lib-export-yaml")
+        with gr.Row(equal_height=True):
+            gguf_layers = gr.Textbox(label="GGUF layers", placeholder=gguf_layers_placeholder(_depth(service)),
+                                     min_width=120, elem_id="lib-gguf-layers")
+            gguf_strength = gr.Textbox(label="Strength (optional)", placeholder="as stored", min_width=100,
+                                       elem_id="lib-gguf-strength")
+        gguf_relative = gr.Checkbox(value=True, label="Strength is relative to the typical norm")
+        export_gguf = gr.Button("Download llama.cpp control vector (.gguf)", size="sm", elem_id="lib-export-gguf")
+        export_file = gr.File(label="Exported file", interactive=False, visible=False, elem_id="lib-export-file")
+        gr.Markdown("llama.cpp adds every exported layer at once, so export a narrow range (e.g. the "
+                    "recommended layers). Layer 0 cannot be exported.", elem_classes=["howto"])
+    return dict(export_yaml=export_yaml, gguf_layers=gguf_layers, gguf_strength=gguf_strength,
+                gguf_relative=gguf_relative, export_gguf=export_gguf, export_file=export_file)
+
+
+def _change_boxes() -> dict:
+    """Import, rename or duplicate, delete."""
+    with gr.Accordion("Import", open=False):
+        upload = gr.File(label="YAML bundle or .gguf control vector", file_types=[".yaml", ".yml", ".gguf"],
+                         type="filepath", elem_id="lib-upload")
+        import_slug = gr.Textbox(label="Slug for the imported concept", placeholder="from the file if empty",
+                                 elem_id="lib-import-slug")
+        import_overwrite = gr.Checkbox(value=False, label="Overwrite an existing concept with this slug")
+        import_btn = gr.Button("Import", size="sm", elem_id="lib-import")
+    with gr.Accordion("Rename or duplicate", open=False):
+        new_slug = gr.Textbox(label="New slug", placeholder="e.g. my-happy", elem_id="lib-new-slug")
+        with gr.Row():
+            rename = gr.Button("Rename", size="sm", elem_id="lib-rename")
+            duplicate = gr.Button("Duplicate", size="sm", elem_id="lib-duplicate")
+    with gr.Accordion("Delete", open=False):
+        confirm = gr.Checkbox(value=False, label="I understand this deletes the concept and its vectors",
+                              elem_id="lib-confirm")
+        delete = gr.Button("Delete selected concept", variant="stop", size="sm", elem_id="lib-delete")
+    return dict(upload=upload, import_slug=import_slug, import_overwrite=import_overwrite, import_btn=import_btn,
+                new_slug=new_slug, rename=rename, duplicate=duplicate, confirm=confirm, delete=delete)
+
+
+def _wire(ctx: Any, h: LibraryHandlers, w: dict) -> None:
+    """The events; every handler is a LibraryHandlers method."""
+    filt = [w["search"], w["category"]]
+    w["refresh"].click(guarded(h.list), filt, [w["table"]], api_name="library_list", queue=False).then(
+        guarded(h.problems), None, [w["problems_md"]], queue=False, api_visibility="private")
+    w["category"].change(guarded(h.list), filt, [w["table"]], api_visibility="private", queue=False)
+    w["search"].submit(guarded(h.list), filt, [w["table"]], api_visibility="private", queue=False)
+    w["table"].select(guarded(h.pick_row), None, [w["selected"]], api_visibility="private", queue=False)
+    w["selected"].change(guarded(h.card), [w["selected"]], [w["card"], w["quality_plot"]], api_name="library_card",
+                         queue=False)
+    out = [w["export_file"], w["status"]]
+    w["export_yaml"].click(guarded(h.export_yaml), [w["selected"]], out, api_name="library_export").success(
+        None, None, None, js=DOWNLOAD_JS, queue=False)
+    w["export_gguf"].click(guarded(h.export_gguf), [w[k] for k in ("selected", "gguf_layers", "gguf_strength",
+                                                                   "gguf_relative")], out,
+                           api_name="library_export_gguf", **MODEL_CONCURRENCY).success(
+        None, None, None, js=DOWNLOAD_JS, queue=False)
+    # Not in the model queue: a bundle is parsed and checked without the model; a GGUF import takes
+    # the model lock only to measure typical norms (the service serialises that).
+    changes = [
+        w["import_btn"].click(guarded(h.import_file), [w["upload"], w["import_slug"], w["import_overwrite"], *filt],
+                              [w["status"], w["table"], w["selected"]], api_name="library_import"),
+        *(button.click(guarded(fn), [w["selected"], w["new_slug"], *filt],
+                       [w["status"], w["table"], w["selected"], w["new_slug"]], api_name=api)
+          for button, fn, api in ((w["rename"], h.rename, "library_rename"),
+                                  (w["duplicate"], h.duplicate, "library_duplicate"))),
+        w["delete"].click(guarded(h.delete), [w["selected"], w["confirm"], *filt],
+                          [w["status"], w["table"], w["selected"], w["confirm"]], api_name="library_delete"),
+    ]
+    ctx.library_events.extend(changes)
+
+
+def build(service: Any, ctx: Any) -> None:
+    gr.Markdown(INTRO, elem_classes=["howto"])
+    w = _browse_box(service)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=320):
+            w["selected"] = gr.Dropdown(choices=_safe_choices(service), value=None, label="Selected concept",
+                                        allow_custom_value=True, elem_id="lib-selected")
+            w["card"] = gr.Markdown(NOTHING_SELECTED, elem_id="lib-card")
+            w["quality_plot"] = gr.Plot(visible=False, show_label=False, elem_id="lib-quality-plot")
+        with gr.Column(scale=2, min_width=300):
+            w["status"] = gr.Markdown(elem_id="lib-status")
+            w.update(_export_box(service))
+            w.update(_change_boxes())
+    _wire(ctx, LibraryHandlers(service), w)
+    ctx.register("library", **{k: w[k] for k in ("search", "category", "table", "selected", "card", "status",
+                                                  "export_file", "quality_plot", "gguf_layers")})
 
 
 def _need(slug: Optional[str]) -> str:
@@ -363,28 +406,11 @@ def _safe_choices(service: Any):
 def wire(service: Any, ctx: Any) -> None:
     """Refresh the table when any tab is opened (another tab may have saved a concept)."""
     search, category, table, selected = (ctx.get(f"library.{k}") for k in ("search", "category", "table", "selected"))
-
     card_md, quality_plot = ctx.get("library.card"), ctx.get("library.quality_plot")
-
-    @guarded
-    def refresh(search_v, category_v):
-        rows, _ = listing(service, search_v, category_v)
-        return (rows_or_placeholder(rows, len(present.LIBRARY_HEADERS), "(no concept matches)"),
-                gr.Dropdown(choices=_safe_choices(service)))
-
-    @guarded
-    def refresh_card(selected_v, evt: gr.SelectData):
-        """When this tab opens, the card again: its vectors are per model, and the model may have changed."""
-        if getattr(evt, "value", None) != TAB_IDS["library"] or not selected_v:
-            return gr.update(), gr.update()
-        try:
-            return card(service, selected_v)
-        except Exception:  # noqa: BLE001 - e.g. the selected concept was deleted in another tab
-            return NOTHING_SELECTED, gr.Plot(visible=False)
-
+    h = LibraryHandlers(service)
     if ctx.tabs is not None:
-        ctx.tabs.select(refresh, [search, category], [table, selected], api_visibility="private", queue=False,
-                        show_progress="hidden")
+        ctx.tabs.select(guarded(h.refresh), [search, category], [table, selected], api_visibility="private",
+                        queue=False, show_progress="hidden")
         # queued with the model's jobs (the card reads the vector lens), so the table never waits for a run
-        ctx.tabs.select(refresh_card, [selected], [card_md, quality_plot], api_visibility="private",
+        ctx.tabs.select(guarded(h.refresh_card), [selected], [card_md, quality_plot], api_visibility="private",
                         show_progress="hidden", **MODEL_CONCURRENCY)

@@ -7,7 +7,7 @@ streaming code, so results look and download the same.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import gradio as gr
 
@@ -89,12 +89,85 @@ def each_alone_markdown(service: Any, text: Any, prompt: Any, layer: Any, streng
     return "\n".join(lines)
 
 
-def build(service: Any, ctx: Any) -> None:
-    n = num_layers(service)
-    choices = concept_choices(service)
-    slugs = concept_slugs(service)
-    mix0 = _default_mix(slugs)
-    gr.Markdown(HOWTO, elem_classes=["howto"])
+class MixerHandlers:
+    """The mixer's events as plain methods over the lab, so tests call them without a server."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+
+    # ---- keeping the text and the rows in sync (user edits only: .input never loops) ----
+    @staticmethod
+    def rows_to_text(*values) -> str:
+        concepts, weights = values[:N_SLOTS], values[N_SLOTS:]
+        return present.format_mix_text(list(zip(concepts, weights)))
+
+    @staticmethod
+    def text_to_rows(text, *rows) -> list:
+        """Refill the rows from the text; leave them alone while the text is half-typed or already matches."""
+        keep = [gr.update() for _ in range(2 * N_SLOTS)]
+        try:
+            terms = present.parse_mix_text(text)
+        except ValueError:
+            return keep
+        if len(terms) > N_SLOTS:
+            return keep
+        current = present.format_mix_text(list(zip(rows[:N_SLOTS], rows[N_SLOTS:])))
+        if current == present.format_mix_text(terms):
+            return keep  # the rows already say this (e.g. the text was just written from them)
+        terms = terms + [("", 0.0)] * (N_SLOTS - len(terms))
+        return ([gr.update(value=s) for s, _ in terms]
+                + [gr.update(value=max(-1.0, min(1.0, w))) for _, w in terms])
+
+    def cosine(self, text, project_out, layer) -> Any:
+        names = [s for s, _ in present.parse_mix_text(text)] if (text or "").strip() else []
+        if project_out and names and project_out not in names:
+            names.append(project_out)
+        if not names:
+            raise gr.Error("Put at least one concept in the mix to compare.", print_exception=False)
+        layer_i = check_layer(self.service, layer)
+        got_slugs, matrix = self.service.cosine_matrix(names, layer_i)
+        return figures.cosine_figure(got_slugs, matrix, layer_i)
+
+    def request(self, text, normalize, project_out, prompt, layer, strength, max_tokens, op="add",
+                op_param="") -> SteerRequest:
+        prompt = check_prompt(prompt)
+        mix = mix_request_text(text, concept_slugs(self.service))
+        layer_i = check_layer(self.service, layer)
+        s = float(check_number(strength, "strength", -REL_RANGE, REL_RANGE))
+        return SteerRequest(prompt=prompt, concept=mix, layers=[(layer_i, s)], relative=True,
+                            params=gen_params(max_tokens), normalize=bool(normalize),
+                            project_out=(project_out,) if project_out else (),
+                            **mix_op_fields(self.service, op, op_param))
+
+    def generate(self, text, normalize, project_out, prompt, layer, strength, max_tokens, op="add", op_param="",
+                 request: gr.Request = None) -> Iterator[tuple]:
+        """Stream (baseline, steered, status, md, json) while both answers grow."""
+        req = self.request(text, normalize, project_out, prompt, layer, strength, max_tokens, op, op_param)
+        yield from stream_comparison(self.service, req, request)
+
+    def each_alone(self, text, prompt, layer, strength, max_tokens, op="add", op_param="", progress=gr.Progress()):
+        return each_alone_markdown(self.service, text, prompt, layer, strength, max_tokens, progress, op, op_param)
+
+    def op_picked(self, name) -> Any:
+        return op_param_update(self.service, name)
+
+    def save_mix(self, slug, name, text, normalize, project_out, overwrite) -> str:
+        slug = (slug or "").strip()
+        if not slug:
+            raise gr.Error("Give the new concept a slug (lowercase letters, digits and dashes).", print_exception=False)
+        name = (name or "").strip() or slug
+        mix = mix_request_text(text, concept_slugs(self.service))
+        result = self.service.concepts.save_mix(slug, name, mix, bool(normalize), project_out or None, bool(overwrite))
+        saved_slug = getattr(result, "slug", None) or slug
+        options = [o for o, on in (("normalized", normalize), (f"without {project_out}", project_out)) if on]
+        extra = f" ({', '.join(options)})" if options else ""
+        return (f"Saved **{name}** as `{saved_slug}` = {mix}{extra}. It is now in the library and in every concept "
+                "list.")
+
+
+# ---- the tab --------------------------------------------------------------------------------
+def _mix_box(choices: list, mix0: list) -> dict:
+    """The mix text, its options and the concept+weight rows."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=300):
             text = gr.Textbox(label="Mix", value=present.format_mix_text(mix0), elem_id="mx-text",
@@ -114,6 +187,11 @@ def build(service: Any, ctx: Any) -> None:
                                                      elem_id=f"mx-concept-{i + 1}", min_width=140))
                     slot_weights.append(gr.Slider(-1.0, 1.0, value=w, step=0.05, label=f"Weight {i + 1}", scale=3,
                                                   elem_id=f"mx-weight-{i + 1}", min_width=140))
+    return dict(text=text, normalize=normalize, project_out=project_out, slot_concepts=slot_concepts,
+                slot_weights=slot_weights)
+
+
+def _cosine_box(n: int) -> dict:
     with gr.Accordion("How alike are these concepts? (cosine matrix)", open=True, elem_id="mx-cosine-box"):
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=240):
@@ -123,6 +201,10 @@ def build(service: Any, ctx: Any) -> None:
                             "mix's concepts and the projected-out one.", elem_classes=["howto"])
             with gr.Column(scale=2, min_width=300):
                 cos_plot = gr.Plot(label="Cosine similarity", elem_id="mx-cos-plot")
+    return dict(cos_layer=cos_layer, cos_button=cos_button, cos_plot=cos_plot)
+
+
+def _generate_box(service: Any, n: int) -> dict:
     gr.Markdown("### Generate with the mix")
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
@@ -145,8 +227,8 @@ def build(service: Any, ctx: Any) -> None:
             status = gr.HTML(present.badge_html("ok", "ready"), elem_id="mx-status")
             base0, steer0 = present.empty_panes("Press “Generate with the mix”.")
             with gr.Row(equal_height=True, elem_classes=["panes-row"]):
-                baseline_pane = gr.HTML(base0, elem_id="mx-baseline")
-                steered_pane = gr.HTML(steer0, elem_id="mx-steered")
+                baseline = gr.HTML(base0, elem_id="mx-baseline")
+                steered = gr.HTML(steer0, elem_id="mx-steered")
             with gr.Row():
                 dl_md = gr.DownloadButton("Download Markdown", value=None, interactive=False, size="sm",
                                           elem_id="mx-dl-md")
@@ -155,6 +237,12 @@ def build(service: Any, ctx: Any) -> None:
             alone = gr.Button("Compare with each concept alone (same layer, strength and operation)", size="sm",
                               elem_id="mx-alone")
             alone_out = gr.Markdown("", elem_id="mx-alone-out")
+    return dict(prompt=prompt, layer=layer, strength=strength, max_tokens=max_tokens, op=op, op_param=op_param,
+                generate=generate, stop=stop, status=status, baseline=baseline, steered=steered, dl_md=dl_md,
+                dl_json=dl_json, alone=alone, alone_out=alone_out)
+
+
+def _save_box() -> dict:
     with gr.Accordion("Save the mix as a concept", open=False, elem_id="mx-save-box"):
         with gr.Row():
             save_slug = gr.Textbox(value="", label="Slug", placeholder="e.g. happy-not-excited", elem_id="mx-save-slug")
@@ -162,105 +250,48 @@ def build(service: Any, ctx: Any) -> None:
             overwrite = gr.Checkbox(value=False, label="Overwrite if it exists", elem_id="mx-overwrite")
         save = gr.Button("Save mix as concept", elem_id="mx-save")
         saved = gr.Markdown("", elem_id="mx-saved")
+    return dict(save_slug=save_slug, save_name=save_name, overwrite=overwrite, save=save, saved=saved)
 
-    # ---- keeping the text and the rows in sync (user edits only: .input never loops) ----
-    @guarded
-    def rows_to_text(*values):
-        concepts, weights = values[:N_SLOTS], values[N_SLOTS:]
-        return present.format_mix_text(list(zip(concepts, weights)))
 
-    for comp in (*slot_concepts, *slot_weights):
-        comp.input(rows_to_text, [*slot_concepts, *slot_weights], [text], api_visibility="private", queue=False,
+def _wire(service: Any, ctx: Any, w: dict) -> None:
+    """The events; every handler is a MixerHandlers method."""
+    h = MixerHandlers(service)
+    rows = [*w["slot_concepts"], *w["slot_weights"]]
+    for comp in rows:
+        comp.input(guarded(h.rows_to_text), rows, [w["text"]], api_visibility="private", queue=False,
                    show_progress="hidden")
-
-    def text_to_rows(text, *rows):
-        keep = [gr.update() for _ in range(2 * N_SLOTS)]
-        try:
-            terms = present.parse_mix_text(text)
-        except ValueError:
-            return keep  # half-typed: leave the rows alone
-        if len(terms) > N_SLOTS:
-            return keep
-        current = present.format_mix_text(list(zip(rows[:N_SLOTS], rows[N_SLOTS:])))
-        if current == present.format_mix_text(terms):
-            return keep  # the rows already say this (e.g. the text was just written from them)
-        terms = terms + [("", 0.0)] * (N_SLOTS - len(terms))
-        return ([gr.update(value=s) for s, _ in terms]
-                + [gr.update(value=max(-1.0, min(1.0, w))) for _, w in terms])
-
     # .change (not .input) so text set by other tabs (tutorial) also refills the rows
-    text.change(guarded(text_to_rows), [text, *slot_concepts, *slot_weights], [*slot_concepts, *slot_weights],
-                api_visibility="private", queue=False, show_progress="hidden", trigger_mode="always_last")
+    w["text"].change(guarded(h.text_to_rows), [w["text"], *rows], rows, api_visibility="private", queue=False,
+                     show_progress="hidden", trigger_mode="always_last")
+    w["cos_button"].click(guarded(h.cosine), [w["text"], w["project_out"], w["cos_layer"]], [w["cos_plot"]],
+                          api_name="cosine_matrix", show_progress="minimal", **MODEL_CONCURRENCY)
+    gen_inputs = [w[k] for k in ("text", "normalize", "project_out", "prompt", "layer", "strength", "max_tokens", "op",
+                                 "op_param")]
+    w["generate"].click(guarded(arm_session(service)), None, None, queue=False, show_progress="hidden",
+                        api_visibility="private").then(
+        guarded(h.generate), gen_inputs, [w[k] for k in ("baseline", "steered", "status", "dl_md", "dl_json")],
+        api_name="mix_generate", show_progress="minimal", **MODEL_CONCURRENCY)
+    w["stop"].click(guarded(stop_session(service)), None, None, api_visibility="private", queue=False)
+    w["op"].input(guarded(h.op_picked), [w["op"]], [w["op_param"]], api_visibility="private", queue=False)
+    w["alone"].click(guarded(h.each_alone), [w[k] for k in ("text", "prompt", "layer", "strength", "max_tokens", "op",
+                                                           "op_param")],
+                     [w["alone_out"]], api_name="mix_each_alone", show_progress_on=[w["alone_out"]],
+                     **MODEL_CONCURRENCY)
+    ctx.library_events.append(w["save"].click(
+        guarded(h.save_mix), [w[k] for k in ("save_slug", "save_name", "text", "normalize", "project_out",
+                                             "overwrite")],
+        [w["saved"]], api_name="save_mix", **MODEL_CONCURRENCY))
 
-    # ---- cosine matrix ----
-    @guarded
-    def cosine(text, project_out, layer):
-        if not (text or "").strip():
-            raise gr.Error("Put at least one concept in the mix to compare.", print_exception=False)
-        terms = present.parse_mix_text(text)
-        names = [s for s, _ in terms]
-        if project_out and project_out not in names:
-            names.append(project_out)
-        if not names:
-            raise gr.Error("Put at least one concept in the mix to compare.", print_exception=False)
-        layer_i = check_layer(service, layer)
-        got_slugs, matrix = service.cosine_matrix(names, layer_i)
-        return figures.cosine_figure(got_slugs, matrix, layer_i)
 
-    cos_button.click(cosine, [text, project_out, cos_layer], [cos_plot], api_name="cosine_matrix",
-                     show_progress="minimal", **MODEL_CONCURRENCY)
-
-    # ---- generation ----
-    @guarded
-    def mix_generate(text, normalize, project_out, prompt, layer, strength, max_tokens, op="add", op_param="",
-                     request: gr.Request = None):
-        prompt = check_prompt(prompt)
-        mix = mix_request_text(text, concept_slugs(service))
-        layer_i = check_layer(service, layer)
-        s = float(check_number(strength, "strength", -REL_RANGE, REL_RANGE))
-        req = SteerRequest(prompt=prompt, concept=mix, layers=[(layer_i, s)], relative=True,
-                           params=gen_params(max_tokens), normalize=bool(normalize),
-                           project_out=(project_out,) if project_out else (), **mix_op_fields(service, op, op_param))
-        yield from stream_comparison(service, req, request)
-
-    generate.click(guarded(arm_session(service)), None, None, queue=False, show_progress="hidden",
-                   api_visibility="private").then(
-        mix_generate, [text, normalize, project_out, prompt, layer, strength, max_tokens, op, op_param],
-        [baseline_pane, steered_pane, status, dl_md, dl_json], api_name="mix_generate", show_progress="minimal",
-        **MODEL_CONCURRENCY)
-    stop.click(guarded(stop_session(service)), None, None, api_visibility="private", queue=False)
-
-    @guarded
-    def each_alone(text, prompt, layer, strength, max_tokens, op="add", op_param="", progress=gr.Progress()):
-        return each_alone_markdown(service, text, prompt, layer, strength, max_tokens, progress, op, op_param)
-
-    op.input(guarded(lambda name: op_param_update(service, name)), [op], [op_param], api_visibility="private",
-             queue=False)
-    alone.click(each_alone, [text, prompt, layer, strength, max_tokens, op, op_param], [alone_out],
-                api_name="mix_each_alone",
-                show_progress_on=[alone_out], **MODEL_CONCURRENCY)
-
-    # ---- save ----
-    @guarded
-    def save_mix(slug, name, text, normalize, project_out, overwrite):
-        slug = (slug or "").strip()
-        if not slug:
-            raise gr.Error("Give the new concept a slug (lowercase letters, digits and dashes).", print_exception=False)
-        name = (name or "").strip() or slug
-        mix = mix_request_text(text, concept_slugs(service))
-        result = service.concepts.save_mix(slug, name, mix, bool(normalize), project_out or None, bool(overwrite))
-        saved_slug = getattr(result, "slug", None) or slug
-        options = [o for o, on in (("normalized", normalize), (f"without {project_out}", project_out)) if on]
-        extra = f" ({', '.join(options)})" if options else ""
-        return (f"Saved **{name}** as `{saved_slug}` = {mix}{extra}. It is now in the library and in every concept "
-                "list.")
-
-    ctx.library_events.append(
-        save.click(save_mix, [save_slug, save_name, text, normalize, project_out, overwrite], [saved],
-                   api_name="save_mix", **MODEL_CONCURRENCY))
-
-    ctx.register("mixer", text=text, prompt=prompt, generate=generate, normalize=normalize, project_out=project_out,
-                 layer=layer, strength=strength, max_tokens=max_tokens, status=status, op=op, op_param=op_param, cos_layer=cos_layer, baseline=baseline_pane, steered=steered_pane, alone_out=alone_out,
-                 **{f"concept_{i + 1}": c for i, c in enumerate(slot_concepts)},
-                 **{f"weight_{i + 1}": w for i, w in enumerate(slot_weights)})
-
+def build(service: Any, ctx: Any) -> None:
+    n = num_layers(service)
+    choices = concept_choices(service)
+    gr.Markdown(HOWTO, elem_classes=["howto"])
+    w = {**_mix_box(choices, _default_mix(concept_slugs(service))), **_cosine_box(n), **_generate_box(service, n),
+         **_save_box()}
+    _wire(service, ctx, w)
+    keys = ("text", "prompt", "generate", "normalize", "project_out", "layer", "strength", "max_tokens", "status",
+            "op", "op_param", "cos_layer", "baseline", "steered", "alone_out")
+    ctx.register("mixer", **{k: w[k] for k in keys},
+                 **{f"concept_{i + 1}": c for i, c in enumerate(w["slot_concepts"])},
+                 **{f"weight_{i + 1}": c for i, c in enumerate(w["slot_weights"])})
