@@ -57,3 +57,21 @@ def test_the_creators_stop_reaches_only_the_extraction(handlers):
         for out in gen:
             outs.append(out)
     assert "Extraction stopped" in outs[-1][3] and outs[-1][2] is None
+
+
+def test_the_pairs_table_grows_shrinks_and_takes_pasted_lines():
+    rows = CreatorHandlers.add_row([["a", "b"]])
+    assert rows == [["a", "b"], ["", ""]]
+    assert CreatorHandlers.remove_last(rows) == [["a", "b"]]
+    assert CreatorHandlers.remove_last([["a", "b"]]) == [["", ""]]  # never an empty table
+    table, left = CreatorHandlers.append_pasted([["a", "b"]], "I love it | I see it\nno bar here")
+    assert ["I love it", "I see it"] in table and left  # the bad line stays in the box to be fixed
+    table, left = CreatorHandlers.append_pasted([["", ""]], "x | y")
+    assert ["x", "y"] in table and left == ""
+    with pytest.raises(gr.Error):
+        CreatorHandlers.append_pasted([["", ""]], "  ")
+
+
+def test_the_slug_follows_the_name_until_typed_by_hand():
+    assert CreatorHandlers.name_typed("Very Sleepy", "", False).value == "very-sleepy"
+    assert CreatorHandlers.name_typed("Very Sleepy", "mine", True).value is None  # kept as the user typed it

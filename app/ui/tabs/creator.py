@@ -83,6 +83,34 @@ class CreatorHandlers:
     def __init__(self, service: Any) -> None:
         self.service = service
 
+    # ---- the pairs table and the name -> slug rule ----
+    @staticmethod
+    def add_row(table) -> list:
+        return present.table_rows(table) + [["", ""]]
+
+    @staticmethod
+    def remove_last(table) -> list:
+        rows = present.table_rows(table)
+        return rows[:-1] if len(rows) > 1 else [["", ""]]
+
+    @staticmethod
+    def append_pasted(table, text) -> tuple:
+        new, problems = present.parse_pasted_pairs(text)
+        if not new and not problems:
+            raise gr.Error("The paste box is empty: one pair per line, positive | negative.", print_exception=False)
+        if problems:
+            gr.Warning("Skipped: " + "; ".join(problems[:4]) + (" …" if len(problems) > 4 else ""))
+        if new:
+            gr.Info(f"Added {len(new)} pair{'s' if len(new) != 1 else ''}.")
+        return present.append_pairs(table, new), ("" if not problems else text)
+
+    @staticmethod
+    def name_typed(name_v, slug_v, manual) -> Any:
+        """The slug follows the name until the user types a slug of their own."""
+        if manual and (slug_v or "").strip():
+            return gr.Textbox()
+        return gr.Textbox(value=present.slug_for(name_v))
+
     def load_template(self, slug_v) -> tuple:
         if not slug_v:
             raise gr.Error("Choose a concept to start from.", print_exception=False)
@@ -150,22 +178,21 @@ class CreatorHandlers:
         return msg, stored.slug, gr.Checkbox(value=False)
 
 
-def build(service: Any, ctx: Any) -> None:
-    gr.Markdown(INTRO, elem_classes=["howto"])
-    slug_manual = gr.State(False)
-    cv_state = gr.State(None)
+def _concept_box(service: Any) -> dict:
+    """The template picker, name, slug, description, category and the pairs table."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=280):
             with gr.Row(equal_height=False):
-                template = gr.Dropdown(choices=template_choices(service), value=None, label="Start from a library concept", allow_custom_value=True,
-                                       scale=3, min_width=160, elem_id="cr-template")
+                template = gr.Dropdown(choices=template_choices(service), value=None, allow_custom_value=True,
+                                       label="Start from a library concept", scale=3, min_width=160,
+                                       elem_id="cr-template")
                 load_tpl = gr.Button("Load", scale=0, min_width=80, elem_id="cr-load-template",
                                      elem_classes=["btn-end"])
             name = gr.Textbox(label="Name", placeholder="e.g. Sleepy", elem_id="cr-name")
             slug = gr.Textbox(label="Slug (file name: a-z, 0-9, - and _)", placeholder="made from the name",
                               elem_id="cr-slug")
-            description = gr.Textbox(label="Description", lines=2, placeholder="What the positive side has that the negative lacks",
-                                     elem_id="cr-description")
+            description = gr.Textbox(label="Description", lines=2, elem_id="cr-description",
+                                     placeholder="What the positive side has that the negative lacks")
             category = gr.Dropdown(list(CATEGORIES), value="custom", label="Category", elem_id="cr-category")
         with gr.Column(scale=3, min_width=320):
             pairs = gr.Dataframe(
@@ -187,6 +214,13 @@ def build(service: Any, ctx: Any) -> None:
                                  elem_id="cr-sys-pos")
             sys_neg = gr.Textbox(label="Negative system prompt", placeholder="e.g. Act as if you are wide awake.",
                                  elem_id="cr-sys-neg")
+    return dict(template=template, load_tpl=load_tpl, name=name, slug=slug, description=description,
+                category=category, pairs=pairs, add_row=add_row, remove_row=remove_row, clear=clear, paste=paste,
+                append=append, sys_pos=sys_pos, sys_neg=sys_neg)
+
+
+def _extract_box(service: Any) -> dict:
+    """The method, Extract / Stop, the quality card and Save / Try it."""
     with gr.Row(equal_height=False):
         methods = service.extraction_methods()  # the registry in app.core.methods, through the service
         method = gr.Radio([name for name, _ in methods], value="mean_diff", label="Extraction method",
@@ -207,66 +241,45 @@ def build(service: Any, ctx: Any) -> None:
         save = gr.Button("Save to library", variant="primary", elem_id="cr-save", scale=1, min_width=140)
         use = gr.Button("Try it in the playground →", elem_id="cr-use", scale=1, min_width=140)
     save_status = gr.Markdown(elem_id="cr-save-status", elem_classes=[KEPT_ERROR])
+    return dict(method=method, extract=extract, stop=stop, extract_status=extract_status, quality_md=quality_md,
+                quality_plot=quality_plot, overwrite=overwrite, save=save, use=use, save_status=save_status)
 
-    # ---- the table -------------------------------------------------------------------------
-    @guarded
-    def add(table):
-        return present.table_rows(table) + [["", ""]]
 
-    @guarded
-    def remove_last(table):
-        rows = present.table_rows(table)
-        return rows[:-1] if len(rows) > 1 else [["", ""]]
+def _wire(ctx: Any, h: CreatorHandlers, w: dict) -> None:
+    """The events; every handler is a CreatorHandlers method (tested without a server)."""
+    pairs = w["pairs"]
+    w["add_row"].click(guarded(h.add_row), [pairs], [pairs], api_visibility="private", queue=False)
+    w["remove_row"].click(guarded(h.remove_last), [pairs], [pairs], api_visibility="private", queue=False)
+    w["clear"].click(lambda: EMPTY_ROWS, None, [pairs], api_visibility="private", queue=False)
+    w["append"].click(guarded(h.append_pasted), [pairs, w["paste"]], [pairs, w["paste"]], api_name="creator_paste")
+    w["name"].change(guarded(h.name_typed), [w["name"], w["slug"], w["slug_manual"]], [w["slug"]],
+                     api_visibility="private", queue=False, show_progress="hidden")
+    w["slug"].input(lambda v: bool((v or "").strip()), [w["slug"]], [w["slug_manual"]], api_visibility="private",
+                    queue=False, show_progress="hidden")
+    w["load_tpl"].click(guarded(h.load_template), [w["template"]],
+                        [w[k] for k in ("name", "slug", "description", "category", "pairs", "sys_pos", "sys_neg",
+                                        "slug_manual", "cv_state", "quality_plot", "quality_md")],
+                        api_name="creator_template", queue=False)
+    form = [w[k] for k in ("name", "slug", "description", "category", "pairs", "sys_pos", "sys_neg")]
+    ext_event = w["extract"].click(guarded(shows_error(extract_error)(h.extract)), [*form, w["method"]],
+                                   [w[k] for k in ("quality_md", "quality_plot", "cv_state", "extract_status")],
+                                   api_name="extract", show_progress_on=[w["extract_status"]], **MODEL_CONCURRENCY)
+    w["stop"].click(guarded(h.stop_extract), None, None, cancels=[ext_event], queue=False, api_visibility="private")
+    ctx.library_events.append(w["save"].click(
+        guarded(shows_error(save_error)(h.save)), [*form, w["overwrite"], w["cv_state"]],
+        [w["save_status"], w["saved_slug"], w["overwrite"]], api_name="save_concept",
+        show_progress_on=[w["save_status"]]))
 
-    @guarded
-    def append_pasted(table, text):
-        new, problems = present.parse_pasted_pairs(text)
-        if not new and not problems:
-            raise gr.Error("The paste box is empty: one pair per line, positive | negative.", print_exception=False)
-        if problems:
-            gr.Warning("Skipped: " + "; ".join(problems[:4]) + (" …" if len(problems) > 4 else ""))
-        if new:
-            gr.Info(f"Added {len(new)} pair{'s' if len(new) != 1 else ''}.")
-        return present.append_pairs(table, new), ("" if not problems else text)
 
-    add_row.click(add, [pairs], [pairs], api_visibility="private", queue=False)
-    remove_row.click(remove_last, [pairs], [pairs], api_visibility="private", queue=False)
-    clear.click(lambda: EMPTY_ROWS, None, [pairs], api_visibility="private", queue=False)
-    append.click(append_pasted, [pairs, paste], [pairs, paste], api_name="creator_paste")
-
-    # ---- name -> slug ------------------------------------------------------------------------
-    @guarded
-    def name_typed(name_v, slug_v, manual):
-        if manual and (slug_v or "").strip():
-            return gr.Textbox()
-        return gr.Textbox(value=present.slug_for(name_v))
-
-    name.change(name_typed, [name, slug, slug_manual], [slug], api_visibility="private", queue=False,
-               show_progress="hidden")
-    slug.input(lambda v: bool((v or "").strip()), [slug], [slug_manual], api_visibility="private", queue=False,
-               show_progress="hidden")
-
-    handlers = CreatorHandlers(service)
-    load_tpl.click(guarded(handlers.load_template), [template],
-                   [name, slug, description, category, pairs, sys_pos, sys_neg, slug_manual, cv_state, quality_plot,
-                    quality_md], api_name="creator_template", queue=False)
-
-    # ---- extract / save (CreatorHandlers' methods: tested without a server) ---------------------
-    do_extract = guarded(shows_error(extract_error)(handlers.extract))
-    ext_event = extract.click(do_extract, [name, slug, description, category, pairs, sys_pos, sys_neg, method],
-                              [quality_md, quality_plot, cv_state, extract_status], api_name="extract",
-                              show_progress_on=[extract_status], **MODEL_CONCURRENCY)
-    stop.click(guarded(handlers.stop_extract), None, None, cancels=[ext_event], queue=False, api_visibility="private")
-    do_save = guarded(shows_error(save_error)(handlers.save))
-    saved_slug = gr.State("")
-    ctx.library_events.append(
-        save.click(do_save, [name, slug, description, category, pairs, sys_pos, sys_neg, overwrite, cv_state],
-                   [save_status, saved_slug, overwrite], api_name="save_concept", show_progress_on=[save_status]))
-
-    ctx.register("creator", name=name, slug=slug, description=description, category=category, pairs=pairs,
-                 template=template, extract=extract, save=save, use=use, saved_slug=saved_slug, paste=paste,
-                 quality_md=quality_md, quality_plot=quality_plot, status=save_status, slug_manual=slug_manual,
-                 cv_state=cv_state)
+def build(service: Any, ctx: Any) -> None:
+    gr.Markdown(INTRO, elem_classes=["howto"])
+    w = {"slug_manual": gr.State(False), "cv_state": gr.State(None), "saved_slug": gr.State(""),
+         **_concept_box(service), **_extract_box(service)}
+    _wire(ctx, CreatorHandlers(service), w)
+    ctx.register("creator", **{k: w[k] for k in ("name", "slug", "description", "category", "pairs", "template",
+                                                  "extract", "save", "use", "saved_slug", "paste", "quality_md",
+                                                  "quality_plot", "slug_manual", "cv_state")},
+                 status=w["save_status"])
 
 
 def wire(service: Any, ctx: Any) -> None:
