@@ -26,8 +26,25 @@ def test_picking_a_concept_with_a_band_fills_the_extra_layers_and_steers_them(ru
                            Recommendation(layer=12, strength=0.07, source="calibration", band=(8, 10, 14, 16)))
     try:
         _pick_and_run(running_lab, browser, shots)
+        _open_from_a_link(running_lab, browser)
     finally:
         lib.delete("calm")  # the shipped calm shows again
+
+
+def _open_from_a_link(running_lab, browser):
+    """A link naming only the concept opens at its recommended setting, band included, with the note saying so."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(60_000)
+    page.goto(running_lab + "?tab=playground&concept=calm")
+    page.wait_for_selector("#pg-generate", state="visible")
+    page.locator("#pg-advanced").get_by_text("Advanced: where").first.click()
+    extra = page.locator("#pg-extra-layers textarea, #pg-extra-layers input").first
+    expect(extra).to_have_value("8:0.07, 10:0.07, 14:0.07, 16:0.07", timeout=WAIT_MS)
+    expect(page.locator("#pg-layer input[type=number]")).to_have_value("12")
+    expect(page.locator("#pg-layer")).to_contain_text("plus layers 8, 10, 14, 16", timeout=WAIT_MS)
+    page.close()
 
 
 def _pick_and_run(running_lab, browser, shots):

@@ -57,3 +57,14 @@ def test_try_it_clears_the_target_tab_results():
     assert rot["value"] == "15" and rot["info"] == "-180 to 180" and "theta" in rot["label"]
     hint = tutorial._fill_value("playground.layer", 12, 4)
     assert hint["value"] == 12 and "tutorial step 4" in hint["info"]
+
+
+def test_page_load_handlers_that_share_a_component_run_in_order():
+    from app.ui.server import on_load_chains
+
+    a, b, c, d = object(), object(), object(), object()
+    entries = [(None, [], [a, b]),  # header
+               (None, [], [b, c]),  # depth fix: writes b too, so after the header
+               (None, [], [d]),  # shares nothing: starts on load
+               (None, [], [c])]  # the link's values: after the depth fix, so they are what the page shows
+    assert on_load_chains(entries) == [None, 0, None, 1]

@@ -38,10 +38,32 @@ def build_app(service: Any) -> gr.Blocks:
             wire = getattr(mod, "wire", None)
             if wire is not None:
                 wire(service, ctx)
-        for fn, inputs, outputs in ctx.on_load:
-            demo.load(fn, inputs=inputs, outputs=outputs)
+        run_on_load(demo, ctx.on_load)
     keep_progress_off_containers(demo)  # else every streamed message re-snapshots the whole page (see module)
     return demo
+
+
+def on_load_chains(entries: list[tuple[Any, list, list]]) -> list[Optional[int]]:
+    """For each page-load handler, the earlier one it must wait for (None: it starts on load).
+
+    Handlers that update the same component run one after the other, in the order they were added, so the
+    last one's value is what the page shows (e.g. a link's recommended layer note after the depth fix for
+    a switched model); handlers that share nothing run side by side."""
+    after: list[Optional[int]] = []
+    owners: dict[int, int] = {}  # id(component) -> index of the last handler that writes it
+    for i, (_fn, _inputs, outputs) in enumerate(entries):
+        earlier = [owners[id(c)] for c in outputs if id(c) in owners]
+        after.append(max(earlier) if earlier else None)
+        for c in outputs:
+            owners[id(c)] = i
+    return after
+
+
+def run_on_load(demo: Any, entries: list[tuple[Any, list, list]]) -> None:
+    events: list[Any] = []
+    for (fn, inputs, outputs), prev in zip(entries, on_load_chains(entries)):
+        start = demo.load if prev is None else events[prev].then
+        events.append(start(fn, inputs=inputs, outputs=outputs))
 
 
 def serve(host: str = "127.0.0.1", port: int = 7860, share: bool = False, model: Optional[str] = None,

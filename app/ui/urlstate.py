@@ -219,7 +219,7 @@ _SW_ORDER = ("concept", "prompt", "layers", "strengths", "max_tokens")
 def install(service: Any, ctx: Any) -> None:
     """Bind URL writers to the playground and sweep controls and add the on-load reader."""
     from app.ui.errors import guarded
-    from app.ui.widgets import concept_slugs, num_layers
+    from app.ui.widgets import band_text, concept_slugs, num_layers
 
     pg = {k: ctx.components.get(f"playground.{k}") for k in _PG_ORDER}
     sw = {k: ctx.components.get(f"sweeps.{k}") for k in _SW_ORDER}
@@ -235,9 +235,11 @@ def install(service: Any, ctx: Any) -> None:
             comp.change(None, sw_inputs, None, js=SWEEPS_JS, queue=False, show_progress="hidden")
 
     advanced = ctx.components.get("playground.advanced")
+    extra = ctx.components.get("playground.extra_layers")
     outputs = [ctx.tabs] if ctx.tabs is not None else []
     outputs += [pg[k] for k in _PG_ORDER] if have_pg else []
     outputs += [advanced] if have_pg and advanced is not None else []
+    outputs += [extra] if have_pg and extra is not None else []
     outputs += [sw[k] for k in _SW_ORDER] if have_sw else []
     if not outputs:
         return
@@ -256,9 +258,13 @@ def install(service: Any, ctx: Any) -> None:
             ups.append(gr.Tabs(selected=s["tab"]) if s["tab"] else gr.update())
         if have_pg:
             p = s["playground"] if s["tab"] in (None, "playground") else {}
-            ups += playground_updates(service, fill_recommended(p, lambda c: _recommendation(service, c)))
+            filled = fill_recommended(p, lambda c: _recommendation(service, c))
+            ups += playground_updates(service, filled)
             if advanced is not None:  # the operation fields live in the advanced section: open it when a link sets them
                 ups.append(gr.Accordion(open=True) if any(k in p for k in OP_KEYS) else gr.update())
+            if extra is not None:  # opened at the recommended layer: its band too, as picking the concept does
+                ups.append(gr.update(value=band_text(service, p["concept"])) if "_layer_info" in filled
+                           else gr.update())
         if have_sw:
             w = s["sweeps"] if s["tab"] == "sweeps" else {}
             ups += [gr.update(value=w[k]) if k in w else gr.update() for k in _SW_ORDER]
@@ -304,7 +310,13 @@ def _recommendation(service: Any, concept: str) -> Optional[Recommendation]:
         layer, strength, relative, source = service.recommended_setting(concept, cv)
     except (LabError, ValueError):
         return None
-    return int(layer), float(strength), bool(relative), f"★ recommended for {label}: layer {int(layer)} — {source}"
+    from app.ui.widgets import recommended_note
+
+    try:
+        band = service.recommended_band(concept)
+    except LabError:
+        band = ()
+    return int(layer), float(strength), bool(relative), recommended_note(label, int(layer), band, source)
 
 
 def _operation_updates(service: Any, p: Mapping[str, Any]) -> list[Any]:

@@ -117,12 +117,17 @@ def recommended_updates(service: Any, concept: Any, layer: Any = None) -> tuple[
     n_now = num_layers(service)
     rec_layer = min(max(int(rec_layer), 0), n_now - 1)
     mode = "relative" if relative else "absolute"
-    band = service.recommended_band(concept)
-    where = (f"layer {rec_layer} plus layers {', '.join(map(str, band))} at the same strength (Advanced → Extra layers)"
-             if band else f"layer {rec_layer}")
-    return (gr.Slider(maximum=n_now - 1, value=rec_layer, info=f"★ recommended for {label}: {where} — {source}"),
+    note = recommended_note(label, rec_layer, service.recommended_band(concept), source)
+    return (gr.Slider(maximum=n_now - 1, value=rec_layer, info=note),
             strength_slider(not relative, float(rec_strength), f"★ recommended strength {float(rec_strength):g} ({mode})"),
             gr.Checkbox(value=not relative))
+
+
+def recommended_note(label: str, layer: int, band: Any, source: str) -> str:
+    """The layer slider's note for a recommended setting (picked in the playground or opened from a link)."""
+    where = (f"layer {layer} plus layers {', '.join(map(str, band))} at the same strength (Advanced → Extra layers)"
+             if band else f"layer {layer}")
+    return f"★ recommended for {label}: {where} — {source}"
 
 
 def band_text(service: Any, concept: Any) -> str:
