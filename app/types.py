@@ -14,8 +14,6 @@ from typing import Any, Optional
 import numpy as np
 
 CATEGORIES = ("emotion", "style", "persona", "brevity", "custom", "mix", "imported", "control")
-# Extraction methods (the registry with their functions is app.core.methods; the schema checks names here).
-METHOD_NAMES = ("mean_diff", "last_token", "pca", "bipolar", "no_shared", "system_prompt", "unit_mean")
 
 
 def steered_layers(layer: int, band: Any = ()) -> tuple[int, ...]:

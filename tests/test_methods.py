@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.core.methods import METHODS, Features, method_choices, run_method
+from app.domain.methods import METHODS, Features, method_choices, run_method
 from app.errors import InputError
-from app.types import METHOD_NAMES
 
 rng = np.random.default_rng(0)
 L, N, H = 3, 6, 16
@@ -18,9 +17,16 @@ def _feats(**kw) -> Features:
     return Features(pos=pos, neg=neg, pos_last=pos[:, ::-1], neg_last=neg, **kw)
 
 
-def test_registry_names_match_the_schema_and_have_help():
-    assert tuple(METHODS) == METHOD_NAMES
+def test_the_schema_accepts_exactly_the_registry_s_methods():
+    from app.errors import LabError
+    from app.library.schema import parse_concept
+
     assert all(name in help_ and len(help_) > 30 for name, help_ in method_choices())
+    base = "name: X\npairs:\n  - positive: a b\n    negative: c d\nmethod: {}\n"
+    for name in METHODS:
+        assert parse_concept(base.format(name), "x").method == name
+    with pytest.raises(LabError, match="method"):
+        parse_concept(base.format("mean_difference"), "x")
 
 
 def test_bipolar_is_concept_positives_minus_opposite_positives():

@@ -18,7 +18,7 @@ import numpy as np
 from app.core.calibrate import CellStats, Judges, evaluate, pair_consistency, rank_layers, select
 from app.core.cellbatch import Cell
 from app.core.extraction import concept_features, system_prompt_diffs, unit_rows, vectors_from_features
-from app.core.methods import mean_diff
+from app.domain.methods import mean_diff
 from app.core.style import measure_style
 from app.types import Concept, ConceptVectors
 

@@ -9,7 +9,7 @@ model together, and the residual stream after every ``model.layers[i]`` is poole
   mean-difference norms ~10x); it carries no information about the prompt's content.
 * **last feature** - the residual at the prompt's last real token.
 
-Methods are registered in ``app.core.methods`` (mean_diff, last_token, pca, bipolar,
+Methods are registered in ``app.domain.methods`` (mean_diff, last_token, pca, bipolar,
 no_shared, system_prompt, unit_mean); this module captures the features a method needs.
 
 **Relative strength.** Residual norms differ by an order of magnitude across layers, so a
@@ -30,7 +30,7 @@ import numpy as np
 
 from app import __version__
 from app.core.capture import CaptureResult, capture
-from app.core.methods import METHODS, Features, get_method, pca_direction, run_method  # noqa: F401 (re-exported)
+from app.domain.methods import METHODS, Features, get_method, pca_direction, run_method  # noqa: F401 (re-exported)
 from app.core.chat import encode, format_chat, pad_id
 from app.core.quality import layer_quality, recommend_layers
 from app.core.steering import mean_projection
@@ -215,7 +215,7 @@ def extract(
     """Concept vectors for every layer of ``lm`` (a ``LoadedModel``) from ``concept``'s pairs.
 
     ``opposite`` (bipolar) and ``category_units`` ([L, K, H], no_shared) feed the methods
-    that need them; see ``app.core.methods``.
+    that need them; see ``app.domain.methods``.
     """
     get_method(method)
     if len(concept.pairs) < 2:

@@ -129,7 +129,7 @@ class ExtractRequest:
     """Extract a library concept's vectors at every layer; ``method`` None: the concept's own, else mean_diff."""
 
     slug: str
-    method: Optional[str] = None  # a name of app.core.methods.METHODS (checked there, with the choices)
+    method: Optional[str] = None  # a name of app.domain.methods.METHODS (checked there, with the choices)
     save: bool = True  # store them when the concept is saved in the library as extracted
 
     def __post_init__(self):

@@ -11,8 +11,9 @@ import math
 from typing import Any
 
 from app.domain import limits
+from app.domain.methods import METHOD_NAMES
 from app.types import (
-    JUDGE_KINDS, METHOD_NAMES, PROBE_MIN_PAIRS, READABILITY_METRICS, ContrastPair, JudgeSpec, Recommendation,
+    JUDGE_KINDS, PROBE_MIN_PAIRS, READABILITY_METRICS, ContrastPair, JudgeSpec, Recommendation,
 )
 
 from .errors import InvalidSlug

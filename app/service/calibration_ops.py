@@ -20,7 +20,7 @@ from app import paths
 from app.core.calib_search import COMPARED_METHODS, SearchPlan, build_variants, run_search
 from app.core.calibrate import load_prompts
 from app.core.judges import build_judge, default_spec, judge_scores
-from app.core.methods import get_method
+from app.domain.methods import get_method
 from app.domain.requests import CalibrateRequest
 from app.errors import InputError
 from app.service.jobs import CancelToken

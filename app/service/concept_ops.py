@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from app.core.extraction import METHODS, extract, random_control, unit_rows
-from app.core.methods import method_choices
+from app.domain.methods import method_choices
 from app.core.mixing import blend, cosine_matrix, mix_concept, parse_mix
 from app.domain import limits
 from app.domain.parse import RANDOM_PREFIX, looks_like_mix as is_mix

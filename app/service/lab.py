@@ -286,7 +286,7 @@ def operation_choices() -> list:
 
 
 def extraction_method_names() -> list[str]:
-    from app.core.methods import METHODS
+    from app.domain.methods import METHODS
 
     return list(METHODS)
 

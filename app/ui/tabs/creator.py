@@ -222,7 +222,7 @@ def _concept_box(service: Any) -> dict:
 def _extract_box(service: Any) -> dict:
     """The method, Extract / Stop, the quality card and Save / Try it."""
     with gr.Row(equal_height=False):
-        methods = service.extraction_methods()  # the registry in app.core.methods, through the service
+        methods = service.extraction_methods()  # the registry in app.domain.methods, through the service
         method = gr.Radio([name for name, _ in methods], value="mean_diff", label="Extraction method",
                           elem_id="cr-method", scale=1, min_width=260)
         gr.Markdown("\n".join(f"- {help_}" for _, help_ in methods), elem_classes=["howto"])

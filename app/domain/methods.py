@@ -1,7 +1,8 @@
 """Extraction methods: one registered function each, from pooled features to a vector per layer.
 
-Numpy only (no MLX), so the CLI can list the choices without loading the model runtime; the
-UI reads them through the service. ``app.core.extraction`` captures what a method's
+Numpy only (no MLX), so the CLI can list the choices and the library's schema can check a concept's
+``method:`` without loading the model runtime; the UI reads them through the service. A new method is
+one entry in ``_ALL`` here (and its test). ``app.core.extraction`` captures what a method's
 ``needs`` names and calls ``fn``. Why several methods: concept-vs-neutral vectors of
 different emotions share most of their direction ("emotional vs neutral"), so a vector that
 is only "concept minus neutral" can steer towards the wrong emotion. The cleaner variants
@@ -16,7 +17,6 @@ from typing import Callable, Optional
 import numpy as np
 
 from app.errors import InputError
-from app.types import METHOD_NAMES
 
 
 @dataclass
@@ -114,7 +114,7 @@ _ALL = (
            "long pair dominates.", unit_mean),
 )
 METHODS: dict[str, Method] = {m.name: m for m in _ALL}
-assert tuple(METHODS) == METHOD_NAMES, "app.types.METHOD_NAMES must list the registry's methods in order"
+METHOD_NAMES = tuple(METHODS)  # what a concept's YAML may name as its ``method:`` (app.library.fields)
 
 
 def get_method(name: str) -> Method:
