@@ -97,7 +97,8 @@ class CellStats:
              "spread": round(self.spread, 4), "coherent_share": round(self.coherent_share, 3),
              "clean_share": round(self.clean_share, 3),
              **({"band": list(self.band)} if self.band else {}),
-             "changes": [round(c, 4) for c in self.changes], "clean": list(self.clean)}
+             "changes": [round(c, 4) for c in self.changes], "clean": list(self.clean),
+             "coherent": list(self.coherent)}
         if with_texts:
             d["texts"] = list(self.texts)
         return d
