@@ -205,10 +205,9 @@ def sweep_results(result: Any, concept: str, prompt: str, max_tokens: int) -> tu
     )
 
 
-def build(service: Any, ctx: Any) -> None:
-    n = num_layers(service)
+def _setup_box(service: Any, n: int) -> dict:
+    """What to sweep: prompt, layers, strengths, concept, kind, tokens, operation."""
     layers0, strengths0 = kind_defaults("grid", n)
-    gr.Markdown(HOWTO, elem_classes=["howto"])
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=300):
             prompt = gr.Textbox(label="Prompt", value="Tell me about your weekend.", lines=2, max_lines=8,
@@ -229,6 +228,12 @@ def build(service: Any, ctx: Any) -> None:
             ops = [o for o in service.operations() if o.hook_point == "residual"]
             op = gr.Dropdown([(f"{o.name} (sweeps {o.param})", o.name) for o in ops], value="add", label="Operation",
                              elem_id="sw-op", info="For ablate/cap/clamp/rotate the strengths are its a / t / theta")
+    return dict(prompt=prompt, layers=layers, strengths=strengths, concept=concept, kind=kind, max_tokens=max_tokens,
+                absolute=absolute, op=op)
+
+
+def _results_box() -> dict:
+    """Run / Stop, the heatmaps, the cell table and the picked cell's text."""
     with gr.Row():
         run = gr.Button("Run sweep", variant="primary", elem_id="sw-run", scale=3)
         stop = gr.Button("Stop", variant="stop", elem_id="sw-stop", scale=1)
@@ -253,30 +258,39 @@ def build(service: Any, ctx: Any) -> None:
         dl_md = gr.DownloadButton("Download Markdown", value=None, interactive=False, size="sm", elem_id="sw-dl-md")
         dl_json = gr.DownloadButton("Download JSON", value=None, interactive=False, size="sm", elem_id="sw-dl-json")
 
-    # ---- events (the handlers are SweepsHandlers' methods: tested without a server) ----
-    handlers = SweepsHandlers(service)
-    kind.input(guarded(handlers.prefill), [kind], [layers, strengths], api_visibility="private", queue=False)
+    return dict(run=run, stop=stop, summary=summary, heatmap=heatmap, lines=lines, state=state, table=table,
+                cell=cell, cell_md=cell_md, use=use, save=save, saved=saved, dl_md=dl_md, dl_json=dl_json)
+
+
+def _wire(service: Any, h: SweepsHandlers, w: dict) -> None:
+    """The events; every handler is a SweepsHandlers method (tested without a server)."""
+    layers, strengths = w["layers"], w["strengths"]
+    w["kind"].input(guarded(h.prefill), [w["kind"]], [layers, strengths], api_visibility="private", queue=False)
     for box in (layers, strengths):  # typed, filled by the tutorial or read from a link: the kind follows
-        box.change(guarded(kind_update), [layers, strengths], [kind], api_visibility="private", queue=False,
+        box.change(guarded(kind_update), [layers, strengths], [w["kind"]], api_visibility="private", queue=False,
                    show_progress="hidden")
+    w["run"].click(guarded(arm_session(service)), None, None, queue=False, show_progress="hidden",
+                   api_visibility="private").then(
+        guarded(shows_error(error_outputs)(h.sweep)),
+        [w[k] for k in ("concept", "prompt", "layers", "strengths", "max_tokens", "absolute", "op")],
+        [w[k] for k in ("state", "summary", "heatmap", "lines", "table", "cell", "cell_md", "dl_md", "dl_json")],
+        api_name="sweep", show_progress="full", show_progress_on=[w["heatmap"]], **MODEL_CONCURRENCY)
+    w["stop"].click(guarded(stop_session(service)), None, None, api_name="stop_sweep", queue=False)
+    mark_stale_on([w[k] for k in ("prompt", "concept", "layers", "strengths", "max_tokens", "absolute")],
+                  ["sw-heatmap", "sw-table"], [w["run"]])
+    w["cell"].change(guarded(h.show_cell), [w["state"], w["cell"]], [w["cell_md"]], api_name="sweep_cell", queue=False)
+    w["table"].select(guarded(h.table_select), [w["state"]], [w["cell"]], api_visibility="private", queue=False)
+    w["save"].click(guarded(h.save_recommendation), [w["state"], w["cell"], w["concept"], w["absolute"]], [w["saved"]],
+                    api_name="save_recommendation")
 
-    run_sweep = guarded(shows_error(error_outputs)(handlers.sweep))
-    run.click(guarded(arm_session(service)), None, None, queue=False, show_progress="hidden", api_visibility="private").then(
-        run_sweep, [concept, prompt, layers, strengths, max_tokens, absolute, op],
-        [state, summary, heatmap, lines, table, cell, cell_md, dl_md, dl_json],
-        api_name="sweep", show_progress="full", show_progress_on=[heatmap], **MODEL_CONCURRENCY)
 
-    stop.click(guarded(stop_session(service)), None, None, api_name="stop_sweep", queue=False)
-    mark_stale_on([prompt, concept, layers, strengths, max_tokens, absolute],
-                  ["sw-heatmap", "sw-table"], [run])
-    cell.change(guarded(handlers.show_cell), [state, cell], [cell_md], api_name="sweep_cell", queue=False)
-    table.select(guarded(handlers.table_select), [state], [cell], api_visibility="private", queue=False)
-    save.click(guarded(handlers.save_recommendation), [state, cell, concept, absolute], [saved],
-               api_name="save_recommendation")
-
-    ctx.register("sweeps", prompt=prompt, concept=concept, layers=layers, strengths=strengths, run=run,
-                 max_tokens=max_tokens, absolute=absolute, kind=kind, state=state, cell=cell, use=use, stop=stop,
-                 heatmap=heatmap, summary=summary, op=op)
+def build(service: Any, ctx: Any) -> None:
+    gr.Markdown(HOWTO, elem_classes=["howto"])
+    w = {**_setup_box(service, num_layers(service)), **_results_box()}
+    _wire(service, SweepsHandlers(service), w)
+    ctx.register("sweeps", **{k: w[k] for k in ("prompt", "concept", "layers", "strengths", "run", "max_tokens",
+                                                 "absolute", "kind", "state", "cell", "use", "stop", "heatmap",
+                                                 "summary", "op")})
 
 
 def use_setting_updates(service: Any, data: Any, cell: Any) -> list:
