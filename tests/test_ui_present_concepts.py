@@ -361,6 +361,9 @@ def test_reliability_readouts_on_card_and_in_table(tmp_path):
     assert "unit_mean" not in md  # not validated: not shown as if it were
     assert "0.31" in md
     assert "Not calibrated" in concepts.reliability_md(None)
+    banded = _report()
+    banded["validation"] = {**banded["validation"], "band": [8, 10, 14, 16]}
+    assert "| `bipolar` ✓ | 8,10,12,14,16 | 0.20 |" in concepts.reliability_md(banded)  # every layer of a band
     lib = ConceptLibrary(tmp_path)
     lib.save(Concept(slug="sad", name="Sad", pairs=[ContrastPair("a", "b"), ContrastPair("c", "d")]))
     rows = concepts.library_rows(lib.list(), {"sad": "ready"}, calibration={"sad": _report()})

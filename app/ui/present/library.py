@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from app.types import Concept, LayerQuality
+from app.types import Concept, LayerQuality, layers_label
 
 from .common import finite, fmt, md_escape, pct, shorten
 
@@ -67,7 +67,7 @@ def reliability_md(report: Optional[Mapping]) -> str:
     judge = md_escape(str(report.get("judge", "the concept's judge")))
     lines = [f"**Reliability on {int(v['n_prompts'])} validation prompts** (never used to choose the setting; "
              f"judged by {judge}, steered minus unsteered):",
-             "", "| method | layer | strength | right way | wrong way | mean change | spread | clean |",
+             "", "| method | layer(s) | strength | right way | wrong way | mean change | spread | clean |",
              "|---|---|---|---|---|---|---|---|"]
     variants = report.get("variants") or {}
     shown = {str(report.get("method")): v}
@@ -76,7 +76,8 @@ def reliability_md(report: Optional[Mapping]) -> str:
             shown[name] = data["validation"]
     for name, row in shown.items():
         mark = " ✓" if name == report.get("method") else ""
-        lines.append(f"| `{md_escape(name)}`{mark} | {row.get('layer', '')} | {fmt(row.get('strength'))} | "
+        where = layers_label(row["layer"], row.get("band", ())) if "layer" in row else ""
+        lines.append(f"| `{md_escape(name)}`{mark} | {where} | {fmt(row.get('strength'))} | "
                      f"{pct(row.get('right_way'))} | {pct(row.get('wrong_way'))} | {fmt(row.get('mean_change'), 3)} | "
                      f"{fmt(row.get('spread'), 3)} | {pct(row.get('clean_share'))} |")
     cons = finite(report.get("pair_consistency"))
