@@ -39,3 +39,13 @@ def test_gates_mark_tokens_and_settings_name_the_operation():
     many = settings_text({"label": "formal", "layers": [{"layer": i} for i in range(30)], "op": "ablate",
                           "op_param_name": "a", "op_param": 1.0})
     assert "L0–L29 (30 layers) ablate a=1" in many
+
+
+def test_effect_map_keeps_tiny_effects_pale_and_names_special_tokens():
+    tiny = [{"index": 0, "token": " a", "kl": 0.001, "promoted": []},
+            {"index": 1, "token": "<|im_end|>", "kl": 0.004, "promoted": []}]
+    out = effect_map_html(tiny)
+    alphas = [float(a) for a in __import__("re").findall(r"rgba\(220,38,38,([0-9.]+)\)", out)]
+    assert max(alphas) < 0.1  # not full red just because it is this run's largest
+    assert "barely changed" in out
+    assert "[end: im_end]" in out and "&lt;|im_end|&gt;" not in out

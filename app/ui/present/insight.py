@@ -9,6 +9,17 @@ from typing import Any, Mapping, Optional, Sequence
 from app.ui.present.common import finite as _num  # one rule: a finite float or None
 
 FX_RGB = (220, 38, 38)
+# The colour scale's top: a token whose KL is this many nats or more is full red. On a fixed scale, a run whose
+# largest KL is tiny stays pale (scaled to its own maximum it would have looked as strong as any other).
+FX_FULL_KL = 1.0
+
+
+def _shown_token(token: Any) -> str:
+    """A special token such as ``<|im_end|>`` as a readable mark ("[end: im_end]"), other text as it is."""
+    text = str(token)
+    if text.startswith("<|") and text.endswith("|>") and len(text) > 4:
+        return f"[end: {text[2:-2]}]" if "end" in text else f"[{text[2:-2]}]"
+    return text
 
 
 def effect_map_html(effects: Sequence[Mapping[str, Any]], note: str = "", guidance: Optional[float] = None) -> str:
@@ -20,22 +31,25 @@ def effect_map_html(effects: Sequence[Mapping[str, Any]], note: str = "", guidan
         return f'<div class="fx-map howto">{html.escape(msg)}</div>'
     kls = [max(0.0, _num(e.get("kl")) or 0.0) for e in effects]
     top = max(kls) or 1.0
+    scale = max(top, FX_FULL_KL)
     spans = []
     for e, kl in zip(effects, kls):
         promoted = ", ".join(f"{p[0]!r} +{float(p[1]):.2f}" for p in (e.get("promoted") or [])[:3])
         title = f"token {e.get('index')} · KL {kl:.3f} nats" + (f" · promoted: {promoted}" if promoted else "")
-        alpha = round(0.75 * math.sqrt(kl / top), 3)
+        alpha = round(0.75 * math.sqrt(kl / scale), 3)
         r, g, b = FX_RGB
         spans.append(f'<span class="tok" title="{html.escape(title, quote=True)}" '
-                     f'style="background:rgba({r},{g},{b},{alpha})">{html.escape(str(e.get("token", "")))}</span>')
+                     f'style="background:rgba({r},{g},{b},{alpha})">{html.escape(_shown_token(e.get("token", "")))}</span>')
     first = next((i for i, kl in enumerate(kls) if kl > 0.05 * top), None)
     biggest = sorted(range(len(kls)), key=lambda i: -kls[i])[:3]
-    lines = [f"token {i} ({str(effects[i].get('token', ''))!r}, KL {kls[i]:.2f})" for i in biggest]
+    lines = [f"token {i} ({_shown_token(effects[i].get('token', ''))!r}, KL {kls[i]:.2f})" for i in biggest]
     which = ("the steered model's next-token distribution" if guidance is None else
              f"the distribution the text was sampled from in logits mode (base + {float(guidance):g} × (steered − base))")
     head = (f"<b>Where steering acts</b>: red = how much {html.escape(which)} differs from the "
             f"unsteered one on the same text (KL, nats; hover for the tokens it promoted). Largest at "
-            f"{html.escape('; '.join(lines))}." + (f" Noticeable from token {first} on." if first is not None else ""))
+            f"{html.escape('; '.join(lines))}." + (f" Noticeable from token {first} on." if first is not None else "")
+            + (f" Full red = {FX_FULL_KL:g} nat or more; the largest here is {top:.2f}, so steering barely changed "
+               "what the model would say next." if top < 0.1 * FX_FULL_KL else ""))
     return f'<div class="fx-map"><div class="howto">{head}</div><div class="pane">{"".join(spans)}</div></div>'
 
 
