@@ -304,19 +304,12 @@ def playground_updates(service: Any, p: Mapping[str, Any]) -> list[Any]:
 def _recommendation(service: Any, concept: str) -> Optional[Recommendation]:
     """The concept's recommended setting for the loaded model, or None (a link never breaks the page)."""
     from app.errors import LabError
+    from app.ui.widgets import recommended
 
     try:
-        cv, label = service.resolve_vectors(concept)
-        layer, strength, relative, source = service.recommended_setting(concept, cv)
+        return recommended(service, concept)
     except (LabError, ValueError):
         return None
-    from app.ui.widgets import recommended_note
-
-    try:
-        band = service.recommended_band(concept)
-    except LabError:
-        band = ()
-    return int(layer), float(strength), bool(relative), recommended_note(label, int(layer), band, source)
 
 
 def _operation_updates(service: Any, p: Mapping[str, Any]) -> list[Any]:

@@ -103,23 +103,29 @@ def strength_slider(absolute: bool, value: Optional[float] = None, info: Optiona
     return gr.Slider(minimum=-lim, maximum=lim, value=clamped, info=note)
 
 
+def recommended(service: Any, concept: str) -> tuple[int, float, bool, str]:
+    """(layer, strength, relative, slider note) of ``concept``'s recommended setting on the loaded model, the
+    layer kept inside the model; raises what resolving the concept raises (e.g. a half-typed mix)."""
+    cv, label = service.resolve_vectors(concept)
+    layer, strength, relative, source = service.recommended_setting(concept, cv)
+    layer = min(max(int(layer), 0), num_layers(service) - 1)
+    return layer, float(strength), bool(relative), recommended_note(label, layer, service.recommended_band(concept),
+                                                                    source)
+
+
 def recommended_updates(service: Any, concept: Any, layer: Any = None) -> tuple[Any, Any, Any]:
     """(layer, strength, absolute) updates that move the sliders to ``concept``'s recommended setting."""
     from app.errors import LabError
 
     concept = check_concept(concept)
     try:
-        cv, label = service.resolve_vectors(concept)
-        rec_layer, rec_strength, relative, source = service.recommended_setting(concept, cv)
+        rec_layer, rec_strength, relative, note = recommended(service, concept)
     except (LabError, ValueError) as exc:  # e.g. a half-typed mix: say so, keep the sliders as they are
         gr.Warning(f"No recommended setting for {concept!r}: {exc}")
         return gr.update(), gr.update(), gr.update()
-    n_now = num_layers(service)
-    rec_layer = min(max(int(rec_layer), 0), n_now - 1)
     mode = "relative" if relative else "absolute"
-    note = recommended_note(label, rec_layer, service.recommended_band(concept), source)
-    return (gr.Slider(maximum=n_now - 1, value=rec_layer, info=note),
-            strength_slider(not relative, float(rec_strength), f"★ recommended strength {float(rec_strength):g} ({mode})"),
+    return (gr.Slider(maximum=num_layers(service) - 1, value=rec_layer, info=note),
+            strength_slider(not relative, rec_strength, f"★ recommended strength {rec_strength:g} ({mode})"),
             gr.Checkbox(value=not relative))
 
 

@@ -136,9 +136,6 @@ class LibraryHandlers:
     def __init__(self, service: Any) -> None:
         self.service = service
 
-    def _rows(self, search_v, category_v) -> list:
-        rows, _ = listing(self.service, search_v, category_v)
-        return rows_or_placeholder(rows, len(present.LIBRARY_HEADERS), "(no concept matches)")
 
     def _selected(self, slug: Optional[str]) -> Any:
         """The selected-concept dropdown after a change: fresh choices, ``slug`` picked."""
@@ -146,7 +143,9 @@ class LibraryHandlers:
 
     # ---- listing and cards ----
     def list(self, search_v, category_v) -> list:
-        return self._rows(search_v, category_v)
+        """The table rows for the filter (a placeholder row when nothing matches)."""
+        rows, _ = listing(self.service, search_v, category_v)
+        return rows_or_placeholder(rows, len(present.LIBRARY_HEADERS), "(no concept matches)")
 
     def problems(self) -> str:
         return problems_note(self.service)
@@ -162,7 +161,7 @@ class LibraryHandlers:
 
     def refresh(self, search_v, category_v) -> tuple[list, Any]:
         """On any tab switch: another tab may have saved a concept."""
-        return self._rows(search_v, category_v), gr.Dropdown(choices=_safe_choices(self.service))
+        return self.list(search_v, category_v), gr.Dropdown(choices=_safe_choices(self.service))
 
     def refresh_card(self, selected_v, evt: gr.SelectData) -> tuple[Any, Any]:
         """When this tab opens, the card again: its vectors are per model, and the model may have changed."""
