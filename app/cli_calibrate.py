@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 
+from app.domain.methods import COMPARED_METHODS
 from app.domain.parse import parse_floats, parse_layers
 from app.domain.requests import CalibrateRequest
 
@@ -17,8 +18,8 @@ from app.domain.requests import CalibrateRequest
 def register(sub, add) -> None:
     sp = add("calibrate", "choose a concept's extraction method, layer and strength for the loaded model", cmd_calibrate)
     sp.add_argument("concepts", nargs="+", help="concept slugs, or 'all' for every concept with pairs")
-    sp.add_argument("--methods", default=None, help="extraction methods to compare (default: mean_diff,bipolar,"
-                    "no_shared,system_prompt,unit_mean; the ones a concept cannot use are skipped)")
+    sp.add_argument("--methods", default=None, help=f"extraction methods to compare (default: {','.join(COMPARED_METHODS)}; "
+                    "the ones a concept cannot use are skipped)")
     sp.add_argument("--layers", default=None, help="layers of the depth scan (default: every 4th layer from 2)")
     sp.add_argument("--strengths", default=None,
                     help="relative strengths of the fine stage (default 0.1,0.15,0.2,0.3,0.45,0.6)")

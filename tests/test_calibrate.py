@@ -121,9 +121,10 @@ def test_cells_in_a_mixed_batch_match_cells_run_alone(lm):
 
 def test_search_is_deterministic_on_a_tiny_model(lm):
     from app.core.calib_search import SearchPlan, build_variants, run_search
+    from app.domain.methods import COMPARED_METHODS
 
     plan = SearchPlan(coarse_layers=(1, 2), coarse_prompts=2, coarse_tokens=6, fine_strengths=(0.3, 1.0),
-                      cal_tokens=8, val_tokens=8, methods=("mean_diff", "bipolar", "no_shared", "system_prompt", "unit_mean"))
+                      cal_tokens=8, val_tokens=8, methods=COMPARED_METHODS)
     cal, val = ["w1 w2", "w3 w4", "w5"], ["w6 w7", "w8"]
     judges = {"up": _letter_judge, "down": lambda t: -_letter_judge(t)}
     runs = []
@@ -132,7 +133,7 @@ def test_search_is_deterministic_on_a_tiny_model(lm):
         runs.append(run_search(lm, variants, judges, cal, val, plan))
     assert runs[0] == runs[1]
     up = runs[0]["up"]
-    assert set(up["variants"]) == {"mean_diff", "bipolar", "no_shared", "system_prompt", "unit_mean"}
+    assert set(up["variants"]) == {"mean_diff", "bipolar", "no_shared", "system_prompt", "unit_mean", "response"}
     assert "system_prompt" not in runs[0]["down"]["variants"]  # down has no system prompts
     assert up["validation"]["n_prompts"] == 2 and len(up["validation"]["texts"]) == 2
     assert up["layer"] in (1, 2)

@@ -59,7 +59,8 @@ def test_unit_mean_lets_every_pair_vote_once():
 
 
 def test_methods_refuse_missing_inputs_by_name():
-    for name, needs in (("bipolar", "opposite_pos"), ("no_shared", "category_units"), ("system_prompt", "system_diffs")):
+    for name, needs in (("bipolar", "opposite_pos"), ("no_shared", "category_units"), ("system_prompt", "system_diffs"),
+                        ("response", "reply_pos")):
         with pytest.raises(InputError, match=needs):
             run_method(name, _feats())
     with pytest.raises(InputError, match="unknown extraction method"):
@@ -78,3 +79,32 @@ def test_system_prompt_contrast_on_a_tiny_model():
     assert cv.method == "system_prompt" and not np.allclose(cv.vectors, extract(lm, tiny_concept()).vectors)
     with pytest.raises(InputError, match="system_prompts"):
         extract(lm, tiny_concept(system=False), "system_prompt")
+
+
+def test_response_is_the_mean_difference_of_the_replies():
+    f = _feats(reply_pos=rng.standard_normal((L, N, H)), reply_neg=rng.standard_normal((L, N, H)))
+    np.testing.assert_allclose(run_method("response", f), (f.reply_pos - f.reply_neg).mean(1), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(run_method("response", f), run_method("mean_diff", f))  # it reads the replies, not the pairs
+
+
+def test_response_pools_only_the_reply_on_a_tiny_model():
+    """Each side as the assistant's reply; only the reply's own tokens are averaged (checked by a loop)."""
+    from test_extraction import tiny_concept, tiny_lm
+
+    from app.core.capture import capture
+    from app.core.extraction import extract, reply_features, reply_prompts
+
+    lm = tiny_lm()
+    concept = tiny_concept()
+    rows, starts = reply_prompts(lm.tokenizer, concept)
+    n = len(concept.pairs)
+    assert len(rows) == 2 * n and all(0 < s < len(r) for r, s in zip(rows, starts))
+    assert rows[0][:starts[0]] == rows[n][:starts[n]]  # both sides of a pair answer the same turn
+    ref = np.stack([capture(lm.model, [r]).hidden[:, 0, s:].astype(np.float64).mean(axis=1)
+                    for r, s in zip(rows, starts)], axis=1)  # [L, 2N, H], one prompt at a time
+    pos, neg = reply_features(lm, concept)
+    np.testing.assert_allclose(pos, ref[:, :n], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(neg, ref[:, n:], rtol=1e-4, atol=1e-5)
+    cv = extract(lm, concept, "response")
+    np.testing.assert_allclose(cv.vectors, (ref[:, :n] - ref[:, n:]).mean(1), rtol=1e-4, atol=1e-5)
+    assert cv.method == "response" and not np.allclose(cv.vectors, extract(lm, concept).vectors)

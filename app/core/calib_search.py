@@ -17,12 +17,11 @@ import numpy as np
 
 from app.core.calibrate import CellStats, Judges, evaluate, pair_consistency, rank_layers, select
 from app.core.cellbatch import Cell
-from app.core.extraction import concept_features, system_prompt_diffs, unit_rows, vectors_from_features
-from app.domain.methods import mean_diff
+from app.core.extraction import concept_features, reply_features, system_prompt_diffs, unit_rows, vectors_from_features
+from app.domain.methods import COMPARED_METHODS, mean_diff
 from app.core.style import measure_style
 from app.types import Concept, ConceptVectors
 
-COMPARED_METHODS = ("mean_diff", "bipolar", "no_shared", "system_prompt", "unit_mean")
 Log = Optional[Callable[[str], None]]
 
 
@@ -102,6 +101,8 @@ def build_variants(lm, concepts: Sequence[Concept], methods: Sequence[str] = COM
                 if log:
                     log(f"{c.slug}: system-prompt contrast")
                 f.system_diffs = system_prompt_diffs(lm, c)
+            elif m == "response":
+                f.reply_pos, f.reply_neg = reply_features(lm, c)
             out[c.slug][m] = vectors_from_features(lm, c, m, f, typical[c.slug], extra={"n_pairs": len(c.pairs)})
         f = feats[c.slug]
         style = measure_style(lm, c)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from app.core.family import format_prompt
+from app.core.family import format_prompt, format_reply_prefix  # noqa: F401 (re-exported)
 
 
 def format_chat(tokenizer: Any, user: str, system: Optional[str] = None) -> str:

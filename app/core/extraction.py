@@ -10,7 +10,7 @@ model together, and the residual stream after every ``model.layers[i]`` is poole
 * **last feature** - the residual at the prompt's last real token.
 
 Methods are registered in ``app.domain.methods`` (mean_diff, last_token, pca, bipolar,
-no_shared, system_prompt, unit_mean); this module captures the features a method needs.
+no_shared, system_prompt, unit_mean, response); this module captures the features a method needs.
 
 **Relative strength.** Residual norms differ by an order of magnitude across layers, so a
 raw multiple of the vector means something different at every layer. A relative strength s
@@ -31,7 +31,7 @@ import numpy as np
 from app import __version__
 from app.core.capture import CaptureResult, capture
 from app.domain.methods import METHODS, Features, get_method, pca_direction, run_method  # noqa: F401 (re-exported)
-from app.core.chat import encode, format_chat, pad_id
+from app.core.chat import encode, format_chat, format_reply_prefix, pad_id
 from app.core.quality import layer_quality, recommend_layers
 from app.core.steering import mean_projection
 from app.errors import Cancelled, InputError
@@ -53,6 +53,11 @@ NEUTRAL_PROMPTS = (
     "How many days are there in a week?",
 )
 
+# The user turns that the ``response`` method's replies answer: generic, so the reply carries the
+# concept, and disjoint from every calibration / validation prompt.
+REPLY_TURNS = ("Say something.", "Tell me what is on your mind.", "Share a thought with me.",
+               "What would you like to say?")
+
 Progress = Optional[Callable[[int, int], None]]
 ShouldStop = Optional[Callable[[], bool]]
 
@@ -70,18 +75,22 @@ def pooled_features(cr: CaptureResult) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return mean.astype(np.float32), last, typical.astype(np.float32)
 
 
-def _token_weights(cr: CaptureResult) -> np.ndarray:
-    """float32 [B, T]: 1 at the positions that count (real tokens except position 0)."""
+def _token_weights(cr: CaptureResult, starts: Optional[Sequence[int]] = None) -> np.ndarray:
+    """float32 [B, T]: 1 at the positions that count (real tokens except position 0, and
+    before ``starts[b]`` where given: a reply is pooled without the turn it answers)."""
     w = cr.mask.astype(np.float32)
     single = cr.lengths <= 1
     w[~single, 0] = 0.0
+    if starts is not None:
+        for b, s in enumerate(starts):
+            w[b, :min(int(s), int(cr.lengths[b]) - 1)] = 0.0  # at least the last token counts
     return w
 
 
-def _pool(cr: CaptureResult) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def _pool(cr: CaptureResult, starts: Optional[Sequence[int]] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Token sums [L, B, H], last features [L, B, H], summed token norms [L], token count."""
     h = cr.hidden  # [L, B, T, H]
-    w = _token_weights(cr)  # [B, T]
+    w = _token_weights(cr, starts)  # [B, T]
     sums = np.matmul(w[None, :, None, :], h)[:, :, 0, :]  # [L, B, H], one batched matmul
     B = h.shape[1]
     last = h[:, np.arange(B), np.asarray(cr.lengths) - 1, :].astype(np.float32)
@@ -106,8 +115,10 @@ def capture_pooled(
     progress: Progress = None,
     should_stop: ShouldStop = None,
     batch_size: int = BATCH_SIZE,
+    starts: Optional[Sequence[int]] = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pooled features of ``token_lists`` (in their order) from batched forward passes.
+    """Pooled features of ``token_lists`` (in their order) from batched forward passes;
+    ``starts[i]``: pool prompt i only from that position on (default: from position 1).
 
     Prompts are sorted by length so batches carry little padding, and captured in blocks
     that keep the full residual stream under ``CAPTURE_BUDGET_BYTES`` (one block for any
@@ -141,8 +152,9 @@ def capture_pooled(
 
         cr = capture(lm.model, [token_lists[i] for i in idx], pad=pad, batch_size=batch_size,
                      progress=block_progress, should_stop=should_stop)
-        sums, blk_last, blk_norms, blk_count = _pool(cr)
-        weights = _token_weights(cr).sum(axis=1)
+        blk_starts = None if starts is None else [starts[i] for i in idx]
+        sums, blk_last, blk_norms, blk_count = _pool(cr, blk_starts)
+        weights = _token_weights(cr, blk_starts).sum(axis=1)
         mean[:, idx, :] = (sums / weights[None, :, None]).astype(np.float32)
         last[:, idx, :] = blk_last
         norm_sum += blk_norms
@@ -162,6 +174,27 @@ def method_vectors(pos: np.ndarray, neg: np.ndarray, method: str) -> np.ndarray:
     if method == "last_token":
         return run_method(method, Features(pos=pos, neg=neg, pos_last=pos, neg_last=neg))
     return run_method(method, Features(pos=pos, neg=neg))
+
+
+def reply_prompts(tokenizer: Any, concept: Concept) -> tuple[list[list[int]], list[int]]:
+    """Each pair's texts as the ASSISTANT's reply to a short generic user turn (positives, then
+    negatives; pair i's two sides answer the same turn), and where each reply starts."""
+    rows, starts = [], []
+    for side in ("positive", "negative"):
+        for i, p in enumerate(concept.pairs):
+            turn = encode(tokenizer, format_reply_prefix(tokenizer, REPLY_TURNS[i % len(REPLY_TURNS)]))
+            rows.append(turn + list(tokenizer.encode(getattr(p, side).strip(), add_special_tokens=False)))
+            starts.append(len(turn))
+    return rows, starts
+
+
+def reply_features(lm: Any, concept: Concept, should_stop: ShouldStop = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean residual [L, N, H] over the reply tokens only, for the positives and the negatives
+    written as the model's own answers (the state it is in when it WRITES such text)."""
+    rows, starts = reply_prompts(lm.tokenizer, concept)
+    mean, _, _ = capture_pooled(lm, rows, should_stop=should_stop, starts=starts)
+    n = len(concept.pairs)
+    return mean[:, :n], mean[:, n:]
 
 
 def concept_features(lm: Any, concept: Concept, progress: Progress = None, should_stop: ShouldStop = None,
@@ -231,6 +264,8 @@ def extract(
         feats.category_units = category_with_self(feats, category_units)
     if "system_diffs" in needs:
         feats.system_diffs = system_prompt_diffs(lm, concept, should_stop=should_stop)
+    if "reply_pos" in needs:
+        feats.reply_pos, feats.reply_neg = reply_features(lm, concept, should_stop=should_stop)
     if should_stop is not None and should_stop():
         raise Cancelled("extraction cancelled")
     from app.core.style import measure_style  # style imports cellbatch, which imports generation

@@ -139,6 +139,12 @@ def is_base_model(tokenizer: Any) -> bool:
     return not getattr(tokenizer, "chat_template", None)
 
 
+def format_reply_prefix(tokenizer: Any, user: str) -> str:
+    """What precedes the model's own reply to ``user``: the chat template's generation prompt,
+    or for a base model the plain text and a line break (the reply continues it)."""
+    return f"{user}\n" if is_base_model(tokenizer) else format_prompt(tokenizer, user)
+
+
 def format_prompt(tokenizer: Any, user: str, system: Optional[str] = None) -> str:
     """The text the model reads for a user message (and optional system text).
 

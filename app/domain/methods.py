@@ -30,6 +30,8 @@ class Features:
     opposite_pos: Optional[np.ndarray] = None  # mean features of the opposite concept's positives
     category_units: Optional[np.ndarray] = None  # [L, K, H] unit vectors of the category's concepts
     system_diffs: Optional[np.ndarray] = None  # [L, U, H] per-user-text system-prompt contrasts
+    reply_pos: Optional[np.ndarray] = None  # [L, N, H] the positives as the model's reply, reply tokens only
+    reply_neg: Optional[np.ndarray] = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,11 @@ def system_prompt(f: Features) -> np.ndarray:
     return np.asarray(f.system_diffs, np.float64).mean(axis=1)
 
 
+def response(f: Features) -> np.ndarray:
+    """mean_diff of the pairs written as the assistant's reply, pooled over the reply's tokens."""
+    return (np.asarray(f.reply_pos, np.float64) - np.asarray(f.reply_neg, np.float64)).mean(axis=1)
+
+
 def unit_mean(f: Features) -> np.ndarray:
     """Average of unit-length pair differences, rescaled to their mean length (each pair votes once)."""
     d = _diffs(f)
@@ -110,10 +117,15 @@ _ALL = (
            "of its category share (e.g. \"emotional vs neutral\"); needs other concepts of the category.", no_shared),
     Method("system_prompt", ("system_diffs",), "system_prompt — the same user texts under the positive vs the "
            "negative system prompt, compared at every position after it; needs `system_prompts`.", system_prompt),
+    Method("response", ("reply_pos", "reply_neg"), "response — the pairs' texts as the assistant's own REPLY to a "
+           "short generic question, averaged over the reply's tokens only: the state the model is in while it "
+           "writes such text (as persona vectors are read). Often steers styles better.", response),
     Method("unit_mean", ("pos", "neg"), "unit_mean — average of unit-length pair differences, so no single "
            "long pair dominates.", unit_mean),
 )
 METHODS: dict[str, Method] = {m.name: m for m in _ALL}
+# the methods a calibration compares by default (last_token and pca are noisier with ~30 pairs)
+COMPARED_METHODS = ("mean_diff", "bipolar", "no_shared", "system_prompt", "unit_mean", "response")
 METHOD_NAMES = tuple(METHODS)  # what a concept's YAML may name as its ``method:`` (app.library.fields)
 
 
