@@ -99,3 +99,24 @@ def test_one_token_continuations_and_the_path_for_other_caches(monkeypatch):
     conts = [[5, 6, 7, 8], [9, 10]]
     ref = reference_scores(model, prompt, conts, 5, unit)
     assert all(_close(g, r) for g, r in zip(score_continuations(model, prompt, conts, 5, unit), ref))
+
+
+def test_calibration_rows_are_scored_like_the_reference():
+    """cellbatch.score_rows (calibration, style allowance) reads perplexity through score_continuations:
+    the same numbers as a full pass over prompt + text; EOS is not scored, an empty text has none."""
+    from test_extraction import tiny_lm
+
+    from app.core.cellbatch import score_rows
+    from app.core.chat import eos_ids
+
+    lm = tiny_lm()
+    eos = min(eos_ids(lm.tokenizer))
+    prompt = [5, 9, 17, 3, 44]
+    texts = [[7, 8, 9, 10, 11, 12], [30, 31, 30, 31, 30, 31, 30], [60, 61, eos], [eos]]
+    rows = score_rows(lm, prompt, [(t, "length") for t in texts])
+    visible = [[x for x in t if x != eos] for t in texts]
+    ref = reference_scores(lm.model, prompt, visible, None, None)
+    for got, want in zip(rows, ref):
+        assert _close(got.scores, want), (got.scores, want)
+    assert rows[3].scores.n_tokens == 0 and np.isnan(rows[3].scores.perplexity) and not rows[3].clean
+    assert rows[0].coherent  # the baseline row is coherent with itself

@@ -17,11 +17,10 @@ from typing import Callable, Mapping, Optional, Sequence
 import mlx.core as mx
 import numpy as np
 
-from app.core.capture import pad_right
 from app.core.chat import eos_ids, pad_id
 from app.core.generation import run_batch
 from app.core.interventions import Add
-from app.core.scoring import TextScores, distinct_n, is_coherent, longest_repeat
+from app.core.scoring import TextScores, is_coherent, score_continuations
 from app.core.style import allowance_of
 from app.types import ConceptVectors, GenerationParams, steered_layers
 
@@ -100,35 +99,14 @@ def _generate(lm, prompt, vectors, rows, max_tokens, should_stop) -> list[tuple[
     return [(list(r.tokens), r.finish) for r in last.rows]
 
 
-def token_nll(model, prompt: Sequence[int], conts: Sequence[Sequence[int]], pad: int, batch: int = 16) -> list[np.ndarray]:
-    """Negative log-likelihood of each continuation's tokens under the (unpatched) model."""
-    P, out = len(prompt), []
-    for s in range(0, len(conts), batch):
-        chunk = [list(c) for c in conts[s:s + batch]]
-        tokens, _ = pad_right([list(prompt) + c for c in chunk], pad)
-        logits = model(tokens)[:, P - 1:-1, :].astype(mx.float32)
-        T = logits.shape[1]
-        target = np.full((len(chunk), T), pad, dtype=np.int32)
-        for b, c in enumerate(chunk):
-            target[b, :len(c)] = c[:T]
-        picked = mx.take_along_axis(logits, mx.array(target)[..., None], axis=-1)[..., 0]
-        nll = mx.logsumexp(logits, axis=-1) - picked
-        arr = np.array(nll)
-        out.extend(arr[b, :len(c)].astype(np.float64) for b, c in enumerate(chunk))
-    return out
-
-
 def score_rows(lm, prompt, generated: list[tuple[list[int], str]],
                allowance: Optional[Sequence[float]] = None) -> list[CellText]:
     """Texts, coherence (row 0 is the baseline) and cleanliness of generated rows of one prompt;
     ``allowance[r]`` is row r's style allowance (default 1.0 everywhere)."""
     eos = eos_ids(lm.tokenizer)
     visible = [[t for t in toks if t not in eos] for toks, _ in generated]
-    nlls = token_nll(lm.model, prompt, [v or [pad_id(lm.tokenizer)] for v in visible], pad_id(lm.tokenizer))
-    scores = []
-    for v, nll in zip(visible, nlls):
-        ppl = float(np.exp(np.clip(nll.mean(), 0, 50))) if v else float("nan")
-        scores.append(TextScores(len(v), distinct_n(v, 2), longest_repeat(v), ppl, float("nan")))
+    # the sweep's scorer: the prompt runs once, only generated positions are unembedded
+    scores = score_continuations(lm.model, prompt, visible, None, None, pad_id(lm.tokenizer))
     base = scores[0]
     out = []
     allowance = list(allowance) if allowance is not None else [1.0] * len(generated)
@@ -147,53 +125,26 @@ def generate_plain(lm, prompts: Sequence[Sequence[int]], max_tokens: int) -> lis
     has its own prompt, so rows are left-padded and mlx-lm's ``BatchKVCache`` masks the padding
     and offsets the rotary positions per row.
     """
-    from mlx_lm.models.cache import BatchKVCache
-
-    from app.core.models import layers_of
-    from app.core.scoring import detect_loop
-
-    model, eos, pad = lm.model, eos_ids(lm.tokenizer), pad_id(lm.tokenizer)
-    T = max(len(p) for p in prompts)
-    left = [T - len(p) for p in prompts]
-    cache = [BatchKVCache(left) for _ in layers_of(model)]
-    logits = model(mx.array([[pad] * l + list(p) for l, p in zip(left, prompts)]), cache=cache)[:, -1, :]
-    toks: list[list[int]] = [[] for _ in prompts]
-    finish = [""] * len(prompts)
-    for _ in range(max_tokens):
-        nxt = mx.argmax(logits, axis=-1)
-        mx.eval(nxt)
-        for r, t in enumerate(nxt.tolist()):
-            if finish[r]:
-                continue
-            toks[r].append(int(t))
-            if t in eos:
-                finish[r] = "eos"
-            elif detect_loop(toks[r]) is not None:
-                finish[r] = "loop"
-        if all(finish):
-            break
-        feed = [toks[r][-1] if not finish[r] else pad for r in range(len(prompts))]
-        logits = model(mx.array(feed)[:, None], cache=cache)[:, -1, :]
-    return [(t, f or "length") for t, f in zip(toks, finish)]
+    return generate_padded(lm, prompts, {}, [None] * len(prompts), max_tokens)
 
 
 class _PaddedAdd:
-    """``h + coef[r] * unit`` at every position from row r's SECOND real token on.
+    """``h + sum_g coefs[r, g] * units[g]`` at every position from row r's SECOND real token on:
+    all of one layer's vectors in one hook (a row uses at most one of them).
 
     With left padding a row's first real token (the attention sink, never steered, like
     ``skip_first``) sits at index ``left[r]``, not 0; pads before it are masked anyway.
     """
 
-    def __init__(self, unit: np.ndarray, coefs: np.ndarray, left: Sequence[int]):
-        self.unit = mx.array(np.asarray(unit, np.float32))
-        self.coefs = mx.array(np.asarray(coefs, np.float32))
+    def __init__(self, units: np.ndarray, coefs: np.ndarray, left: Sequence[int]):
+        self.add = mx.array(np.asarray(coefs, np.float32) @ np.asarray(units, np.float32))  # [B, D]
         self.start = mx.array(np.asarray(left, np.int32) + 1)
 
     def __call__(self, h, state):
-        coef = self.coefs.astype(h.dtype)[:, None]
+        add = self.add.astype(h.dtype)[:, None, :]
         if state.phase == "prompt":
-            coef = coef * (mx.arange(h.shape[1])[None, :] >= self.start[:, None]).astype(h.dtype)
-        return h + coef[..., None] * self.unit.astype(h.dtype)[None, None, :]
+            add = add * (mx.arange(h.shape[1])[None, :] >= self.start[:, None]).astype(h.dtype)[..., None]
+        return h + add
 
 
 def generate_padded(lm, prompts: Sequence[Sequence[int]], vectors: Mapping[str, ConceptVectors],
@@ -202,7 +153,7 @@ def generate_padded(lm, prompts: Sequence[Sequence[int]], vectors: Mapping[str, 
     from mlx_lm.models.cache import BatchKVCache
 
     from app.core.models import layers_of
-    from app.core.patching import ForwardState, patch_layers
+    from app.core.patching import ForwardState, last_position_only, patch_layers
     from app.core.scoring import detect_loop
 
     model, eos, pad = lm.model, eos_ids(lm.tokenizer), pad_id(lm.tokenizer)
@@ -214,9 +165,13 @@ def generate_padded(lm, prompts: Sequence[Sequence[int]], vectors: Mapping[str, 
             cv = vectors[c.key]
             for l in c.layers:
                 groups.setdefault((c.key, l), np.zeros(len(cells), np.float32))[r] = c.strength * float(cv.typical_norms[l])
-    hooks: dict[int, list] = {}
+    by_layer: dict[int, list[tuple[str, np.ndarray]]] = {}
     for (key, layer), coefs in groups.items():
-        hooks.setdefault(layer, []).append(_PaddedAdd(vectors[key].unit(layer), coefs, left))
+        by_layer.setdefault(layer, []).append((key, coefs))
+    hooks: dict[int, list] = {layer: [_PaddedAdd(np.stack([vectors[k].unit(layer) for k, _ in g]),
+                                                 np.stack([c for _, c in g], axis=1), left)]
+                              for layer, g in by_layer.items()}
+    hooks.setdefault(len(layers_of(model)) - 1, []).append(last_position_only)
     state = ForwardState(phase="prompt", step=0)
     toks: list[list[int]] = [[] for _ in prompts]
     finish = [""] * len(prompts)

@@ -22,7 +22,7 @@ from app.core.chat import eos_ids, pad_id
 from app.core.models import LoadedModel, layers_of
 from app.core.interventions import Intervention
 from app.core.prompted import join, joinable, prefill_alone
-from app.core.patching import ForwardState, Hook, Recorder, build_hooks, patch_layers
+from app.core.patching import ForwardState, Hook, Recorder, build_hooks, last_position_only, patch_layers
 from app.core.scoring import detect_loop
 from app.core.steering import Schedule
 from app.domain.checks import validate_params
@@ -138,7 +138,7 @@ class _BatchRun:
         self.share = _SharedPrefill.plan(self.model, self.cache, self.B, sorted(self.op_hooks), positions)
         if self.share is not None:
             self.hooks.setdefault(self.share.layer, []).insert(0, self.share)
-        self.hooks.setdefault(len(layers_of(self.model)) - 1, []).append(_last_position_only)
+        self.hooks.setdefault(len(layers_of(self.model)) - 1, []).append(last_position_only)
         self.pad = mx.array(pad_id(lm.tokenizer), dtype=mx.int32)
         self.pending: Optional[_Pending] = None
 
@@ -195,14 +195,6 @@ def _forget_step(op_hooks: dict, step: int) -> None:
                 h.trace.pop()
                 if h.condition is not None and h.gates:
                     h.gates.pop()
-
-
-def _last_position_only(h: mx.array, state: ForwardState) -> Optional[mx.array]:
-    """Prefill: only the last position's logits are used, so the final norm and the unembedding
-    run there alone (rows of a matmul do not depend on the other rows)."""
-    if state.phase == "prompt" and h.shape[1] > 1:
-        return h[:, -1:, :]
-    return None
 
 
 class _SharedPrefill:

@@ -42,6 +42,15 @@ class ForwardState:
 Hook = Callable[[mx.array, ForwardState], Optional[mx.array]]
 
 
+def last_position_only(h: mx.array, state: ForwardState) -> Optional[mx.array]:
+    """A hook for the LAST block: in the prompt phase only the last position's logits are used,
+    so the final norm and the unembedding run there alone (rows of a matmul do not depend on the
+    other rows; with left padding the last position is every row's last real token)."""
+    if state.phase == "prompt" and h.shape[1] > 1:
+        return h[:, -1:, :]
+    return None
+
+
 class LayerWrapper(nn.Module):
     """Stands in for one decoder block; forwards every unknown attribute to it."""
 

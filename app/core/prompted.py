@@ -54,13 +54,12 @@ def _padded_rows_match(model: Any) -> bool:
 def prefill_alone(model: Any, prompt: Sequence[int]) -> tuple[list[KVCache], mx.array]:
     """Cache and last-position logits [1, V] (float32) of ``prompt`` run as a batch of one
     (the final norm and the unembedding run at the last position only, as in run_batch)."""
-    from app.core.generation import _last_position_only  # generation imports this module
     from app.core.models import layers_of
-    from app.core.patching import ForwardState, patch_layers
+    from app.core.patching import ForwardState, last_position_only, patch_layers
 
     cache = make_prompt_cache(model)
     last = len(layers_of(model)) - 1
-    with patch_layers(model, {last: [_last_position_only]}, ForwardState(phase="prompt")):
+    with patch_layers(model, {last: [last_position_only]}, ForwardState(phase="prompt")):
         logits = model(mx.array([list(prompt)]), cache=cache)[:, -1, :].astype(mx.float32)
     return cache, logits
 

@@ -23,7 +23,7 @@ import numpy as np
 from mlx_lm.models.cache import KVCache, RotatingKVCache, make_prompt_cache
 
 from app.core.models import layers_of
-from app.core.patching import ForwardState, Recorder, patch_layers
+from app.core.patching import ForwardState, Recorder, last_position_only, patch_layers
 from app.domain.repetition import tail_cycle as detect_loop  # noqa: F401  (the engine's early stop)
 
 
@@ -116,7 +116,7 @@ def _score_chunk(model, prompt, chunk, read_layer, unit, pad, P, G):
     last = len(layers_of(model)) - 1
     rec = Recorder()
     hooks: dict[int, list] = {read_layer: [rec]} if read_layer is not None else {}
-    hooks.setdefault(last, []).append(_last_prompt_position)
+    hooks.setdefault(last, []).append(last_position_only)
     state = ForwardState(phase="prompt")
     with patch_layers(model, hooks, state):
         # The model is unsteered, so every row shares the prompt: run it once, copy its KV cache
@@ -137,11 +137,6 @@ def _score_chunk(model, prompt, chunk, read_layer, unit, pad, P, G):
             proj = rec.outputs[0].astype(mx.float32) @ unit  # [rows, G]: the continuation's own positions
         mx.eval(lp, *([proj] if proj is not None else []))
     return np.array(lp), (np.array(proj) if proj is not None else None)
-
-
-def _last_prompt_position(h, state):
-    """The prompt pass needs only its last position's logits (the unembedding is skipped elsewhere)."""
-    return h[:, -1:, :] if state.phase == "prompt" else None
 
 
 def _score_chunk_whole(model, prompt, chunk, read_layer, unit, pad, P, G, conts):

@@ -20,12 +20,12 @@ QUESTION = "Say something."  # the neutral user turn the examples answer
 
 def example_perplexities(lm: Any, texts: Sequence[str]) -> list[float]:
     """Perplexity of each text as the unsteered model's answer to ``QUESTION``."""
-    from app.core.cellbatch import token_nll
+    from app.core.scoring import score_continuations
 
     tok = lm.tokenizer
     prompt = encode(tok, format_chat(tok, QUESTION))
     conts = [list(tok.encode(t, add_special_tokens=False)) or [pad_id(tok)] for t in texts]
-    return [float(np.exp(np.clip(n.mean(), 0, 50))) for n in token_nll(lm.model, prompt, conts, pad_id(tok))]
+    return [s.perplexity for s in score_continuations(lm.model, prompt, conts, None, None, pad_id(tok))]
 
 
 def measure_style(lm: Any, concept: Any) -> dict[str, float]:
