@@ -8,16 +8,6 @@ from typing import Any, Callable
 MODEL_CONCURRENCY = dict(concurrency_id="model", concurrency_limit=1)
 """Pass as **MODEL_CONCURRENCY to every event that touches the model: they queue, never overlap."""
 
-TAB_IDS = {
-    "tutorial": "Tutorial",
-    "explorer": "Layer explorer",
-    "creator": "Concept creator",
-    "playground": "Steering playground",
-    "sweeps": "Sweeps",
-    "mixer": "Concept mixer",
-    "library": "Library",
-}
-
 
 @dataclass
 class UIContext:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import Any, Optional
 
 import gradio as gr
 
 from app.ui.feedback import CLAMP_JS, FEEDBACK_CSS
-from app.ui.context import TAB_IDS, UIContext
+from app.ui.context import UIContext
 from app.ui.progress_targets import keep_progress_off_containers
 from app.ui.theme import CSS, THEME
 
@@ -24,14 +23,16 @@ def build_app(service: Any) -> gr.Blocks:
 
     service = Lab.of(service)  # the page talks to the lab's facade only
     ctx = UIContext(service=service)
-    modules = {tab_id: importlib.import_module(f"app.ui.tabs.{tab_id}") for tab_id in TAB_IDS}
+    from app.ui.tabs import tab_modules
+
+    modules = tab_modules()
     # delete_cache: Gradio's copies of uploads and downloads older than an hour are removed hourly.
     with gr.Blocks(title="Activation Steering Lab", delete_cache=(3600, 3600)) as demo:
         header.build(service, ctx)
         with gr.Tabs(selected="tutorial") as tabs:
             ctx.tabs = tabs
-            for tab_id, label in TAB_IDS.items():
-                with gr.Tab(label, id=tab_id, elem_id=f"tab-{tab_id}"):
+            for tab_id, mod in modules.items():
+                with gr.Tab(mod.LABEL, id=tab_id, elem_id=f"tab-{tab_id}"):
                     modules[tab_id].build(service, ctx)
         # Cross-tab wiring (tutorial "try it", "use this setting") once every tab exists.
         for mod in [header, *modules.values()]:

@@ -20,7 +20,6 @@ import gradio as gr
 from app.domain import limits
 from app.domain.parse import parse_floats, parse_layers, parse_ref
 from app.errors import InputError
-from app.ui.context import TAB_IDS
 
 MAX_PROMPT_CHARS = limits.URL_PROMPT_CHARS
 
@@ -122,7 +121,7 @@ def read_params(query: Mapping[str, Any], num_layers: int, known_concepts: Optio
     ``ops``: the residual operations' names -> their parameter's (lo, hi), for the op fields."""
     q = {str(k): query.get(k) for k in list(query.keys())[:50]}
     tab = str(q.get("tab") or "").strip()
-    out: dict[str, Any] = {"tab": tab if tab in TAB_IDS else None, "playground": {}, "sweeps": {}}
+    out: dict[str, Any] = {"tab": tab if tab in _tab_ids() else None, "playground": {}, "sweeps": {}}
     pg: dict[str, Any] = {}
     absolute = _flag(q.get("abs"))
     if absolute is not None:
@@ -327,3 +326,9 @@ def _operation_updates(service: Any, p: Mapping[str, Any]) -> list[Any]:
             gr.update(value=p["op_layers"]) if "op_layers" in p else gr.update(),
             gr.update(value=p["condition"]) if "condition" in p else gr.update(),
             gr.update(value=p["threshold"]) if "threshold" in p else gr.update()]
+
+
+def _tab_ids() -> dict[str, str]:
+    from app.ui.tabs import tab_ids  # at call time: the tab modules import this one
+
+    return tab_ids()

@@ -19,6 +19,9 @@ from app.ui.present import concepts as present
 from app.ui.present.common import empty_figure, md_escape
 from app.ui.streaming import session_id
 
+LABEL = "Concept creator"  # this module is a tab (app.ui.tabs): its title ...
+ORDER = 30  # ... and its place on the page
+
 log = logging.getLogger("steering_lab.ui")
 
 EMPTY_ROWS = [["", ""], ["", ""], ["", ""]]

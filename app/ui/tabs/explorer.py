@@ -15,6 +15,9 @@ from app.ui.present import explorer as present
 from app.ui.present.common import empty_figure
 from app.ui import model_follow, widgets
 
+LABEL = "Layer explorer"  # this module is a tab (app.ui.tabs): its title ...
+ORDER = 20  # ... and its place on the page
+
 log = logging.getLogger("steering_lab.ui")
 
 DEFAULT_PROMPT = "What is the capital of France?"

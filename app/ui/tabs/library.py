@@ -12,13 +12,16 @@ from app.ui.model_follow import gguf_layers_placeholder
 
 from app.service.lab import slugify
 from app.types import CATEGORIES
-from app.ui.context import MODEL_CONCURRENCY, TAB_IDS
+from app.ui.context import MODEL_CONCURRENCY
 from app.ui.downloads import out_dir, remove_upload
 from app.ui.errors import guarded
 from app.ui.present.insight import vector_lens_md
 from app.ui.present import concepts as present
 from app.domain import limits
 from app.ui.present.common import finite, md_escape, parse_layer_spec, rows_or_placeholder
+
+LABEL = "Library"  # this module is a tab (app.ui.tabs): its title ...
+ORDER = 70  # ... and its place on the page
 
 log = logging.getLogger("steering_lab.ui")
 
@@ -165,7 +168,7 @@ class LibraryHandlers:
 
     def refresh_card(self, selected_v, evt: gr.SelectData) -> tuple[Any, Any]:
         """When this tab opens, the card again: its vectors are per model, and the model may have changed."""
-        if getattr(evt, "value", None) != TAB_IDS["library"] or not selected_v:
+        if getattr(evt, "value", None) != LABEL or not selected_v:
             return gr.update(), gr.update()
         try:
             return card(self.service, selected_v)

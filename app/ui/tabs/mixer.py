@@ -21,6 +21,9 @@ from app.ui.tabs.operations import op_param_update
 from app.ui.widgets import (MAX_TOKENS_UI, REL_RANGE, check_layer, check_number, check_prompt, concept_choices,
                             concept_slugs, default_layer, gen_params, num_layers)
 
+LABEL = "Concept mixer"  # this module is a tab (app.ui.tabs): its title ...
+ORDER = 60  # ... and its place on the page
+
 N_SLOTS = 4
 NONE = ("(none)", "")
 MIX_OPS = ("add", "ablate", "rotate")  # the operations whose parameter means the same for a mix as for one concept

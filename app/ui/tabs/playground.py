@@ -23,6 +23,9 @@ from app.ui.present import insight as fx
 from app.ui.streaming import arm_session, stop_session, stream_comparison
 from app.ui.tabs.operations import op_fields, op_param_update, operation_widgets
 
+LABEL = "Steering playground"  # this module is a tab (app.ui.tabs): its title ...
+ORDER = 40  # ... and its place on the page
+
 DEFAULT_PROMPT = "Tell me about your weekend."
 
 HOWTO = (

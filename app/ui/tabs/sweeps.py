@@ -20,6 +20,9 @@ from app.ui.streaming import arm_session, session_id, stop_session, throttled
 from app.ui.widgets import (ABS_RANGE, REL_RANGE, check_concept, check_number, check_prompt, concept_choices,
                             default_concept, default_layer, file_stem, mark_stale_on, num_layers)
 
+LABEL = "Sweeps"  # this module is a tab (app.ui.tabs): its title ...
+ORDER = 50  # ... and its place on the page
+
 MAX_SWEEP_TOKENS = limits.SWEEP_MAX_TOKENS
 DEFAULT_SWEEP_TOKENS = limits.DEFAULT_SWEEP_TOKENS
 KINDS = ("layer sweep", "strength sweep", "grid")

@@ -11,6 +11,9 @@ import gradio as gr
 from app.ui.errors import guarded
 from app.ui.tabs.operations import op_param_props
 
+LABEL = "Tutorial"  # this module is a tab (app.ui.tabs): its title ...
+ORDER = 10  # ... and its place on the page
+
 log = logging.getLogger("steering_lab.ui")
 
 SLEEPY_PAIRS = [
