@@ -7,7 +7,6 @@ makes 16 concepts x 5 extraction methods affordable.
 
 from __future__ import annotations
 
-import copy
 import functools
 import time
 from dataclasses import dataclass
@@ -17,7 +16,8 @@ import numpy as np
 
 from app.core.calibrate import CellStats, Judges, evaluate, pair_consistency, rank_layers, select
 from app.core.cellbatch import Cell
-from app.core.extraction import concept_features, reply_features, system_prompt_diffs, unit_rows, vectors_from_features
+from app.core.extraction import concept_features, method_inputs, unit_rows, vectors_from_features
+from app.errors import InputError
 from app.domain.methods import COMPARED_METHODS, mean_diff
 from app.core.style import measure_style
 from app.types import Concept, ConceptVectors
@@ -84,25 +84,16 @@ def build_variants(lm, concepts: Sequence[Concept], methods: Sequence[str] = COM
         if targets is not None and c.slug not in targets:
             continue
         out[c.slug] = {}
+        opposite_pos = feats[c.opposite].pos if c.opposite in feats else None
+        mates = [units[o.slug] for o in concepts if o.category == c.category and o.slug != c.slug]
+        if log:
+            log(f"{c.slug}: vectors of {', '.join(methods)}")
         for m in methods:
-            f = copy.copy(feats[c.slug])
-            if m == "bipolar":
-                if not c.opposite or c.opposite not in feats:
-                    continue
-                f.opposite_pos = feats[c.opposite].pos
-            elif m == "no_shared":
-                others = [units[o.slug] for o in concepts if o.category == c.category and o.slug != c.slug]
-                if not others:
-                    continue
-                f.category_units = np.concatenate([np.stack(others, 1), units[c.slug][:, None]], axis=1)
-            elif m == "system_prompt":
-                if c.system_prompts is None:
-                    continue
-                if log:
-                    log(f"{c.slug}: system-prompt contrast")
-                f.system_diffs = system_prompt_diffs(lm, c)
-            elif m == "response":
-                f.reply_pos, f.reply_neg = reply_features(lm, c)
+            try:
+                f = method_inputs(lm, c, m, feats[c.slug], opposite_pos=opposite_pos,
+                                  category_units=np.stack(mates, 1) if mates else None)
+            except InputError:
+                continue  # this concept lacks what the method reads (an opposite, category mates, system prompts)
             out[c.slug][m] = vectors_from_features(lm, c, m, f, typical[c.slug], extra={"n_pairs": len(c.pairs)})
         f = feats[c.slug]
         style = measure_style(lm, c)

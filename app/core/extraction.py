@@ -22,6 +22,7 @@ SmolLM2, s ~ 0.15-0.35 in the middle layers steers clearly; s >= 0.5 tends to lo
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -235,6 +236,31 @@ def system_prompt_diffs(lm: Any, concept: Concept, max_texts: int = SYSTEM_CONTR
     return out.astype(np.float32)
 
 
+def method_inputs(lm: Any, concept: Concept, method: str, feats: Features, *,
+                  opposite_pos: Optional[np.ndarray] = None, category_units: Optional[np.ndarray] = None,
+                  should_stop: ShouldStop = None) -> Features:
+    """A copy of the pairs' ``feats`` with everything else ``method`` reads (its ``needs`` in
+    app.domain.methods), captured here: the one place a method's extra input is provided.
+
+    The caller holds the other concepts, so it passes the opposite's positive features (bipolar)
+    and the category's other unit vectors [L, K, H] (no_shared). An InputError names what this
+    concept lacks for the method (calibration then skips the method for it).
+    """
+    needs = get_method(method).needs
+    f = copy.copy(feats)
+    if "opposite_pos" in needs:
+        if opposite_pos is None:
+            raise InputError(f"the bipolar method needs an opposite concept; set `opposite:` in {concept.slug}.yaml")
+        f.opposite_pos = opposite_pos
+    if "category_units" in needs:
+        f.category_units = category_with_self(feats, category_units)
+    if "system_diffs" in needs:
+        f.system_diffs = system_prompt_diffs(lm, concept, should_stop=should_stop)
+    if "reply_pos" in needs:
+        f.reply_pos, f.reply_neg = reply_features(lm, concept, should_stop=should_stop)
+    return f
+
+
 def extract(
     lm: Any,
     concept: Concept,
@@ -255,17 +281,11 @@ def extract(
         raise InputError(f"concept {concept.slug!r} has {len(concept.pairs)} pair(s); extraction needs at least 2")
     t0 = time.perf_counter()
     feats, typical, n_tokens = concept_features(lm, concept, progress, should_stop)
-    needs = METHODS[method].needs
-    if "opposite_pos" in needs:
-        if opposite is None:
-            raise InputError(f"the bipolar method needs an opposite concept; set `opposite:` in {concept.slug}.yaml")
-        feats.opposite_pos = concept_features(lm, opposite, should_stop=should_stop)[0].pos
-    if "category_units" in needs:
-        feats.category_units = category_with_self(feats, category_units)
-    if "system_diffs" in needs:
-        feats.system_diffs = system_prompt_diffs(lm, concept, should_stop=should_stop)
-    if "reply_pos" in needs:
-        feats.reply_pos, feats.reply_neg = reply_features(lm, concept, should_stop=should_stop)
+    opposite_pos = None
+    if opposite is not None and "opposite_pos" in get_method(method).needs:
+        opposite_pos = concept_features(lm, opposite, should_stop=should_stop)[0].pos
+    feats = method_inputs(lm, concept, method, feats, opposite_pos=opposite_pos, category_units=category_units,
+                          should_stop=should_stop)
     if should_stop is not None and should_stop():
         raise Cancelled("extraction cancelled")
     from app.core.style import measure_style  # style imports cellbatch, which imports generation
