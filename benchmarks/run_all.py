@@ -94,6 +94,15 @@ def parse_bench_extract(out: str, ctx: dict) -> list[Row]:
     ]
 
 
+def parse_bench_calibration(out: str, ctx: dict) -> list[Row]:
+    d = json.loads(out)
+    return [
+        (f"calibration scoring, {d['rows']} rows x {d['tokens']} tokens: full-pass scorer / the lab's",
+         _fmt(d["full_pass_over_lab"], 2), ""),
+        ("largest relative perplexity difference of the two scorers", f"{d['max_relative_perplexity_difference']:.1e}", "< 1e-3"),
+    ]
+
+
 def parse_bench_generate(out: str, ctx: dict) -> list[Row]:
     d = json.loads(out)
     ctx["generate"] = d
@@ -175,6 +184,8 @@ BENCHES = [
     Bench("bench_torch_reference", ["--json", "--tokens", "64", "--reps", "3"], ["--json", "--tokens", "16", "--reps", "1"],
           parse_torch, "same workload on PyTorch + transformers (optional)"),
     Bench("bench_extract", ["--json"], ["--json"], parse_bench_extract, "extraction cost vs a forward pass"),
+    Bench("bench_calibration", ["--json"], ["--json", "--prompts", "1", "--tokens", "8", "--rounds", "1"],
+          parse_bench_calibration, "calibration scoring vs the full-pass scorer it replaced"),
     Bench("bench_generate", ["--json"], ["--json", "--tokens", "16", "--rounds", "1"], parse_bench_generate,
           "side-by-side, sweep, mlx-lm and PyTorch reference rows in one interleaved run"),
     Bench("bench_ui_stream", ["--json"], ["--json", "--tokens", "64", "--short", "16", "--stop-at", "8"], parse_ui_stream,
