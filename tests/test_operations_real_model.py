@@ -86,10 +86,30 @@ def _deltas(svc, concept, **kw) -> np.ndarray:
     return np.array(out)
 
 
-def test_ablating_formal_at_every_layer_lowers_the_formality_judge(default_service):
-    """Even when asked to be formal, the model cannot be once the direction is gone at every layer."""
-    n = default_service.loaded.num_layers
-    d = _deltas(default_service, "formal", op="ablate", op_param=1.0, op_layers=tuple(range(n)),
+@pytest.fixture(scope="module")
+def mean_diff_service(default_service, tmp_path_factory):
+    """The loaded model over a throwaway library without shipped vectors, so every concept's vectors are
+    extracted with the method its YAML names; ``formal`` there is the shipped concept with ``method: mean_diff``."""
+    from app import paths
+    from app.library import ConceptLibrary
+    from app.service.model_service import ModelService
+
+    lib = ConceptLibrary(tmp_path_factory.mktemp("library"), paths.SHIPPED_CONCEPTS, None)
+    svc = ModelService(loaded=default_service.loaded, library=lib)
+    lib.save(dataclasses.replace(lib.get("formal"), method="mean_diff"), overwrite=True)
+    return svc
+
+
+def test_ablating_formal_at_every_layer_lowers_the_formality_judge(mean_diff_service):
+    """Even when asked to be formal, the model cannot be once the direction is gone at every layer.
+
+    The setting was chosen (on other prompts) with formal's mean_diff vectors, so that is what is ablated here,
+    whatever method the calibration ships for formal (since 2026-12-07: `response`, whose ablation moved the judge
+    by -12, +6, +9, -16 on these prompts: the same mean sign, on only 2 of 4)."""
+    svc = mean_diff_service
+    assert svc.concept_vectors("formal").method == "mean_diff"
+    n = svc.loaded.num_layers
+    d = _deltas(svc, "formal", op="ablate", op_param=1.0, op_layers=tuple(range(n)),
                 system="Write in a highly formal, professional register.")
     # the formal judge: minus Flesch reading ease (higher = harder to read = more formal)
     assert d.mean() < 0 and (d < 0).sum() >= len(d) // 2 + 1, d
