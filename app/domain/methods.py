@@ -119,7 +119,7 @@ _ALL = (
            "negative system prompt, compared at every position after it; needs `system_prompts`.", system_prompt),
     Method("response", ("reply_pos", "reply_neg"), "response — the pairs' texts as the assistant's own REPLY to a "
            "short generic question, averaged over the reply's tokens only: the state the model is in while it "
-           "writes such text (as persona vectors are read). Often steers styles better.", response),
+           "writes such text (as persona vectors are read). Compare it with mean_diff on your concept.", response),
     Method("unit_mean", ("pos", "neg"), "unit_mean — average of unit-length pair differences, so no single "
            "long pair dominates.", unit_mean),
 )
