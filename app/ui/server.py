@@ -33,7 +33,7 @@ def build_app(service: Any) -> gr.Blocks:
             ctx.tabs = tabs
             for tab_id, mod in modules.items():
                 with gr.Tab(mod.LABEL, id=tab_id, elem_id=f"tab-{tab_id}"):
-                    modules[tab_id].build(service, ctx)
+                    mod.build(service, ctx)
         # Cross-tab wiring (tutorial "try it", "use this setting") once every tab exists.
         for mod in [header, *modules.values()]:
             wire = getattr(mod, "wire", None)
