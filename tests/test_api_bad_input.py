@@ -19,7 +19,6 @@ import base64
 import hashlib
 import json
 import shutil
-import socket
 from dataclasses import dataclass, field
 import importlib.util
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import pytest
 
 from gguf_files import write_gguf
+from lab_server import served_lab
 
 pytestmark = pytest.mark.real_model
 
@@ -39,12 +39,6 @@ HIDDEN = 576
 
 
 # ---- the app ------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Lab:
     client: Any
@@ -58,26 +52,12 @@ class Lab:
 def lab(tmp_path_factory):
     from gradio_client import Client
 
-    library = tmp_path_factory.mktemp("library")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STEERING_LAB_LIBRARY", str(library))
-        from app.service.model_service import ModelService
-        from app.ui.server import serve
-
-        service = ModelService()
-        service.load("")
-        assert Path(service.library.user_root).resolve() == library.resolve()  # created while the env is set
-        info = service.info()
+    with served_lab(tmp_path_factory.mktemp("library")) as served:
+        info = served.service.info()
         assert (info.num_layers, info.hidden_size) == (N_LAYERS, HIDDEN)
-        port = _free_port()
-        demo = serve(port=port, block=False, service=service)
-        try:
-            url = f"http://127.0.0.1:{port}/"
-            lab = Lab(Client(url, verbose=False), url, service, library)
-            lab.files = _make_files(tmp_path_factory.mktemp("bad-files"), service)
-            yield lab
-        finally:
-            demo.close()
+        lab = Lab(Client(served.url, verbose=False), served.url, served.service, served.library)
+        lab.files = _make_files(tmp_path_factory.mktemp("bad-files"), served.service)
+        yield lab
 
 
 # ---- bad files ----------------------------------------------------------------------------------

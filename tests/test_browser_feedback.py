@@ -9,18 +9,11 @@ explorer or the creator leaves its message next to the button that started it un
 from __future__ import annotations
 
 import pytest
+from lab_server import open_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 
 WAIT_MS = 240_000
-
-
-def _open(browser, url, ready):
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.set_default_timeout(60_000)
-    page.goto(url)
-    page.wait_for_selector(ready, state="visible")
-    return page
 
 
 def _type(page, elem_id: str, value: str) -> None:
@@ -32,7 +25,7 @@ def _type(page, elem_id: str, value: str) -> None:
 def test_clamped_slider_values_are_announced(running_lab, browser, shots):
     from playwright.sync_api import expect
 
-    page = _open(browser, running_lab + "?tab=playground&concept=happy&layer=12&max_tokens=8", "#pg-generate")
+    page = open_page(browser, running_lab + "?tab=playground&concept=happy&layer=12&max_tokens=8", "#pg-generate")
     page.wait_for_function("() => document.querySelector('#pg-max-tokens input[type=number]').value === '8'")
     _type(page, "pg-max-tokens", "100000")
     expect(page.locator("#pg-max-tokens .clamp-note")).to_contain_text("100000 is above the maximum")
@@ -58,7 +51,7 @@ def test_clamped_slider_values_are_announced(running_lab, browser, shots):
     expect(page.locator("#pg-strength .clamp-note")).to_have_count(0, timeout=5_000)
     page.close()
 
-    page = _open(browser, running_lab + "?tab=sweeps", "#sw-run")
+    page = open_page(browser, running_lab + "?tab=sweeps", "#sw-run")
     _type(page, "sw-max-tokens", "100000")
     expect(page.locator("#sw-max-tokens .clamp-note")).to_contain_text("128 is used")
     page.close()
@@ -67,7 +60,7 @@ def test_clamped_slider_values_are_announced(running_lab, browser, shots):
 def test_errors_stay_next_to_their_button_until_the_next_run(running_lab, browser, shots):
     from playwright.sync_api import expect
 
-    page = _open(browser, running_lab + "?tab=explorer", "#ex-run")
+    page = open_page(browser, running_lab + "?tab=explorer", "#ex-run")
     page.locator("#ex-prompt textarea").fill("")
     page.click("#ex-run")
     summary = page.locator("#ex-summary")

@@ -4,19 +4,12 @@ and a sweep over another operation's parameter sends that operation to the playg
 from __future__ import annotations
 
 import pytest
+from lab_server import open_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 
 WAIT_MS = 240_000
 BOX = "#{0} textarea, #{0} input"
-
-
-def _open(browser, url, ready):
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.set_default_timeout(60_000)
-    page.goto(url)
-    page.wait_for_selector(ready, state="visible")
-    return page
 
 
 def _value(page, elem_id: str) -> str:
@@ -35,7 +28,7 @@ def _fields(page) -> tuple:
 
 
 def test_operation_fields_round_trip_through_the_url(running_lab, browser, shots):
-    page = _open(browser, running_lab + "?tab=playground&concept=calm&op=rotate&op_param=20&op_layers=8-12"
+    page = open_page(browser, running_lab + "?tab=playground&concept=calm&op=rotate&op_param=20&op_layers=8-12"
                  "&condition=angry&threshold=0.5", "#pg-op")  # the advanced section opens to show them
     page.wait_for_function("() => document.querySelector('#pg-op-layers textarea, #pg-op-layers input').value === '8-12'")
     op, param, layers, condition, threshold = _fields(page)
@@ -60,7 +53,7 @@ def test_operation_fields_round_trip_through_the_url(running_lab, browser, shots
 
 
 def test_use_this_setting_sends_a_rotation_to_the_playground(running_lab, browser, shots):
-    page = _open(browser, running_lab + "?tab=sweeps&concept=happy&layers=12&strengths=15&max_tokens=4", "#sw-run")
+    page = open_page(browser, running_lab + "?tab=sweeps&concept=happy&layers=12&strengths=15&max_tokens=4", "#sw-run")
     page.wait_for_function("() => document.querySelector('#sw-layers textarea, #sw-layers input').value === '12'")
     page.locator("#sw-op input").click()
     page.get_by_role("option", name="rotate (sweeps theta)").click()
@@ -80,7 +73,7 @@ def test_use_this_setting_sends_a_rotation_to_the_playground(running_lab, browse
 def test_effect_map_in_logits_mode(running_lab, browser, shots):
     from playwright.sync_api import expect
 
-    page = _open(browser, running_lab + "?tab=playground&concept=happy&layer=12&strength=0.4&max_tokens=6",
+    page = open_page(browser, running_lab + "?tab=playground&concept=happy&layer=12&strength=0.4&max_tokens=6",
                  "#pg-generate")
     page.wait_for_function("() => document.querySelector('#pg-max-tokens input[type=number]').value === '6'")
     page.get_by_text("Advanced: where, when and how to steer").click()
@@ -98,7 +91,7 @@ def test_effect_map_in_logits_mode(running_lab, browser, shots):
 def test_the_mixer_rotates_towards_a_mix(running_lab, browser, shots):
     from playwright.sync_api import expect
 
-    page = _open(browser, running_lab + "?tab=mixer", "#mx-generate")
+    page = open_page(browser, running_lab + "?tab=mixer", "#mx-generate")
     expect(page.locator("#mx-op-note")).to_contain_text("cap")  # why cap and clamp are not offered for a mix
     page.locator("#mx-op input").click()
     options = [o.inner_text() for o in page.get_by_role("option").all()]

@@ -7,6 +7,7 @@ trigger a bad input. Screenshots of every step go to tests/output/screenshots/ f
 from __future__ import annotations
 
 import pytest
+from lab_server import open_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 
@@ -20,11 +21,7 @@ def app_url(running_lab):
 
 def _open(browser, url, width=1280, height=800, ready="#pg-generate"):
     """A new page at ``url``, once the element ``ready`` of the tab it opens is shown (tabs render lazily)."""
-    page = browser.new_page(viewport={"width": width, "height": height})
-    page.set_default_timeout(60_000)
-    page.goto(url)
-    page.wait_for_selector(ready, state="visible")
-    return page
+    return open_page(browser, url, ready, width, height)
 
 
 def _wait_run_done(page, prefix: str) -> None:

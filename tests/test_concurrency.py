@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,22 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lab_server import served_lab
 
 pytestmark = [pytest.mark.real_model]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 PROMPT = "Tell me about your weekend."
 LOGIT_PROMPT = "The capital of France is"
 GEN_TOKENS = 5
 WAIT_S = 600  # generous upper bound for anything to finish on two busy cores (never a speed claim)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- probes around the core calls ---------------------------------------------------------------
@@ -138,23 +128,14 @@ def library_snapshot(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    library = tmp_path_factory.mktemp("library")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STEERING_LAB_LIBRARY", str(library))
-        from app.service.model_service import ModelService
-        from app.ui.server import serve
+    seen: dict[str, Any] = {}
 
-        service = ModelService()
-        service.load("")
-        assert Path(service.library.user_root).resolve() == library.resolve()
-        logits = model_logits(service)  # before any request touched the model
-        probes = install_probes(mp)
-        port = _free_port()
-        demo = serve(port=port, block=False, service=service)
-        try:
-            yield Lab(f"http://127.0.0.1:{port}/", service, library, probes, logits)
-        finally:
-            demo.close()
+    def prepare(service, mp):
+        seen["logits"] = model_logits(service)  # before any request touched the model
+        seen["probes"] = install_probes(mp)
+
+    with served_lab(tmp_path_factory.mktemp("library"), prepare) as served:
+        yield Lab(served.url, served.service, served.library, seen["probes"], seen["logits"])
 
 
 def wait_idle(lab: Lab, timeout: float = WAIT_S) -> None:

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from lab_server import free_port
+from lab_server import served_lab
 
 pytestmark = pytest.mark.real_model
 
@@ -29,18 +29,8 @@ EMPTY_TABLE = {"headers": ["positive", "negative"], "data": [["", ""], ["", ""]]
 def lab(tmp_path_factory):
     from gradio_client import Client
 
-    library = tmp_path_factory.mktemp("library")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STEERING_LAB_LIBRARY", str(library))
-        from app.ui.server import serve
-
-        port = free_port()
-        demo = serve(port=port, block=False)
-        try:
-            client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-            yield client, library
-        finally:
-            demo.close()
+    with served_lab(tmp_path_factory.mktemp("library")) as served:
+        yield Client(served.url, verbose=False), served.library
 
 
 def figure(value) -> dict:
