@@ -178,6 +178,7 @@ class GenerationParams:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
+    repetition_penalty: float = 1.0  # 1.0 = off; > 1 lowers the logits of the last tokens (app.core.repetition_penalty)
 
 
 @dataclass(frozen=True)

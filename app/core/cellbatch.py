@@ -20,6 +20,7 @@ import numpy as np
 from app.core.chat import eos_ids, pad_id
 from app.core.generation import run_batch
 from app.core.interventions import Add
+from app.core.repetition_penalty import RepetitionPenalty
 from app.core.scoring import TextScores, is_coherent, score_continuations
 from app.core.style import allowance_of
 from app.types import ConceptVectors, GenerationParams, steered_layers
@@ -118,14 +119,15 @@ def score_rows(lm, prompt, generated: list[tuple[list[int], str]],
     return out
 
 
-def generate_plain(lm, prompts: Sequence[Sequence[int]], max_tokens: int) -> list[tuple[list[int], str]]:
+def generate_plain(lm, prompts: Sequence[Sequence[int]], max_tokens: int,
+                   repetition_penalty: float = 1.0) -> list[tuple[list[int], str]]:
     """Greedy, unsteered continuations of DIFFERENT prompts in one left-padded batch.
 
     For reference rows such as "prompted" (the concept's system prompt, no steering): each row
     has its own prompt, so rows are left-padded and mlx-lm's ``BatchKVCache`` masks the padding
     and offsets the rotary positions per row.
     """
-    return generate_padded(lm, prompts, {}, [None] * len(prompts), max_tokens)
+    return generate_padded(lm, prompts, {}, [None] * len(prompts), max_tokens, repetition_penalty)
 
 
 class _PaddedAdd:
@@ -148,8 +150,10 @@ class _PaddedAdd:
 
 
 def generate_padded(lm, prompts: Sequence[Sequence[int]], vectors: Mapping[str, ConceptVectors],
-                    cells: Sequence[Optional[Cell]], max_tokens: int) -> list[tuple[list[int], str]]:
-    """Greedy rows that differ in prompt AND steering, in one left-padded batch (row r: prompts[r], cells[r])."""
+                    cells: Sequence[Optional[Cell]], max_tokens: int,
+                    repetition_penalty: float = 1.0) -> list[tuple[list[int], str]]:
+    """Greedy rows that differ in prompt AND steering, in one left-padded batch (row r: prompts[r], cells[r]);
+    ``repetition_penalty`` as in ``GenerationParams`` (each row penalises its own prompt tail and answer)."""
     from mlx_lm.models.cache import BatchKVCache
 
     from app.core.models import layers_of
@@ -178,8 +182,10 @@ def generate_padded(lm, prompts: Sequence[Sequence[int]], vectors: Mapping[str, 
     with patch_layers(model, hooks, state):
         cache = [BatchKVCache(left) for _ in layers_of(model)]
         logits = model(mx.array([[pad] * l + list(p) for l, p in zip(left, prompts)]), cache=cache)[:, -1, :]
+        penalty = RepetitionPenalty(repetition_penalty, prompts)
         for step in range(max_tokens):
-            nxt = mx.argmax(logits, axis=-1)
+            nxt = mx.argmax(penalty.apply(logits), axis=-1)
+            penalty.push(nxt)
             mx.eval(nxt)
             for r, t in enumerate(nxt.tolist()):
                 if not finish[r]:

@@ -22,6 +22,7 @@ from app.core.chat import eos_ids, pad_id
 from app.core.models import LoadedModel, layers_of
 from app.core.interventions import Intervention
 from app.core.prompted import join, joinable, prefill_alone
+from app.core.repetition_penalty import RepetitionPenalty
 from app.core.patching import ForwardState, Hook, Recorder, build_hooks, last_position_only, patch_layers
 from app.core.scoring import detect_loop
 from app.core.steering import Schedule
@@ -148,16 +149,20 @@ class _BatchRun:
         logits = self.model(tokens, cache=self.cache)[:, -1, :].astype(mx.float32)
         if self.share is not None:
             self.share.expand(self.cache)
+        self.row_prompts = [prompt] * self.B
         if alone is not None:
             self.cache = join(self.cache, len(prompt), alone[0], len(prompted))
             logits = mx.concatenate([logits[:-1], alone[1]], axis=0)
+            self.row_prompts[-1] = prompted
         return logits
 
     def decode(self, logits: mx.array, params: GenerationParams,
                should_stop: Optional[Callable[[], bool]]) -> Iterator[BatchStep]:
         """Sample step by step; step t+1 is queued before step t's tokens are read back."""
         book, state = self.book, self.state
-        self.pending, key = _dispatch(logits, self.reads.take(), self.guided_pairs, params, mx.random.key(params.seed))
+        penalty = RepetitionPenalty(params.repetition_penalty, self.row_prompts)
+        self.pending, key = _dispatch(logits, self.reads.take(), self.guided_pairs, params, mx.random.key(params.seed),
+                                      penalty)
         prefill = None
         for step in range(params.max_tokens):
             if should_stop is not None and should_stop():
@@ -169,7 +174,7 @@ class _BatchRun:
                 feed = mx.where(book.done_mask(), self.pad, current.tokens.astype(mx.int32))
                 state.phase, state.step = "generated", step
                 logits = self.model(feed[:, None], cache=self.cache)[:, -1, :].astype(mx.float32)
-                self.pending, key = _dispatch(logits, self.reads.take(), self.guided_pairs, params, key)
+                self.pending, key = _dispatch(logits, self.reads.take(), self.guided_pairs, params, key, penalty)
             book.record(current)
             if prefill is None:
                 prefill = time.perf_counter() - self.t0
@@ -267,13 +272,16 @@ class _Reads:
         return proj, gate
 
 
-def _dispatch(logits, reads, guided_pairs, params: GenerationParams, key) -> tuple[_Pending, mx.array]:
-    """Guidance, shared-noise sampling and the NaN check for one step, queued for evaluation."""
+def _dispatch(logits, reads, guided_pairs, params: GenerationParams, key,
+              penalty: RepetitionPenalty) -> tuple[_Pending, mx.array]:
+    """Guidance, the repetition penalty, shared-noise sampling and the NaN check for one step, queued."""
     for base, cond, scale in guided_pairs:
         guided = logits[base] + scale * (logits[cond] - logits[base])
         logits = _set_rows(logits, [base, cond], guided)
+    logits = penalty.apply(logits)
     key, sub = mx.random.split(key)
     nxt = shared_sample(logits, params.temperature, params.top_p, sub)
+    penalty.push(nxt)
     bad = mx.any(~mx.isfinite(logits), axis=-1)
     proj, gate = reads
     pending = _Pending(nxt, bad, proj, gate, logits)

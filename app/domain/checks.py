@@ -42,7 +42,7 @@ def validate_prompts(prompts: Sequence[str], what: str = "prompt") -> None:
 
 
 def validate_params(p: GenerationParams) -> GenerationParams:
-    """Sampling settings inside ``limits`` (max tokens, temperature, top-p, seed), or an error naming the field."""
+    """Sampling settings inside ``limits`` (max tokens, temperature, top-p, seed, repetition penalty), or an error naming the field."""
     if not isinstance(p.max_tokens, int) or isinstance(p.max_tokens, bool) or not 1 <= p.max_tokens <= limits.MAX_TOKENS:
         raise InputError(f"max tokens must be a whole number from 1 to {limits.MAX_TOKENS}, got {p.max_tokens!r}")
     if not isinstance(p.temperature, (int, float)) or not math.isfinite(p.temperature) or not 0 <= p.temperature <= limits.TEMPERATURE_MAX:
@@ -51,4 +51,8 @@ def validate_params(p: GenerationParams) -> GenerationParams:
         raise InputError(f"top-p must be in (0, 1], got {p.top_p!r}")
     if not isinstance(p.seed, int) or isinstance(p.seed, bool) or not 0 <= p.seed <= limits.SEED_MAX:
         raise InputError(f"seed must be a whole number from 0 to 2^32-1, got {p.seed!r}")
+    rp = p.repetition_penalty
+    if (not isinstance(rp, (int, float)) or isinstance(rp, bool) or not math.isfinite(rp)
+            or not 1.0 <= rp <= limits.REPETITION_PENALTY_MAX):
+        raise InputError(f"repetition penalty must be between 1 (off) and {limits.REPETITION_PENALTY_MAX:g}, got {rp!r}")
     return p

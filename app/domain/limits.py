@@ -24,6 +24,8 @@ SWEEP_MAX_TOKENS: Final = 128  # per sweep cell
 SWEEP_MIN_TOKENS: Final = 4  # fewer tokens cannot show a loop or a concept
 DEFAULT_SWEEP_TOKENS: Final = 32
 TEMPERATURE_MAX: Final = 2.0
+REPETITION_PENALTY_MAX: Final = 2.0  # 1.0 = off; mlx-lm's multiplicative penalty (CTRL paper)
+REPETITION_CONTEXT: Final = 64  # how many previous tokens (prompt tail + answer) the penalty looks at
 TOP_P_MIN: Final = 0.05  # the smallest top-p the UI offers; the core accepts any value in (0, 1]
 SEED_MAX: Final = 2**32 - 1
 SCHEDULE_LENGTH_MAX: Final = 4096
