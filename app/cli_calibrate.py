@@ -31,6 +31,8 @@ def register(sub, add) -> None:
     sp.add_argument("--coarse-prompts", type=int, default=2, help="calibration prompts of the depth and method stages")
     sp.add_argument("--coarse-tokens", type=int, default=32, help="tokens per answer in the depth and method stages")
     sp.add_argument("--top-layers", type=int, default=1, help="layers carried from the depth scan to the later stages")
+    sp.add_argument("--repetition-penalty", type=float, default=1.0,
+                    help="generate every row (baselines too) with this repetition penalty (1 = off; e.g. 1.15 for a base model)")
     sp.add_argument("--validate-all-methods", action="store_true",
                     help="validate every method at its own best setting (default: the chosen one and mean_diff)")
     sp.add_argument("--max-tokens", type=int, default=48, help="tokens per calibration answer")
@@ -64,6 +66,7 @@ def calibrate_request(args, num_layers: int) -> CalibrateRequest:
         band_strengths=_band_strengths(args.band_strengths),
         coarse_prompts=args.coarse_prompts, coarse_tokens=args.coarse_tokens, top_layers=args.top_layers,
         validate_all_methods=args.validate_all_methods, max_tokens=args.max_tokens, val_tokens=args.val_tokens,
+        repetition_penalty=args.repetition_penalty,
         save=args.save, ship=args.ship, reuse_vectors=args.reuse_vectors, distributed=args.distributed, log=args.log)
 
 

@@ -65,12 +65,16 @@ def _sampling(sp: argparse.ArgumentParser, max_tokens: int) -> None:
     sp.add_argument("--temperature", type=float, default=0.0)
     sp.add_argument("--top-p", type=float, default=1.0)
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--repetition-penalty", type=float, default=1.0,
+                    help="1 = off (default); about 1.15 keeps a base model from repeating its lines (mlx-lm's rule, "
+                         "over the last 64 tokens of each answer and its prompt)")
 
 
 def _params(args):
     from app.types import GenerationParams
 
-    return GenerationParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    return GenerationParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                            repetition_penalty=args.repetition_penalty)
 
 
 def _validate_early(args, prompt: str, system=None) -> None:

@@ -199,3 +199,30 @@ def test_a_band_cell_steers_every_layer_of_its_band(lm):
         assert list(last.rows[0].tokens) == toks
     _, alone = generate_cells(lm, prompts[0], vec, [Cell("up:mean_diff", 1, 2.0)], 10)
     assert alone[0].tokens != padded[0][0]
+
+
+def test_padded_and_per_prompt_rows_share_the_repetition_penalty(lm):
+    """With a repetition penalty, the calibration's left-padded batch still equals each prompt's own
+    batch (the path of a distributed rank), and the penalty reaches both (else the texts stay the same)."""
+    from app.core.calib_search import build_variants
+    from app.core.cellbatch import Cell, generate_cells, generate_padded
+
+    variants, _ = build_variants(lm, _concepts(), ("mean_diff",))
+    vec = {f"{s}:{m}": cv for s, ms in variants.items() for m, cv in ms.items()}
+    prompts = [[5, 9, 23, 40, 7], [11, 3]]
+    cells = [Cell("up:mean_diff", 1, 3.0), None]
+    padded = generate_padded(lm, prompts, vec, cells, 16, repetition_penalty=1.8)
+    plain = generate_padded(lm, prompts, vec, cells, 16)
+    for p, c, (toks, _) in zip(prompts, cells, padded):
+        base, out = generate_cells(lm, p, vec, [c] if c else [], 16, repetition_penalty=1.8)
+        assert (out[0].tokens if c else base.tokens) == toks
+    assert [t for t, _ in padded] != [t for t, _ in plain]
+
+
+def test_calibrate_request_checks_the_repetition_penalty():
+    from app.domain.requests import CalibrateRequest
+    from app.errors import InputError
+
+    assert CalibrateRequest(concepts=("up",), repetition_penalty=1.15).repetition_penalty == 1.15
+    with pytest.raises(InputError, match="repetition penalty"):
+        CalibrateRequest(concepts=("up",), repetition_penalty=0.5)

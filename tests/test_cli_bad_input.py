@@ -121,6 +121,9 @@ CASES = [
     # token budget
     Case("max-tokens-0", gen(max_tokens="0"), r"max.?tokens"),
     Case("max-tokens-1e9", gen(max_tokens=str(10**9)), r"max.?tokens"),
+    Case("repetition-penalty-below-1", gen("Tell me about your day.", "happy", "12", "0.3", "8", "--repetition-penalty", "0.5"),
+         r"repetition penalty"),
+    Case("repetition-penalty-nan", sweep("10-12", "0.1,0.3", "--repetition-penalty", "nan"), r"repetition penalty"),
     # concepts and mixes
     Case("concept-unknown", gen(concept="nosuch-concept"), r"nosuch-concept"),
     Case("concept-bad-slug", gen(concept="../../etc/passwd"), r"(slug|concept).*(\.\./|separator|not allowed)|\.\./\.\./etc"),

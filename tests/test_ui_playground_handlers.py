@@ -11,15 +11,15 @@ from app.ui.tabs.playground import PlaygroundHandlers
 from test_service_judges import tiny_service
 
 # prompt, system, concept, layer, strength, absolute, positions, schedule, schedule_length, mode, guidance,
-# extra_layers, max_tokens, temperature, top_p, seed, op, op_param, op_layers, condition, threshold
+# extra_layers, max_tokens, temperature, top_p, seed, op, op_param, op_layers, condition, threshold, repetition_penalty
 ARGS = ["w3 w4", "", "wordy", 1, 0.5, False, "all", "constant", 16, "add", 1.0, "", 6, 0.0, 1.0, 0, "add", None, "",
-        "", 1.0]
+        "", 1.0, 1.0]
 
 
 def _with(**changes):
     names = ["prompt", "system", "concept", "layer", "strength", "absolute", "positions", "schedule",
              "schedule_length", "mode", "guidance", "extra_layers", "max_tokens", "temperature", "top_p", "seed", "op",
-             "op_param", "op_layers", "condition", "threshold"]
+             "op_param", "op_layers", "condition", "threshold", "repetition_penalty"]
     return [changes.get(n, v) for n, v in zip(names, ARGS)]
 
 
@@ -45,6 +45,14 @@ def test_generate_streams_both_answers_and_ends_with_downloads(handlers):
     assert "w3 w4" in open(md.value["path"], encoding="utf-8").read()
 
 
+def test_a_repetition_penalty_reaches_both_answers_and_the_settings_line(handlers):
+    plain = list(handlers.generate(*_with(strength=0.0, max_tokens=24)))[-1]
+    penalised = list(handlers.generate(*_with(strength=0.0, max_tokens=24, repetition_penalty=2.0)))[-1]
+    assert _text(penalised[0]) == _text(penalised[1])  # strength 0: the baseline itself, penalised alike
+    assert _text(penalised[0]) != _text(plain[0]), "the penalty did not reach the baseline row"
+    assert "repetition penalty 2" in penalised[2] and "repetition penalty" not in plain[2]
+
+
 def test_a_stop_armed_before_the_run_starts_stops_it(handlers):
     lab = handlers.service
     lab.arm(session_id(None))  # the click armed a token ...
@@ -59,6 +67,8 @@ def test_a_stop_armed_before_the_run_starts_stops_it(handlers):
     (dict(extra_layers="1:0.2"), "only once"),
     (dict(extra_layers="1:zero"), "not a strength"),
     (dict(strength=99.0), "strength"),
+    (dict(repetition_penalty=0.5), "repetition penalty"),
+    (dict(repetition_penalty=2.5), "repetition penalty"),
 ])
 def test_bad_values_are_refused_naming_the_field(handlers, changes, words):
     with pytest.raises((gr.Error, ValueError), match=words):

@@ -44,6 +44,7 @@ class SearchPlan:
     val_tokens: int = 64
     methods: tuple[str, ...] = COMPARED_METHODS
     validate_all_methods: bool = False  # False: validate the chosen method and mean_diff only
+    repetition_penalty: float = 1.0  # every stage's rows, baseline included (1.0 = off)
 
     def layers_for(self, num_layers: int) -> list[int]:
         if self.coarse_layers is not None:
@@ -107,10 +108,12 @@ def _flat(variants: Mapping[str, Mapping[str, ConceptVectors]]) -> dict[str, Con
     return {f"{s}:{m}": cv for s, ms in variants.items() for m, cv in ms.items()}
 
 
-def _run(lm, prompts, *, variants, cells, judges, tokens, log, stop, stage: str, keep_texts=False, runner=None):
+def _run(lm, prompts, *, variants, cells, judges, tokens, log, stop, stage: str, keep_texts=False, runner=None,
+         repetition_penalty: float = 1.0):
     t0 = time.perf_counter()
     res = evaluate(lm, prompts, _flat(variants), cells, judges, tokens, keep_texts,
-                   progress=(lambda m: log(f"{stage}: {m}")) if log else None, should_stop=stop, runner=runner)
+                   progress=(lambda m: log(f"{stage}: {m}")) if log else None, should_stop=stop, runner=runner,
+                   repetition_penalty=repetition_penalty)
     if log:
         log(f"{stage}: {len(cells)} cells x {len(prompts)} prompts in {time.perf_counter() - t0:.0f} s")
     return res
@@ -131,7 +134,8 @@ def run_search(lm, variants: Mapping[str, Mapping[str, ConceptVectors]], judges:
     """
     coarse = list(cal_prompts[:plan.coarse_prompts])
     slugs = [s for s in variants if "mean_diff" in variants[s]]
-    run = functools.partial(_run, lm, variants=variants, judges=judges, log=log, stop=should_stop, runner=runner)
+    run = functools.partial(_run, lm, variants=variants, judges=judges, log=log, stop=should_stop, runner=runner,
+                            repetition_penalty=plan.repetition_penalty)
     cells = [Cell(f"{s}:mean_diff", l, st) for s in slugs for l in plan.layers_for(lm.num_layers)
              for st in plan.coarse_strengths]
     depth = run(coarse, cells=cells, tokens=plan.coarse_tokens, stage="depth")

@@ -132,7 +132,7 @@ def evaluate(lm, prompts: Sequence[str], vectors: Mapping[str, ConceptVectors], 
              judges: Judges, max_tokens: int, keep_texts: bool = False,
              progress: Optional[Callable[[str], None]] = None,
              should_stop: Optional[Callable[[], bool]] = None,
-             runner: Optional[Runner] = None) -> dict[Cell, CellStats]:
+             runner: Optional[Runner] = None, repetition_penalty: float = 1.0) -> dict[Cell, CellStats]:
     """Every cell on every prompt (one batch of all cells per prompt), judged against the baseline.
 
     A cell's key is ``"<slug>:<method>"``; ``judges[slug]`` scores its texts (higher = more
@@ -144,13 +144,14 @@ def evaluate(lm, prompts: Sequence[str], vectors: Mapping[str, ConceptVectors], 
         return out
     if runner is None:  # one process: every prompt's rows in shared left-padded batches
         results = [_judge_rows(base, texts, cells, judges)
-                   for base, texts in generate_all(lm, prompts, vectors, cells, max_tokens, progress)]
+                   for base, texts in generate_all(lm, prompts, vectors, cells, max_tokens, progress,
+                                                   repetition_penalty)]
     else:  # spread over ranks (app.core.distributed): each rank judges whole prompts
 
         def one_prompt(i: int) -> list:
             if progress is not None:
                 progress(f"prompt {i + 1}/{len(prompts)}: {len(cells)} cells")
-            return _judge_prompt(lm, prompts[i], vectors, cells, judges, max_tokens, should_stop)
+            return _judge_prompt(lm, prompts[i], vectors, cells, judges, max_tokens, should_stop, repetition_penalty)
 
         results = runner(list(range(len(prompts))), one_prompt)
     for rows in results:
@@ -178,13 +179,13 @@ def _judge_rows(base, texts, cells: Sequence[Cell], judges: Judges) -> list:
 
 
 def _judge_prompt(lm, prompt: str, vectors: Mapping[str, ConceptVectors], cells: Sequence[Cell],
-                  judges: Judges, max_tokens: int, should_stop) -> list:
+                  judges: Judges, max_tokens: int, should_stop, repetition_penalty: float = 1.0) -> list:
     tokens = encode(lm.tokenizer, format_chat(lm.tokenizer, prompt))
-    base, texts = generate_cells(lm, tokens, vectors, cells, max_tokens, should_stop)
+    base, texts = generate_cells(lm, tokens, vectors, cells, max_tokens, should_stop, repetition_penalty)
     return _judge_rows(base, texts, cells, judges)
 
 
-def generate_all(lm, prompts, vectors, cells, max_tokens, progress):
+def generate_all(lm, prompts, vectors, cells, max_tokens, progress, repetition_penalty: float = 1.0):
     """(baseline, cell texts) per prompt: all prompts' rows in left-padded batches of <= MAX_PADDED_ROWS."""
     from app.core.cellbatch import allowances, generate_padded, score_rows
 
@@ -199,7 +200,7 @@ def generate_all(lm, prompts, vectors, cells, max_tokens, progress):
             progress(f"prompts {s + 1}-{s + len(chunk)}/{len(prompts)}: {len(cells)} cells, {per * len(chunk)} rows")
         rows = [t for t in chunk for _ in range(per)]
         plan = [c for _ in chunk for c in [None, *cells]]
-        gen = generate_padded(lm, rows, vectors, plan, max_tokens)
+        gen = generate_padded(lm, rows, vectors, plan, max_tokens, repetition_penalty)
         for i, t in enumerate(chunk):
             texts = score_rows(lm, t, gen[i * per:(i + 1) * per], row_allowance)
             results.append((texts[0], texts[1:]))

@@ -58,7 +58,7 @@ class CellText:
 
 def generate_cells(lm, prompt: Sequence[int], vectors: Mapping[str, ConceptVectors], cells: Sequence[Cell],
                    max_tokens: int, should_stop: Optional[Callable[[], bool]] = None,
-                   ) -> tuple[CellText, list[CellText]]:
+                   repetition_penalty: float = 1.0) -> tuple[CellText, list[CellText]]:
     """The baseline and every cell's greedy continuation of ``prompt``, scored."""
     rows: list[Optional[Cell]] = [None] + list(cells)
     out: list[tuple[list[int], str]] = []
@@ -66,9 +66,9 @@ def generate_cells(lm, prompt: Sequence[int], vectors: Mapping[str, ConceptVecto
         chunk = rows[start:start + MAX_ROWS]
         if start and chunk[0] is not None:
             chunk = [None] + chunk  # every batch carries a baseline row (cheap, keeps rows comparable)
-            out.extend(_generate(lm, prompt, vectors, chunk, max_tokens, should_stop)[1:])
+            out.extend(_generate(lm, prompt, vectors, chunk, max_tokens, should_stop, repetition_penalty)[1:])
         else:
-            out.extend(_generate(lm, prompt, vectors, chunk, max_tokens, should_stop))
+            out.extend(_generate(lm, prompt, vectors, chunk, max_tokens, should_stop, repetition_penalty))
     texts = score_rows(lm, prompt, out, allowances(vectors, rows))
     return texts[0], texts[1:]
 
@@ -91,9 +91,10 @@ def _rows(vectors: Mapping[str, ConceptVectors], rows: Sequence[Optional[Cell]])
     return plan
 
 
-def _generate(lm, prompt, vectors, rows, max_tokens, should_stop) -> list[tuple[list[int], str]]:
+def _generate(lm, prompt, vectors, rows, max_tokens, should_stop, repetition_penalty=1.0) -> list[tuple[list[int], str]]:
     last = None
-    for step in run_batch(lm, prompt, _rows(vectors, rows), GenerationParams(max_tokens=max_tokens),
+    params = GenerationParams(max_tokens=max_tokens, repetition_penalty=repetition_penalty)
+    for step in run_batch(lm, prompt, _rows(vectors, rows), params,
                           should_stop=should_stop):
         last = step
     assert last is not None

@@ -63,7 +63,8 @@ def measure(lm, concepts: Sequence[Concept], vectors: Mapping[str, ConceptVector
             settings: Mapping[str, tuple], scorers: Mapping[str, Scorer], prompts: Sequence[str],
             max_tokens: int = 64, prompted: bool = True,
             log: Optional[Callable[[str], None]] = None,
-            prompted_texts: Optional[Mapping[str, Sequence[str]]] = None) -> dict[str, ConceptEfficacy]:
+            prompted_texts: Optional[Mapping[str, Sequence[str]]] = None,
+            repetition_penalty: float = 1.0) -> dict[str, ConceptEfficacy]:
     """Baseline / steered / prompted for each concept on each prompt (greedy).
 
     ``settings[slug]`` is (layer, strength) or (layer, strength, band layers).
@@ -77,7 +78,7 @@ def measure(lm, concepts: Sequence[Concept], vectors: Mapping[str, ConceptVector
                                       band=tuple(band[0]) if band else ())
     cells = [Cell(c.slug, out[c.slug].layer, out[c.slug].strength, out[c.slug].band) for c in concepts]
     baselines = []
-    for base, texts in generate_all(lm, prompts, vectors, cells, max_tokens, log):
+    for base, texts in generate_all(lm, prompts, vectors, cells, max_tokens, log, repetition_penalty):
         baselines.append(base.text)
         for c, t in zip(concepts, texts):
             e = out[c.slug]
@@ -89,7 +90,7 @@ def measure(lm, concepts: Sequence[Concept], vectors: Mapping[str, ConceptVector
         with_sp = [c for c in concepts if c.system_prompts is not None]
         texts = dict(prompted_texts or {})
         missing = [c for c in with_sp if len(texts.get(c.slug, ())) != len(prompts)]
-        texts.update(prompted_generations(lm, missing, prompts, max_tokens, log))
+        texts.update(prompted_generations(lm, missing, prompts, max_tokens, log, repetition_penalty))
         for c in with_sp:
             for i, text in enumerate(texts[c.slug]):
                 s = scorers[c.slug]([baselines[i], text])
@@ -98,7 +99,8 @@ def measure(lm, concepts: Sequence[Concept], vectors: Mapping[str, ConceptVector
 
 
 def prompted_generations(lm, concepts: Sequence[Concept], prompts: Sequence[str], max_tokens: int = 64,
-                         log: Optional[Callable[[str], None]] = None) -> dict[str, list[str]]:
+                         log: Optional[Callable[[str], None]] = None,
+                         repetition_penalty: float = 1.0) -> dict[str, list[str]]:
     """slug -> the unsteered answer to each prompt under the concept's positive system prompt."""
     rows = [(c, i) for c in concepts for i in range(len(prompts))]
     if not rows:
@@ -108,6 +110,6 @@ def prompted_generations(lm, concepts: Sequence[Concept], prompts: Sequence[str]
     toks = [encode(lm.tokenizer, format_chat(lm.tokenizer, prompts[i], c.system_prompts.positive)) for c, i in rows]
     eos = eos_ids(lm.tokenizer)
     out: dict[str, list[str]] = {}
-    for (c, _), (t, _) in zip(rows, generate_plain(lm, toks, max_tokens)):
+    for (c, _), (t, _) in zip(rows, generate_plain(lm, toks, max_tokens, repetition_penalty)):
         out.setdefault(c.slug, []).append(lm.tokenizer.decode([x for x in t if x not in eos]))
     return out

@@ -13,6 +13,7 @@ from typing import Literal, Optional, Sequence, get_args
 import numpy as np
 
 from app.domain import limits
+from app.domain.checks import validate_params
 from app.domain.parse import parse_float
 from app.errors import InputError
 from app.types import GenerationParams
@@ -156,6 +157,7 @@ class CalibrateRequest:
     validate_all_methods: bool = False
     max_tokens: int = 48
     val_tokens: int = 64
+    repetition_penalty: float = 1.0  # every row of every stage, baselines included (1.0 = off)
     save: bool = False  # into the user's library
     ship: bool = False  # into the repository's shipped concepts, vectors and assets/calibration
     reuse_vectors: bool = False
@@ -172,6 +174,7 @@ class CalibrateRequest:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1")
         if self.layers is not None:
             object.__setattr__(self, "layers", _layer_numbers(self.layers, "layers"))
+        validate_params(GenerationParams(repetition_penalty=self.repetition_penalty))  # the one range check
         for name in ("strengths", "coarse_strengths", "band_strengths"):
             values = getattr(self, name)
             if values is not None:

@@ -49,7 +49,7 @@ def search_plan(req: CalibrateRequest) -> SearchPlan:
         kw["band_strengths"] = req.band_strengths
     return SearchPlan(coarse_prompts=req.coarse_prompts, coarse_tokens=req.coarse_tokens, top_layers=req.top_layers,
                       cal_tokens=req.max_tokens, val_tokens=req.val_tokens, methods=tuple(methods),
-                      validate_all_methods=req.validate_all_methods, **kw)
+                      validate_all_methods=req.validate_all_methods, repetition_penalty=req.repetition_penalty, **kw)
 
 
 def _runner(distributed: bool):

@@ -72,6 +72,7 @@ class GenerationOps:
             "temperature": req.params.temperature,
             "top_p": req.params.top_p,
             "seed": req.params.seed,
+            "repetition_penalty": req.params.repetition_penalty,
         }
         return plan, settings
 

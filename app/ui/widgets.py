@@ -182,12 +182,15 @@ def check_layer(service: Any, layer: Any, what: str = "layer") -> int:
     return int(check_number(layer, what, 0, n - 1, integer=True))
 
 
-def gen_params(max_tokens: Any, temperature: Any = 0.0, top_p: Any = 1.0, seed: Any = 0) -> GenerationParams:
+def gen_params(max_tokens: Any, temperature: Any = 0.0, top_p: Any = 1.0, seed: Any = 0,
+               repetition_penalty: Any = 1.0) -> GenerationParams:
     return GenerationParams(
         max_tokens=int(check_number(max_tokens, "max tokens", 1, MAX_TOKENS_UI, integer=True)),
         temperature=float(check_number(temperature, "temperature", 0.0, limits.TEMPERATURE_MAX)),
         top_p=float(check_number(top_p, "top-p", limits.TOP_P_MIN, 1.0)),
         seed=int(check_number(seed if seed not in (None, "") else 0, "seed", 0, limits.SEED_MAX, integer=True)),
+        repetition_penalty=float(check_number(repetition_penalty if repetition_penalty not in (None, "") else 1.0,
+                                              "repetition penalty", 1.0, limits.REPETITION_PENALTY_MAX)),
     )
 
 

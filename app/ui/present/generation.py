@@ -182,6 +182,9 @@ def settings_text(settings: Mapping[str, Any]) -> str:
         parts.append(f"{settings['positions']} positions only")
     temp = _finite(settings.get("temperature"))
     parts.append("greedy" if not temp else f"temperature {temp:g}, top-p {_fmt(settings.get('top_p'))}, seed {settings.get('seed')}")
+    penalty = _finite(settings.get("repetition_penalty"))
+    if penalty and penalty != 1.0:
+        parts.append(f"repetition penalty {penalty:g}")
     if settings.get("source") and settings.get("source") != "request":
         parts.append(f"setting: {settings['source']}")
     return " · ".join(parts)

@@ -38,7 +38,7 @@ HOWTO = (
 
 def build_request(service: Any, prompt, system, concept, layer, strength, absolute, positions, schedule,
                   schedule_length, mode, guidance, extra_layers, max_tokens, temperature, top_p, seed,
-                  op="add", op_param=None, op_layers="", condition="", threshold=1.0):
+                  op="add", op_param=None, op_layers="", condition="", threshold=1.0, repetition_penalty=1.0):
     prompt = check_prompt(prompt)
     concept = check_concept(concept)
     layer = check_layer(service, layer)
@@ -55,7 +55,7 @@ def build_request(service: Any, prompt, system, concept, layer, strength, absolu
         schedule_length=int(check_number(schedule_length, "schedule length", 1, limits.SCHEDULE_LENGTH_MAX, integer=True)),
         positions=positions, guidance=float(check_number(guidance, "guidance scale", -limits.GUIDANCE_LIMIT, limits.GUIDANCE_LIMIT)),
         system=(system or None) if (system or "").strip() else None,
-        params=gen_params(max_tokens, temperature, top_p, seed), prompted=True,
+        params=gen_params(max_tokens, temperature, top_p, seed, repetition_penalty), prompted=True,
         effects=True, **op_fields(service, op, op_param, op_layers, condition, threshold),
     )
 
@@ -69,11 +69,11 @@ class PlaygroundHandlers:
 
     def generate(self, prompt, system, concept, layer, strength, absolute, positions, schedule, schedule_length, mode,
                  guidance, extra_layers, max_tokens, temperature, top_p, seed, op, op_param, op_layers, condition,
-                 threshold, request: gr.Request = None) -> Iterator[tuple]:
+                 threshold, repetition_penalty=1.0, request: gr.Request = None) -> Iterator[tuple]:
         """Stream (baseline, steered, status, effects, applied, md, json) while both answers grow."""
         req = build_request(self.service, prompt, system, concept, layer, strength, absolute, positions, schedule,
                             schedule_length, mode, guidance, extra_layers, max_tokens, temperature, top_p, seed,
-                            op, op_param, op_layers, condition, threshold)
+                            op, op_param, op_layers, condition, threshold, repetition_penalty)
         yield from stream_comparison(self.service, req, request, insight=True)
 
     @staticmethod
@@ -135,12 +135,15 @@ def _controls(service: Any, n: int) -> dict:
             with gr.Row():
                 seed = gr.Number(value=0, precision=0, minimum=0, maximum=limits.SEED_MAX, label="Seed", elem_id="pg-seed", min_width=100)
                 top_p = gr.Slider(limits.TOP_P_MIN, 1.0, value=1.0, step=0.05, label="Top-p", min_width=140)
+                repetition_penalty = gr.Slider(1.0, limits.REPETITION_PENALTY_MAX, value=1.0, step=0.05,
+                                               label="Repetition penalty", elem_id="pg-repetition-penalty", min_width=140,
+                                               info="1 = off; ~1.15 stops a base model repeating its lines (both answers)")
             applied = gr.HTML(fx.applied_html([]), elem_id="pg-applied")
     return dict(prompt=prompt, concept=concept, layer=layer, strength=strength, absolute=absolute,
                 max_tokens=max_tokens, temperature=temperature, advanced=advanced, system=system, positions=positions,
                 schedule=schedule, schedule_length=schedule_length, mode=mode, guidance=guidance, op=op,
                 op_param=op_param, op_layers=op_layers, condition=condition, threshold=threshold,
-                extra_layers=extra_layers, seed=seed, top_p=top_p, applied=applied)
+                extra_layers=extra_layers, seed=seed, top_p=top_p, repetition_penalty=repetition_penalty, applied=applied)
 
 
 def _results() -> dict:
@@ -169,7 +172,8 @@ def _wire(service: Any, h: PlaygroundHandlers, w: dict) -> None:
     """The events; every handler is a PlaygroundHandlers method (tested without a server)."""
     inputs = [w[k] for k in ("prompt", "system", "concept", "layer", "strength", "absolute", "positions", "schedule",
                              "schedule_length", "mode", "guidance", "extra_layers", "max_tokens", "temperature",
-                             "top_p", "seed", "op", "op_param", "op_layers", "condition", "threshold")]
+                             "top_p", "seed", "op", "op_param", "op_layers", "condition", "threshold",
+                             "repetition_penalty")]
     outputs = [w[k] for k in ("baseline", "steered", "status", "effects", "applied", "dl_md", "dl_json")]
     for trigger, api in ((w["generate"].click, dict(api_name="generate")),
                          (w["prompt"].submit, dict(api_visibility="private"))):
@@ -178,7 +182,8 @@ def _wire(service: Any, h: PlaygroundHandlers, w: dict) -> None:
             guarded(h.generate), inputs, outputs, show_progress="minimal", **api, **MODEL_CONCURRENCY)
     w["stop"].click(guarded(stop_session(service)), None, None, api_name="stop_generate", queue=False)
     widgets.mark_stale_on([w[k] for k in ("prompt", "system", "concept", "layer", "strength", "absolute", "max_tokens",
-                                          "temperature")], ["pg-baseline", "pg-steered"], [w["generate"]])
+                                          "temperature", "repetition_penalty")], ["pg-baseline", "pg-steered"],
+                        [w["generate"]])
     w["absolute"].input(guarded(h.toggle_absolute), [w["absolute"]], [w["strength"]], api_visibility="private",
                         queue=False)
     w["op"].input(guarded(h.op_picked), [w["op"]], [w["op_param"]], api_visibility="private", queue=False)

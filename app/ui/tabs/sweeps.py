@@ -11,14 +11,13 @@ from app.domain.parse import parse_floats, parse_layers
 from app.domain.requests import SweepRequest
 from app.errors import Cancelled
 from app.service.lab import follow
-from app.types import GenerationParams
 from app.ui.context import MODEL_CONCURRENCY
 from app.ui.downloads import out_dir
 from app.ui.errors import error_note, guarded, shows_error
 from app.ui.present import sweeps as present
 from app.ui.streaming import arm_session, session_id, stop_session, throttled
 from app.ui.widgets import (ABS_RANGE, REL_RANGE, check_concept, check_number, check_prompt, concept_choices,
-                            default_concept, default_layer, file_stem, mark_stale_on, num_layers)
+                            default_concept, default_layer, file_stem, gen_params, mark_stale_on, num_layers)
 
 LABEL = "Sweeps"  # this module is a tab (app.ui.tabs): its title ...
 ORDER = 50  # ... and its place on the page
@@ -110,8 +109,8 @@ class SweepsHandlers:
     def prefill(self, kind_v) -> tuple[str, str]:
         return kind_defaults(kind_v, num_layers(self.service))
 
-    def sweep(self, concept, prompt, layers, strengths, max_tokens, absolute, op="add", request: gr.Request = None,
-              progress=gr.Progress()) -> Iterator[tuple]:
+    def sweep(self, concept, prompt, layers, strengths, max_tokens, absolute, op="add", repetition_penalty=1.0,
+              request: gr.Request = None, progress=gr.Progress()) -> Iterator[tuple]:
         """(state, summary, heatmap, lines, table, cell, cell text, md, json): ticks while it runs, then the results."""
         service = self.service
         prompt = check_prompt(prompt)
@@ -127,8 +126,8 @@ class SweepsHandlers:
         def report(done: int, total: int, desc: str) -> None:
             progress((done, max(total, 1)), desc=f"{n_cells} cells · {desc}", unit="steps")
 
-        req = SweepRequest(prompt, concept, tuple(layer_list), tuple(strength_list), GenerationParams(max_tokens=mt),
-                           relative=not absolute, op=op_name)
+        req = SweepRequest(prompt, concept, tuple(layer_list), tuple(strength_list),
+                           gen_params(mt, repetition_penalty=repetition_penalty), relative=not absolute, op=op_name)
         session = session_id(request)
         token = service.start(session)
         result = None
@@ -231,8 +230,11 @@ def _setup_box(service: Any, n: int) -> dict:
             ops = [o for o in service.operations() if o.hook_point == "residual"]
             op = gr.Dropdown([(f"{o.name} (sweeps {o.param})", o.name) for o in ops], value="add", label="Operation",
                              elem_id="sw-op", info="For ablate/cap/clamp/rotate the strengths are its a / t / theta")
+            repetition_penalty = gr.Slider(1.0, limits.REPETITION_PENALTY_MAX, value=1.0, step=0.05,
+                                           label="Repetition penalty", elem_id="sw-repetition-penalty",
+                                           info="1 = off; ~1.15 stops a base model repeating its lines (every cell)")
     return dict(prompt=prompt, layers=layers, strengths=strengths, concept=concept, kind=kind, max_tokens=max_tokens,
-                absolute=absolute, op=op)
+                absolute=absolute, op=op, repetition_penalty=repetition_penalty)
 
 
 def _results_box() -> dict:
@@ -275,11 +277,12 @@ def _wire(service: Any, h: SweepsHandlers, w: dict) -> None:
     w["run"].click(guarded(arm_session(service)), None, None, queue=False, show_progress="hidden",
                    api_visibility="private").then(
         guarded(shows_error(error_outputs)(h.sweep)),
-        [w[k] for k in ("concept", "prompt", "layers", "strengths", "max_tokens", "absolute", "op")],
+        [w[k] for k in ("concept", "prompt", "layers", "strengths", "max_tokens", "absolute", "op", "repetition_penalty")],
         [w[k] for k in ("state", "summary", "heatmap", "lines", "table", "cell", "cell_md", "dl_md", "dl_json")],
         api_name="sweep", show_progress="full", show_progress_on=[w["heatmap"]], **MODEL_CONCURRENCY)
     w["stop"].click(guarded(stop_session(service)), None, None, api_name="stop_sweep", queue=False)
-    mark_stale_on([w[k] for k in ("prompt", "concept", "layers", "strengths", "max_tokens", "absolute")],
+    mark_stale_on([w[k] for k in ("prompt", "concept", "layers", "strengths", "max_tokens", "absolute",
+                                  "repetition_penalty")],
                   ["sw-heatmap", "sw-table"], [w["run"]])
     w["cell"].change(guarded(h.show_cell), [w["state"], w["cell"]], [w["cell_md"]], api_name="sweep_cell", queue=False)
     w["table"].select(guarded(h.table_select), [w["state"]], [w["cell"]], api_visibility="private", queue=False)
