@@ -10,6 +10,9 @@ alternates (see benchmarks/_harness.py); medians of the per-round ratios:
   the prompted row (unsteered, under a system prompt, its own prompt length) in that batch;  ``sweep16``: 4 layers x 4 strengths
   + baseline, generated and scored (``run_sweep``);
 - ``mlx_lm``: plain mlx-lm ``generate_step`` on the same float32 weights (the reference loop);
+- ``model_steps_1`` / ``_2`` / ``_17``: the bare model (no lab code, no hooks), ``--tokens`` greedy decode steps of
+  1, 2 and 17 rows after their prompt: what a B-row step costs MLX on this machine, i.e. the floor under the
+  side-by-side (2 rows) and the sweep (17 rows) ratios (``floor_*`` in the output; no target, a measurement);
 - ``torch_1row`` / ``torch_side``: PyTorch + transformers + a forward hook, same model and prompt,
   from a ``bench_torch_reference.py --serve`` worker (its own process and venv, since the lab's
   OpenBLAS preload must not interpose on PyTorch's BLAS); skipped when no PyTorch is found.
@@ -63,6 +66,21 @@ def lab_run(lm, prompt, vectors, rows, params, prompted=None) -> dict:
     wall = time.perf_counter() - t0
     n = max(len(r.tokens) for r in last.rows)
     return {"wall": wall, "tokens": n, "decode_tok_s": len(rows) * (n - 1) / max(wall - last.prefill_seconds, 1e-9)}
+
+
+def model_steps(model, prompt, rows: int, tokens: int) -> dict:
+    """The bare model's greedy decode of ``rows`` identical rows: wall time of the steps after the prompt."""
+    from mlx_lm.models.cache import make_prompt_cache
+
+    cache = make_prompt_cache(model)
+    logits = model(mx.array([list(prompt)] * rows), cache=cache)[:, -1, :]
+    tok = mx.argmax(logits, axis=-1)
+    mx.eval(tok)
+    t0 = time.perf_counter()
+    for _ in range(tokens - 1):
+        tok = mx.argmax(model(tok[:, None], cache=cache)[:, -1, :], axis=-1)
+        mx.eval(tok)
+    return {"wall": time.perf_counter() - t0}
 
 
 def mlx_lm_run(model, prompt, tokens: int) -> dict:
@@ -152,6 +170,8 @@ def summarize(runs: dict, have_torch: bool) -> dict:
         "ratio_steered_over_unsteered_decode": ("lab_1row_steered", "lab_1row", "decode_tok_s"),
         "ratio_lab_over_mlx_lm_decode": ("lab_1row", "mlx_lm", "decode_tok_s"),
         "ratio_prompted_row_over_side_by_side": ("side_by_side_prompted", "side_by_side", "wall"),
+        "floor_2rows_over_1row_model_decode": ("model_steps_2", "model_steps_1", "wall"),
+        "floor_17rows_over_1row_model_decode": ("model_steps_17", "model_steps_1", "wall"),
     }
     ratios = {k: paired_ratio(runs, a, b, key) for k, (a, b, key) in pairs.items() if a in runs and b in runs}
     if have_torch:
@@ -197,6 +217,9 @@ def main(argv=None) -> int:
         "side_by_side": lambda: lab_run(lm, prompt, {L: vectors[L]}, [{}, {L: coef}], params),
         "side_by_side_prompted": lambda: lab_run(lm, prompt, {L: vectors[L]}, [{}, {L: coef}], params, prompted),
         "mlx_lm": lambda: mlx_lm_run(lm.model, prompt, args.tokens),
+        "model_steps_1": lambda: model_steps(lm.model, prompt, 1, args.tokens),
+        "model_steps_2": lambda: model_steps(lm.model, prompt, 2, args.tokens),
+        "model_steps_17": lambda: model_steps(lm.model, prompt, 17, args.tokens),
         "sweep16": lambda: {"wall": _timed(lambda: run_sweep(lm, prompt, cv, [L - 4, L - 2, L, L + 2],
                                                               [0.1, 0.2, 0.3, 0.5], params))},
     }
