@@ -135,9 +135,10 @@ def _controls(service: Any, n: int) -> dict:
             with gr.Row():
                 seed = gr.Number(value=0, precision=0, minimum=0, maximum=limits.SEED_MAX, label="Seed", elem_id="pg-seed", min_width=100)
                 top_p = gr.Slider(limits.TOP_P_MIN, 1.0, value=1.0, step=0.05, label="Top-p", min_width=140)
-                repetition_penalty = gr.Slider(1.0, limits.REPETITION_PENALTY_MAX, value=1.0, step=0.05,
-                                               label="Repetition penalty", elem_id="pg-repetition-penalty", min_width=140,
-                                               info="1 = off; ~1.15 stops a base model repeating its lines (both answers)")
+            repetition_penalty = gr.Slider(1.0, limits.REPETITION_PENALTY_MAX, value=1.0, step=0.05,
+                                           label="Repetition penalty", elem_id="pg-repetition-penalty",
+                                           info="1 = off; about 1.15 stops a base model repeating its lines "
+                                                "(applies to every answer of the run)")
             applied = gr.HTML(fx.applied_html([]), elem_id="pg-applied")
     return dict(prompt=prompt, concept=concept, layer=layer, strength=strength, absolute=absolute,
                 max_tokens=max_tokens, temperature=temperature, advanced=advanced, system=system, positions=positions,
