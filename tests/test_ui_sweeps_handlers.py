@@ -42,6 +42,15 @@ def test_a_sweep_fills_the_table_picks_a_cell_and_writes_downloads(handlers):
     assert "w3 w4" in open(md.value["path"], encoding="utf-8").read() and js.value
 
 
+def test_the_repetition_penalty_reaches_every_row_of_the_sweep(handlers):
+    plain = _final(handlers, max_tokens=24)[0]
+    penalised = _final(handlers, max_tokens=24, repetition_penalty=2.0)[0]
+    assert penalised["baseline_text"] != plain["baseline_text"], "the penalty did not reach the baseline row"
+    assert [c["text"] for c in penalised["cells"]] != [c["text"] for c in plain["cells"]]
+    with pytest.raises(gr.Error, match="repetition penalty"):
+        _final(handlers, repetition_penalty=3.0)
+
+
 def test_saving_a_cell_stores_the_recommendation_through_the_lab(handlers):
     record = _final(handlers)[0]
     note = handlers.save_recommendation(record, "2|0.4", "wordy", False)
