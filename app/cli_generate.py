@@ -166,6 +166,8 @@ def print_side_by_side(chunk, settings: dict, width: int) -> None:
     op = "" if settings["op"] == "add" else f"   op: {settings['op']} {settings['op_param_name']}={settings['op_param']:g}"
     if settings.get("condition"):
         op += f" when {settings['condition']} > {settings['threshold']:g}"
+    if settings.get("repetition_penalty", 1.0) != 1.0:
+        op += f"   repetition penalty {settings['repetition_penalty']:g} (every row)"
     print(f"concept: {settings['label']}   {layers_txt} ({settings['strength_mode']}, {settings['mode']})   source: {settings['source']}{op}")
     left = textwrap.wrap(chunk.baseline_text, width) or [""]
     right = textwrap.wrap(chunk.steered_text, width) or [""]

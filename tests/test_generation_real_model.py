@@ -54,3 +54,22 @@ def test_cli_generate_uses_recommended_setting(default_service):
     assert data["settings"]["layers"][0]["strength"] == rec.strength
     assert data["settings"]["source"] == "calibration"
     assert data["baseline"] and data["steered"]
+
+
+def test_cli_generate_with_a_repetition_penalty_says_so_and_changes_the_baseline():
+    import json
+    import subprocess
+    import sys
+
+    def run(*extra):
+        out = subprocess.run([sys.executable, "-m", "app", "generate", "--prompt", "Tell me about your weekend.",
+                              "--concept", "happy", "--max-tokens", "32", "--no-prompted", *extra],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    plain = json.loads(run("--json"))
+    penalised = json.loads(run("--json", "--repetition-penalty", "1.5"))
+    assert plain["settings"]["repetition_penalty"] == 1.0 and penalised["settings"]["repetition_penalty"] == 1.5
+    assert penalised["baseline"] != plain["baseline"], "the penalty did not reach the baseline row"
+    assert "repetition penalty 1.5 (every row)" in run("--repetition-penalty", "1.5")
