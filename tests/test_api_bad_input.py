@@ -270,11 +270,12 @@ def _import(file_key: str, slug: str = "", overwrite: bool = False):
     return build
 
 
-def _raw_generate(strength: str = "0.3", prompt: str = PROMPT) -> str:
-    """The /generate inputs in order, with ``strength`` spliced in as raw JSON (NaN, Infinity)."""
+def _raw_generate(strength: str = "0.3", prompt: str = PROMPT, penalty: str = "1.0") -> str:
+    """The /generate inputs in order, with ``strength`` and the repetition ``penalty`` spliced in as raw JSON
+    (NaN, Infinity)."""
     head = json.dumps([prompt, "", "happy", 12])
     tail = json.dumps([False, "all", "constant", 16, "add", 1.0, "", 4, 0.0, 1.0, 0, "add", "", "", "", 1.0])
-    return head[:-1] + ", " + strength + ", " + tail[1:]
+    return head[:-1] + ", " + strength + ", " + tail[1:-1] + ", " + penalty + "]"
 
 
 def _panes_filled(result) -> None:
@@ -319,6 +320,10 @@ CASES = [
     # -- playground: strengths (gradio_client refuses NaN/inf floats: sent as strings and over raw HTTP)
     Case("generate-strength-nan-string", "/generate", _gen(strength="nan"), ("float",)),
     Case("generate-strength-nan-rawhttp", "/generate", raw=_raw_generate("NaN"), words=("finite",)),
+    Case("generate-repetition-penalty-nan-rawhttp", "/generate", raw=_raw_generate(penalty="NaN"),
+         words=("repetition penalty|finite",)),
+    Case("generate-repetition-penalty-5-rawhttp", "/generate", raw=_raw_generate(penalty="5"),
+         words=("repetition penalty|maximum",)),
     Case("generate-strength-inf-rawhttp", "/generate", raw=_raw_generate("Infinity"), words=("maximum|finite",)),
     Case("generate-strength-minus-inf-rawhttp", "/generate", raw=_raw_generate("-Infinity"),
          words=("minimum|finite",)),
