@@ -38,19 +38,26 @@ def test_lens_of_a_token_direction_ranks_that_token_first(family):
     assert neg.bottom[0][0][0] == tok.decode([tokens[0]])
 
 
+# The baseline and the steered row share one batched pass. With a BLAS whose result for a row does not
+# depend on the other rows (the netlib reference; OpenBLAS on the machines this was first run on) an unsteered row's KL
+# is exactly 0; OpenBLAS on AMD EPYC (AVX2) gives the two identical rows of a 2-row matmul last-bit
+# differences, a KL of ~4e-7. Below this bound the rows are the same distribution; a steered row is > 1e-4.
+ROW_NOISE_KL = 1e-5
+
+
 def test_effect_map_is_zero_at_strength_zero_and_positive_when_steered():
     lm = make_lm("llama")
     v = rand(3, 5.0, lm.hidden_size)
     cont = tiny_models.prompt_tokens(10, seed=5)
     zero = effect_map(lm, PROMPT, cont, [make("add", 1, v, 0.0)])
-    assert len(zero) == 10 and all(e.kl == 0.0 for e in zero)
+    assert len(zero) == 10 and all(e.kl < ROW_NOISE_KL for e in zero)
     steered = effect_map(lm, PROMPT, cont, [make("add", 1, v, 2.0)])
     assert all(e.kl > 1e-4 for e in steered)
     assert any(e.promoted for e in steered)
     # only generated positions steered: still the first generated token's distribution comes from the
     # (unsteered) prompt pass, so its KL is exactly 0 and the rest are not
     gen_only = effect_map(lm, PROMPT, cont, [make("add", 1, v, 2.0)], positions="generated")
-    assert gen_only[0].kl == 0.0 and all(e.kl > 1e-4 for e in gen_only[1:])
+    assert gen_only[0].kl < ROW_NOISE_KL and all(e.kl > 1e-4 for e in gen_only[1:])
 
 
 def test_compare_stream_reports_gates_where_applied_and_effects():
@@ -63,7 +70,7 @@ def test_compare_stream_reports_gates_where_applied_and_effects():
     assert final.divergence is None and final.baseline_pieces == final.steered_pieces  # a gate never open
     assert final.steered_gates == [0.0] * len(final.steered_gates) and final.steered_gates
     assert all(a["gate_open"] == 0 for a in final.applied)
-    assert all(e["kl"] == 0.0 for e in final.effects)
+    assert all(e["kl"] < ROW_NOISE_KL for e in final.effects)
     always = SteeringPlan([entry], condition=Condition("c", {L: c}, {L: -1e9}))
     final = list(compare_stream(lm, PROMPT, always, GenerationParams(max_tokens=8), effects=True))[-1]
     assert all(g == 1.0 for g in final.steered_gates) and final.divergence is not None
