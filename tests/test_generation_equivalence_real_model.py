@@ -1,4 +1,10 @@
-"""On the real default model (OpenBLAS): shared prefill + pipelining give bit-identical tokens, scores and logits."""
+"""On the real default model (OpenBLAS): shared prefill + pipelining give the plain loop's tokens, scores and logits.
+
+Bit for bit where OpenBLAS computes a matmul row the same whatever the other rows are (as on the machines
+this was written on); OpenBLAS on AMD EPYC (AVX2) gives the rows of differently sized batches last-bit
+differences, so tokens must be equal and numbers equal to float tolerance (see test_generation_equivalence.py,
+which also re-runs with the row-independent reference BLAS, bit for bit).
+"""
 
 from __future__ import annotations
 
@@ -40,5 +46,8 @@ def test_real_model_bit_identical(default_service, temperature):
                for s in run_batch(lm, prompt, plan, params, stop_on_loop=False, **kw)]
         assert len(new) == len(ref), name
         for (got_rows, got_logits), (_, ref_rows, ref_logits, _) in zip(new, ref):
-            assert got_rows == [(r.tokens, r.scores) for r in ref_rows], name
-            assert np.array_equal(got_logits, np.array(ref_logits)), name
+            assert [t for t, _ in got_rows] == [r.tokens for r in ref_rows], name
+            for (_, got_scores), r in zip(got_rows, ref_rows):
+                np.testing.assert_allclose(got_scores, r.scores, rtol=1e-5, atol=1e-4, err_msg=name)
+            # 30 blocks of float32 (and a guidance scale of 2 in logits mode) carry last-bit row noise to ~1e-4
+            np.testing.assert_allclose(got_logits, np.array(ref_logits), rtol=1e-4, atol=1e-3, err_msg=name)
