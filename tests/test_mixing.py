@@ -5,12 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.core.mixing import blend, cosine_across_layers, cosine_matrix, mix_concept, parse_mix
+from app.core.mixing import blend, cosine_matrix, mix_concept, parse_mix
 from app.errors import InputError
 from app.types import ConceptVectors
 
 KNOWN = ["happy", "excited", "formal", "sad", "calm", "pirate", "brief", "verbose", "poetic", "angry"]
 
+
+
+def cosine_across_layers(a, b) -> np.ndarray:
+    """Cosine between two concepts' vectors at every layer (float64), computed here, not by the code under test."""
+    va, vb = a.vectors.astype(np.float64), b.vectors.astype(np.float64)
+    return np.einsum("lh,lh->l", va, vb) / (np.linalg.norm(va, axis=1) * np.linalg.norm(vb, axis=1))
 
 def cv(seed: int, L: int = 4, H: int = 16, fp: str = "fp", rec=(1, 2)) -> ConceptVectors:
     rng = np.random.default_rng(seed)

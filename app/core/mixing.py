@@ -124,13 +124,6 @@ def cosine_matrix(vectors: Mapping[str, ConceptVectors], layer: int) -> tuple[li
     return slugs, np.clip(m, -1.0, 1.0)
 
 
-def cosine_across_layers(a: ConceptVectors, b: ConceptVectors) -> np.ndarray:
-    """Cosine between ``a`` and ``b`` at every layer, float64 [L]."""
-    _check_same_model({"a": a, "b": b}, ["a", "b"])
-    ua, ub = _unit(a.vectors.astype(np.float64)), _unit(b.vectors.astype(np.float64))
-    return np.clip(np.einsum("lh,lh->l", ua, ub), -1.0, 1.0)
-
-
 def mix_concept(slug: str, name: str, recipe: Sequence[tuple[str, float]], options: Mapping[str, Any] | None = None) -> Concept:
     """A concept saved from a mix: category "mix", the recipe kept, no pairs."""
     recipe = [(str(s), float(w)) for s, w in recipe]
