@@ -7,6 +7,7 @@ import shutil
 import sys
 import textwrap
 
+from app.domain import limits
 from app.errors import CLIError
 
 
@@ -67,7 +68,7 @@ def _sampling(sp: argparse.ArgumentParser, max_tokens: int) -> None:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--repetition-penalty", type=float, default=1.0,
                     help="1 = off (default); about 1.15 keeps a base model from repeating its lines (mlx-lm's rule, "
-                         "over the last 64 tokens of each answer and its prompt)")
+                         f"over the last {limits.REPETITION_CONTEXT} tokens of each answer and its prompt)")
 
 
 def _params(args):
